@@ -1,0 +1,108 @@
+"""Engine core benchmark: flat memory, linear time, and decode speed at the target shape.
+
+    python benchmarks/engine_core.py            # full run (about two minutes)
+    python benchmarks/engine_core.py --quick    # fewer frames, for a smoke test
+
+Prints RSS after 100 and 1,000 frames of a tiny model, time(1,000 frames) / time(100 frames), and the
+steady-state tokens per second of the "bench" preset (width 256, 4 layers, 8x8-token patches,
+1,024 codes, fp32, batch 1) beside this machine's matmul bound for that model, measured in the same
+run. Absolute figures vary on shared machines; the ratios are what to compare.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from streamgen import Engine, ModelConfig, PRESETS, VisionDecoder
+from streamgen.codecs import PaletteCodec
+from streamgen.testing import tiny_engine
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def flat_memory(frames_short: int, frames_long: int) -> dict:
+    eng = tiny_engine()
+    for _ in eng.stream(height=16, width=16, frames=20, seed=1):  # warm the allocator
+        pass
+    marks = {}
+    t0 = time.perf_counter()
+    for i, _ in enumerate(eng.stream(height=16, width=16, frames=frames_long, seed=0), 1):
+        if i in (frames_short, frames_long):
+            marks[i] = (time.perf_counter() - t0, rss_mb())
+    (t_s, r_s), (t_l, r_l) = marks[frames_short], marks[frames_long]
+    return dict(rss_short=r_s, rss_long=r_l, t_short=t_s, t_long=t_l)
+
+
+def matmul_bound(cfg: ModelConfig, reps: int = 300) -> float:
+    """Tokens per second if a decode step did nothing but its matmuls (batch 1, fp32)."""
+    D, Fw, V = cfg.width, cfg.mlp_ratio * cfg.width, cfg.vocab_size
+    shapes = [(3 * D, D), (D, D), (Fw, D), (D, Fw)] * cfg.layers + [(V, D)]
+    ws = [torch.randn(o, i) for o, i in shapes]
+    xs = [torch.randn(1, i) for _, i in shapes]
+    for _ in range(20):
+        for w, x in zip(ws, xs):
+            F.linear(x, w)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        for w, x in zip(ws, xs):
+            F.linear(x, w)
+    return reps / (time.perf_counter() - t0)
+
+
+def decode_speed(windows: int, frames_per_window: int) -> list[float]:
+    torch.manual_seed(0)
+    cfg = ModelConfig(**PRESETS["bench"])
+    eng = Engine(VisionDecoder(cfg), PaletteCodec(cfg.vocab_size, factor=8))
+    gen = eng.stream(height=128, width=128, frames=None, seed=0)
+    for _ in range(2):  # the first frames have less context; steady state starts after ef frames
+        next(gen)
+    rates = []
+    for _ in range(windows):
+        tok0, t0 = eng.stats.tokens, time.perf_counter()
+        for _ in range(frames_per_window):
+            next(gen)
+        rates.append((eng.stats.tokens - tok0) / (time.perf_counter() - t0))
+    gen.close()
+    return rates
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    short, long = (20, 200) if args.quick else (100, 1000)
+    print(f"# streamgen engine core benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    mem = flat_memory(short, long)
+    print(f"tiny model, 16x16 px video, extent (1,1,1):")
+    print(f"  RSS after {short} frames: {mem['rss_short']:.1f} MB; after {long}: {mem['rss_long']:.1f} MB;"
+          f" ratio {mem['rss_long'] / mem['rss_short']:.3f} (target within 5%)")
+    print(f"  time({long}) / time({short}) = {mem['t_long'] / mem['t_short']:.2f} "
+          f"(target {long / short:.0f} within 15%)")
+    cfg = ModelConfig(**PRESETS["bench"])
+    bound = matmul_bound(cfg)
+    rates = decode_speed(3 if args.quick else 5, 2 if args.quick else 4)
+    bound_after = matmul_bound(cfg)
+    print(f"bench preset (width {cfg.width}, {cfg.layers} layers, {cfg.patch_h}x{cfg.patch_w}-token "
+          f"patches, {cfg.vocab_size} codes), 128x128 px video, fp32, batch 1:")
+    print(f"  steady-state tokens/s: median {statistics.median(rates):.0f}, best {max(rates):.0f}, "
+          f"windows {[round(r) for r in rates]} (target 1000)")
+    print(f"  matmul bound tokens/s (before, after): {bound:.0f}, {bound_after:.0f}; "
+          f"median / bound = {statistics.median(rates) / ((bound + bound_after) / 2):.2f}")
+
+
+if __name__ == "__main__":
+    main()

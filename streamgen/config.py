@@ -1,0 +1,89 @@
+"""Typed configuration of the vision decoder and of sampling.
+
+Every model is pydantic v2 with ``extra="forbid"``: an unknown key is an error, not a silent no-op.
+Use `parse` to validate user data into the project's `ConfigError`.
+"""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import from_validation_error
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse(cls: type[T], data: Any, prefix: str = "") -> T:
+    """Validate ``data`` into ``cls``; errors become `ConfigError` naming field, rule and value."""
+    if isinstance(data, cls):
+        return data
+    try:
+        return cls.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise from_validation_error(exc, prefix) from None
+
+
+class Extent(Strict):
+    """How far the Nearby Context Pool looks back, in patches (the paper's (ew, eh, ef))."""
+
+    w: int = Field(1, ge=0, le=8, description="columns of patches either side of the current one")
+    h: int = Field(1, ge=0, le=8, description="rows of patches above and below the current one")
+    f: int = Field(1, ge=0, le=8, description="earlier frames the context reaches back to")
+
+    @property
+    def num_offsets(self) -> int:
+        """Relative offsets (df, dy, dx) inside the window, the current patch included."""
+        return (self.f + 1) * (2 * self.h + 1) * (2 * self.w + 1)
+
+
+class ModelConfig(Strict):
+    """Shape of the vision decoder (Eqs. 9 to 13)."""
+
+    vocab_size: int = Field(1024, ge=2, le=1 << 20, description="codebook size of the codec")
+    width: int = Field(256, ge=8, description="hidden width D")
+    layers: int = Field(4, ge=1, le=64, description="transformer layers L")
+    heads: int = Field(4, ge=1, description="attention heads; must divide width")
+    patch_h: int = Field(8, ge=1, le=64, description="patch height in tokens")
+    patch_w: int = Field(8, ge=1, le=64, description="patch width in tokens")
+    extent: Extent = Field(default_factory=Extent, description="NCP extents the model is trained for")
+    text_dim: int | None = Field(None, ge=1, description="width of text token states; None: no cross-attention")
+    mlp_ratio: int = Field(4, ge=1, le=16, description="feed-forward width as a multiple of D")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelConfig":
+        if self.width % self.heads:
+            raise ValueError(f"`heads` must divide `width` ({self.width}), but got {self.heads}")
+        return self
+
+    @property
+    def tokens_per_patch(self) -> int:
+        """M: visual tokens in one patch."""
+        return self.patch_h * self.patch_w
+
+
+class SamplingConfig(Strict):
+    """How a token is drawn from the logits."""
+
+    temperature: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False,
+                               description="0 picks the most likely token")
+    top_k: int | None = Field(None, ge=1, description="keep the k most likely tokens")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False,
+                                description="keep the smallest set whose probability reaches p")
+    guidance: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False,
+                            description="classifier-free guidance scale; 1 disables it")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The shape the tests use: tiny, so the suite runs in minutes on two cores.
+    "tiny": dict(vocab_size=64, width=32, layers=2, heads=2, patch_h=4, patch_w=4,
+                 extent=dict(w=1, h=1, f=1)),
+    # The shape of the engine's speed target (issue "Engine core").
+    "bench": dict(vocab_size=1024, width=256, layers=4, heads=4, patch_h=8, patch_w=8,
+                  extent=dict(w=1, h=1, f=1)),
+}

@@ -1,0 +1,200 @@
+"""The engine: plans patches, keeps the Nearby Context Pool, samples tokens, decodes frames.
+
+`Engine.stream` is a lazy generator of uint8 frames (H, W, 3): each frame is yielded as soon as its
+last patch is sampled and nothing is computed ahead of what the consumer takes. Closing the generator
+frees the pool and the workspace.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from . import adc
+from .adc import Plan, Pos
+from .codec import Codec
+from .config import Extent, SamplingConfig, Strict, parse
+from .errors import ConfigError, bad
+from .model import TextMemory, VisionDecoder, Workspace
+from .ncp import NearbyContextPool
+from .sampling import guide, patch_uniforms, sample
+
+KnownTokens = Callable[[Pos], Tensor]  # (f, y, x) -> (B, patch_h, patch_w) int64
+
+
+class StreamRequest(Strict):
+    """What `Engine.stream` is asked for; sizes in pixels."""
+
+    height: int = Field(gt=0, le=1 << 16, description="frame height in pixels")
+    width: int = Field(gt=0, le=1 << 20, description="frame width in pixels")
+    frames: int | None = Field(1, ge=1, description="frames to generate; None runs forever")
+    order: str = Field("omega", description="ADC order of the patches inside each frame")
+    seed: int = Field(0, ge=0, lt=1 << 62, description="same seed, same frames")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    extent: Extent | None = Field(None, description="NCP window; at most the model's, which is the default")
+
+
+@dataclass
+class StreamStats:
+    """Counters of one stream, updated as it runs (for progress reports and benchmarks)."""
+
+    frames: int = 0
+    tokens: int = 0  # sampled tokens (pre-cached known tokens not counted)
+    patches: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    decode_seconds: float = 0.0  # time spent in the codec
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+class Engine:
+    """Generates images and videos patch by patch with a `VisionDecoder` and a `Codec`."""
+
+    def __init__(self, model: VisionDecoder, codec: Codec):
+        if codec.vocab_size != model.cfg.vocab_size:
+            raise bad("codec.vocab_size", f"must equal the model's vocab_size {model.cfg.vocab_size}",
+                      codec.vocab_size)
+        self.model = model.eval()
+        self.codec = codec
+        self.stats = StreamStats()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pos_emb.device
+
+    # --- validation ----------------------------------------------------------------------------------
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        """Patch rows and columns of a frame, or a `ConfigError` naming the size that does not fit."""
+        cfg, f = self.model.cfg, self.codec.factor
+        for name, value, tokens in (("height", height, cfg.patch_h), ("width", width, cfg.patch_w)):
+            unit = f * tokens
+            if value <= 0 or value % unit:
+                raise bad(name, f"must be a positive multiple of {unit} (codec factor {f} x patch "
+                          f"{name} {tokens} tokens)", value)
+        return height // (f * cfg.patch_h), width // (f * cfg.patch_w)
+
+    def check_extent(self, extent: Extent | None) -> Extent:
+        table = self.model.extent
+        if extent is None:
+            return table
+        for axis in ("w", "h", "f"):
+            if getattr(extent, axis) > getattr(table, axis):
+                raise bad(f"extent.{axis}", f"must be at most the model's {getattr(table, axis)}",
+                          getattr(extent, axis))
+        return extent
+
+    # --- frames ---------------------------------------------------------------------------------------
+    def stream(self, **request) -> Iterator[np.ndarray]:
+        """Frames uint8 (H, W, 3), lazily. Keywords are the fields of `StreamRequest`."""
+        req = parse(StreamRequest, request)
+        rows, cols = self.grid(req.height, req.width)
+        adc.check_order(req.order)
+        extent = self.check_extent(req.extent)
+        plan = Plan.basic(req.order, rows, cols, req.frames, extent)
+        return self._frames(plan, seed=req.seed, sampling=req.sampling)
+
+    def _frames(self, plan: Plan, *, seed: int, sampling: SamplingConfig,
+                text: Tensor | None = None, text_mask: Tensor | None = None,
+                known: KnownTokens | None = None) -> Iterator[np.ndarray]:
+        prev = None
+        for _, tokens in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
+                                              text_mask=text_mask, known=known):
+            t0 = time.perf_counter()
+            frame = self.codec.decode(tokens, prev)  # (1, H, W, 3) uint8
+            self.stats.decode_seconds += time.perf_counter() - t0
+            prev = frame
+            self.stats.frames += 1
+            yield frame[0].numpy()
+
+    # --- tokens ---------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate_tokens(self, plan: Plan, *, seed: int = 0,
+                        sampling: SamplingConfig | None = None, text: Tensor | None = None,
+                        text_mask: Tensor | None = None, known: KnownTokens | None = None,
+                        batch: int = 1) -> Iterator[tuple[int, Tensor]]:
+        """Algorithm 2: yields ``(f, tokens (B, h, w))`` as each frame of ``plan`` completes.
+
+        ``text`` (B, T, text_dim) conditions through cross-attention; with ``sampling.guidance != 1``
+        an unconditional copy of every row runs beside it for classifier-free guidance. ``known``
+        gives the tokens of the plan's known patches, which are pre-cached instead of sampled.
+        """
+        sampling = sampling or SamplingConfig()
+        model, cfg = self.model, self.model.cfg
+        ph, pw, M = cfg.patch_h, cfg.patch_w, model.M
+        if text is not None:
+            batch = text.shape[0]
+        guided = text is not None and sampling.guidance != 1.0
+        rows = 2 * batch if guided else batch
+        memory = self._text_memory(text, text_mask, batch, guided)
+        pool = NearbyContextPool(plan.extent, model.extent)
+        ws = model.new_workspace(rows, max_context=plan.extent.num_offsets - 1)
+        frame = torch.zeros(batch, plan.rows * ph, plan.cols * pw, dtype=torch.long)
+        done_in_frame, per_frame = 0, plan.rows * plan.cols
+        self.stats = StreamStats()
+        try:
+            for item in plan:
+                f, y, x = item.pos
+                model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)])
+                if item.known:
+                    if known is None:
+                        raise ValueError(f"plan has known patch {item.pos} but no known tokens")
+                    toks = known(item.pos).reshape(batch, M).to(self.device)
+                    model.prefill(ws, toks.repeat(rows // batch, 1), memory)
+                else:
+                    u = patch_uniforms(seed, batch, item.pos, M)
+                    toks = self._decode_patch(ws, memory, u, sampling, guided)
+                    self.stats.tokens += batch * M
+                pool.add(item.pos, model.patch_payload(ws), plan.expiry(item.pos))
+                pool.remove(item.step)
+                self.stats.patches += 1
+                frame[:, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = toks.view(batch, ph, pw).cpu()
+                done_in_frame += 1
+                if done_in_frame == per_frame:
+                    done_in_frame = 0
+                    yield f, frame.clone()
+        finally:
+            pool.clear()
+            del ws
+
+    def _text_memory(self, text: Tensor | None, mask: Tensor | None, batch: int,
+                     guided: bool) -> TextMemory | None:
+        model = self.model
+        if model.cfg.text_dim is None:
+            if text is not None:
+                raise ConfigError("`text` is not accepted: this model has no text conditioning "
+                                  "(its config's text_dim is None)")
+            return None
+        if text is None:
+            return model.text_memory(None, batch=batch)
+        text = text.to(self.device)
+        if mask is None:
+            mask = torch.ones(text.shape[:2], dtype=torch.bool, device=self.device)
+        if guided:  # rows [cond; uncond]: the unconditional rows see only the null token
+            text = torch.cat([text, text])
+            mask = torch.cat([mask, torch.zeros_like(mask)])
+        return model.text_memory(text, mask)
+
+    def _decode_patch(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
+                      sampling: SamplingConfig, guided: bool) -> Tensor:
+        """Local autoregression over one patch: M tokens (B, M) int64, one decode step each."""
+        model = self.model
+        B, M = u.shape
+        out = torch.empty(B, M, dtype=torch.long, device=self.device)
+        tok = torch.full((ws.batch,), model.bos, dtype=torch.long, device=self.device)
+        u = u.to(self.device)
+        for m in range(M):
+            logits = model.decode_step(ws, tok, m, memory)  # (rows, V)
+            if guided:
+                logits = guide(logits, sampling.guidance)
+            nxt = sample(logits, u[:, m], sampling)  # (B,)
+            out[:, m] = nxt
+            tok = torch.cat([nxt, nxt]) if guided else nxt
+        model.complete(ws, tok, memory)
+        return out

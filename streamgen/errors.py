@@ -1,0 +1,41 @@
+"""The project's exceptions: every error a user can cause is a `StreamgenError`.
+
+Messages name the parameter, the rule it broke and the value it had, so a user can fix the input
+without reading a traceback.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+
+class StreamgenError(Exception):
+    """Base class of every error streamgen raises on purpose."""
+
+
+class ConfigError(StreamgenError, ValueError):
+    """A parameter, request or config value breaks a rule."""
+
+
+def bad(param: str, rule: str, value: Any) -> ConfigError:
+    """The standard message: ``param`` must satisfy ``rule`` but is ``value``."""
+    return ConfigError(f"`{param}` {rule}, but got {value!r}")
+
+
+def from_validation_error(exc: pydantic.ValidationError, prefix: str = "") -> ConfigError:
+    """Turn pydantic's report into one `ConfigError` line per broken field."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        if prefix:
+            loc = f"{prefix}.{loc}"
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        value = err.get("input")
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        parts.append(f"`{loc}`: {msg} (got {shown})")
+    return ConfigError("; ".join(parts))

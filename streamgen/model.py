@@ -1,0 +1,301 @@
+"""The vision decoder of NUWA-Infinity (Eqs. 9 to 13) with two ways to run it.
+
+Shape letters: B batch, N patches in a sequence, M tokens per patch, S = M + 1 positions per patch
+(a start token, then the M tokens), C context tokens, L layers, H heads, hd head width, D width,
+V codebook size, T text tokens, O relative offsets in the extent window.
+
+* `VisionDecoder.forward` is teacher forcing over a whole planned sequence in one pass: a patch
+  attends causally to itself and fully to the tokens of earlier patches within the extent, with the
+  relative-offset embedding of each (query patch, key patch) pair added to the keys. Training uses it.
+* `new_workspace` / `load_context` / `decode_step` / `prefill` / `patch_payload` run one patch at a
+  time against context taken from the Nearby Context Pool, with a preallocated key/value workspace.
+  Generation uses it. Both compute the same function (tests/test_equivalence.py).
+
+Each patch's sequence starts with a start token, so position m (0 <= m < M) predicts token m, and
+the last token is fed once more to complete the patch's cache (positions 1..M are what the NCP keeps).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import adc
+from .adc import Pos
+from .config import Extent, ModelConfig
+
+
+@dataclass
+class TextMemory:
+    """Per-layer cross-attention keys and values of the text, computed once per request."""
+
+    k: Tensor  # (L, B, H, T, hd)
+    v: Tensor  # (L, B, H, T, hd)
+    mask: Tensor  # (B, 1, 1, T) bool, True where a token takes part
+
+
+@dataclass
+class Workspace:
+    """Preallocated attention buffers for decoding one patch at a time (one per stream)."""
+
+    kv: Tensor  # (L, 2, B, H, Cmax + S, hd) keys (relative-offset embedding added) and values
+    qkv_bias: Tensor  # (L, 3D) the qkv bias with the offset-(0,0,0) embedding folded into the keys
+    e_center: Tensor  # (L, 1, H, 1, hd) embedding of offset (0, 0, 0)
+    ctx_len: int = 0  # C: context tokens loaded for the current patch
+
+    @property
+    def batch(self) -> int:
+        return self.kv.shape[2]
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.width
+        self.heads = cfg.heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.has_text = cfg.text_dim is not None
+        if self.has_text:
+            self.ln_x = nn.LayerNorm(d)
+            self.xq = nn.Linear(d, d)
+            self.xkv = nn.Linear(d, 2 * d)
+            self.xproj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, cfg.mlp_ratio * d)
+        self.fc2 = nn.Linear(cfg.mlp_ratio * d, d)
+
+    def cross(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """Eq. 10: cross-attention of (B, T', D) queries to the text; returns the residual update."""
+        B, T, D = x.shape
+        q = self.xq(self.ln_x(x)).view(B, T, self.heads, D // self.heads).transpose(1, 2)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T', hd)
+        return self.xproj(a.transpose(1, 2).reshape(B, T, D))
+
+    def mlp(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
+
+
+class VisionDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, L = cfg.width, cfg.layers
+        self.M = cfg.tokens_per_patch
+        self.S = self.M + 1
+        self.bos = cfg.vocab_size  # the start token's id: one row past the codebook
+        self.tok_emb = nn.Embedding(cfg.vocab_size + 1, d)
+        self.pos_emb = nn.Parameter(torch.randn(self.S, d) * 0.02)  # positions inside a patch
+        # ADC.Emb: one learned vector per relative offset and layer, added to the keys (Eq. 9).
+        self.rel_emb = nn.Parameter(torch.randn(L, cfg.extent.num_offsets, d) * 0.02)
+        if cfg.text_dim is not None:
+            self.text_proj = nn.Linear(cfg.text_dim, d)
+            self.text_ln = nn.LayerNorm(d)
+            # Always present in the text memory: unconditional rows attend only to it.
+            self.null_text = nn.Parameter(torch.randn(1, d) * 0.02)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(L))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    @property
+    def extent(self) -> Extent:
+        return self.cfg.extent
+
+    def _heads(self, t: Tensor) -> Tensor:
+        """(B, T, D) -> (B, H, T, hd)"""
+        B, T, D = t.shape
+        return t.view(B, T, self.cfg.heads, D // self.cfg.heads).transpose(1, 2)
+
+    # --- text --------------------------------------------------------------------------------------
+    def text_memory(self, states: Tensor | None, mask: Tensor | None = None,
+                    batch: int = 1) -> TextMemory | None:
+        """Cross-attention memory from text token states (B, T, text_dim) and mask (B, T) bool.
+
+        ``states=None`` (or a row whose mask is all False) is the unconditional input used for
+        unconditional tasks, text dropout in training and classifier-free guidance.
+        """
+        if self.cfg.text_dim is None:
+            if states is not None:
+                raise ValueError("this model has no cross-attention (text_dim is None) but got text")
+            return None
+        null = self.null_text.expand(batch if states is None else states.shape[0], 1, -1)
+        if states is None:
+            mem, keep = null, torch.ones(null.shape[:2], dtype=torch.bool, device=null.device)
+        else:
+            if mask is None:
+                mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
+            mem = torch.cat([null, self.text_proj(states)], 1)  # (B, 1 + T, D)
+            keep = torch.cat([torch.ones_like(mask[:, :1]), mask.bool()], 1)
+        mem = self.text_ln(mem)
+        ks, vs = [], []
+        for blk in self.blocks:
+            k, v = blk.xkv(mem).chunk(2, dim=-1)
+            ks.append(self._heads(k))
+            vs.append(self._heads(v))
+        return TextMemory(torch.stack(ks), torch.stack(vs), keep[:, None, None, :])
+
+    # --- teacher forcing over a whole plan (training) -----------------------------------------------
+    def forward(self, tokens: Tensor, positions: Sequence[Pos],
+                text: TextMemory | None = None) -> Tensor:
+        """Logits (B, N, M, V) for tokens (B, N, M) of patches processed in order ``positions``."""
+        B, N, M = tokens.shape
+        S, H = self.S, self.cfg.heads
+        if len(positions) != N or M != self.M:
+            raise ValueError(f"tokens {tuple(tokens.shape)} do not match {len(positions)} positions "
+                             f"of {self.M} tokens")
+        mask, offs = _structure(tuple(positions), self.extent, M)
+        mask, offs = mask.to(tokens.device), offs.to(tokens.device)
+        bos = torch.full((B, N, 1), self.bos, dtype=tokens.dtype, device=tokens.device)
+        inp = torch.cat([bos, tokens], -1)  # (B, N, S)
+        x = (self.tok_emb(inp) + self.pos_emb).reshape(B, N * S, -1)
+        neg = torch.zeros(mask.shape, device=x.device).masked_fill(~mask, float("-inf"))
+        hd = self.cfg.width // H
+        scale = 1.0 / math.sqrt(hd)
+        for l, blk in enumerate(self.blocks):
+            q, k, v = (self._heads(t) for t in blk.qkv(blk.ln1(x)).chunk(3, dim=-1))
+            e = self.rel_emb[l].view(-1, H, hd)  # (O, H, hd)
+            qe = torch.einsum("bhqd,ohd->bhqo", q, e)  # (B, H, NS, O)
+            bias = qe.gather(-1, offs.expand(B, H, -1, -1)) * scale + neg  # (B, H, NS, NS)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            x = x + blk.proj(a.transpose(1, 2).reshape(B, N * S, -1))
+            if text is not None:
+                x = x + blk.cross(x, text.k[l], text.v[l], text.mask)
+            x = x + blk.mlp(x)
+        logits = self.head(self.ln_f(x)).view(B, N, S, -1)
+        return logits[:, :, :M]
+
+    # --- one patch at a time against the NCP (generation) ------------------------------------------
+    def new_workspace(self, batch: int, max_context: int) -> Workspace:
+        """Buffers for ``batch`` rows and up to ``max_context`` context patches, allocated once."""
+        cfg, p = self.cfg, self.pos_emb
+        L, H, D = cfg.layers, cfg.heads, cfg.width
+        T = max_context * self.M + self.S
+        center = adc.center_index(self.extent)
+        with torch.no_grad():
+            e = self.rel_emb[:, center].detach()  # (L, D)
+            bias = torch.stack([blk.qkv.bias.detach() for blk in self.blocks]).clone()  # (L, 3D)
+            bias[:, D:2 * D] += e  # K + e = LN(h) Wk + (bk + e): Eq. 9's pre-feeding, fused
+        return Workspace(
+            kv=torch.zeros(L, 2, batch, H, T, D // H, dtype=p.dtype, device=p.device),
+            qkv_bias=bias, e_center=e.view(L, 1, H, 1, D // H).clone(),
+        )
+
+    def load_context(self, ws: Workspace, context: Sequence[tuple[Tensor, int]]) -> None:
+        """Fill the workspace with the keys and values of the selected context patches.
+
+        ``context`` holds ``(payload, offset index)`` pairs from NCP.Select; a payload is
+        (L, 2, B, H, M, hd). The offset embeddings are added here, once per patch.
+        """
+        L, _, B, H, _, hd = ws.kv.shape
+        C = len(context) * self.M
+        if C:
+            pay = torch.stack([p for p, _ in context], 4)  # (L, 2, B, H, Nc, M, hd)
+            offs = torch.tensor([o for _, o in context], device=pay.device)
+            e = self.rel_emb[:, offs].view(L, len(context), H, hd).transpose(1, 2)  # (L, H, Nc, hd)
+            pay[:, 0] += e[:, None, :, :, None, :]
+            ws.kv[:, :, :, :, :C] = pay.view(L, 2, B, H, C, hd)
+        ws.ctx_len = C
+
+    def _extend(self, ws: Workspace, x: Tensor, m: int, text: TextMemory | None) -> Tensor:
+        """Run positions m .. m+T-1 of the current patch, x (B, T, D); returns final states.
+
+        This is the token loop's hot path: it calls the functional ops on the weights directly
+        (no module dispatch), and writes into the preallocated workspace instead of concatenating.
+        """
+        B, T, D = x.shape
+        H = self.cfg.heads
+        hd = D // H
+        t0 = ws.ctx_len + m
+        t1 = t0 + T
+        mask = None
+        if T > 1:  # causal among the new positions, everything before them visible
+            mask = torch.ones(T, t1, dtype=torch.bool, device=x.device).tril(t0)
+        for l, blk in enumerate(self.blocks):
+            kv = ws.kv[l]  # (2, B, H, Tmax, hd)
+            h = F.layer_norm(x, (D,), blk.ln1.weight, blk.ln1.bias)
+            qkv = F.linear(h, blk.qkv.weight, ws.qkv_bias[l]).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
+            kv[:, :, :, t0:t1] = qkv[1:]
+            a = F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :t1], kv[1, :, :, :t1],
+                                               attn_mask=mask)  # (B, H, T, hd)
+            x = x + F.linear(a.transpose(1, 2).reshape(B, T, D), blk.proj.weight, blk.proj.bias)
+            if text is not None:
+                x = x + blk.cross(x, text.k[l], text.v[l], text.mask)
+            h = F.layer_norm(x, (D,), blk.ln2.weight, blk.ln2.bias)
+            h = F.gelu(F.linear(h, blk.fc1.weight, blk.fc1.bias), approximate="tanh")
+            x = x + F.linear(h, blk.fc2.weight, blk.fc2.bias)
+        return x
+
+    def decode_step(self, ws: Workspace, token: Tensor, m: int,
+                    text: TextMemory | None = None) -> Tensor:
+        """Feed position ``m`` (token (B,), the previous token or the start token) -> logits (B, V)."""
+        x = self.tok_emb(token)[:, None] + self.pos_emb[m]  # (B, 1, D)
+        x = self._extend(ws, x, m, text)[:, 0]
+        return F.linear(F.layer_norm(x, (x.shape[-1],), self.ln_f.weight, self.ln_f.bias),
+                        self.head.weight)
+
+    def complete(self, ws: Workspace, token: Tensor, text: TextMemory | None = None) -> None:
+        """Feed the patch's last token (B,) at position M so its cache is whole; no logits."""
+        x = self.tok_emb(token)[:, None] + self.pos_emb[self.M]
+        self._extend(ws, x, self.M, text)
+
+    def prefill(self, ws: Workspace, tokens: Tensor, text: TextMemory | None = None) -> Tensor:
+        """Run a whole patch of known tokens (B, M) at once -> logits (B, M, V)."""
+        bos = torch.full_like(tokens[:, :1], self.bos)
+        x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
+        return self.head(self.ln_f(self._extend(ws, x, 0, text)))[:, :self.M]
+
+    def patch_payload(self, ws: Workspace) -> Tensor:
+        """The finished patch's cache for NCP.Add: (L, 2, B, H, M, hd), a fresh tensor.
+
+        Keys are stored without the offset embedding, which `load_context` adds per selection.
+        """
+        c = ws.ctx_len
+        out = ws.kv[:, :, :, :, c + 1:c + self.S].clone()
+        out[:, 0] -= ws.e_center
+        return out
+
+
+@lru_cache(maxsize=64)
+def _structure(positions: tuple[Pos, ...], extent: Extent, M: int) -> tuple[Tensor, Tensor]:
+    """Attention mask (NS, NS) bool and offset index (1, 1, NS, NS) long of a planned sequence.
+
+    Query patch n sees its own positions causally and positions 1..M (the tokens) of every earlier
+    patch inside its extent window: exactly what NCP.Select returns when it is generated.
+    """
+    N, S = len(positions), M + 1
+    if len(set(positions)) != N:
+        raise ValueError("positions must be distinct")
+    patch_mask = torch.zeros(N, N, dtype=torch.bool)
+    patch_off = torch.zeros(N, N, dtype=torch.long)
+    center = adc.center_index(extent)
+    for n, cur in enumerate(positions):
+        patch_off[n, n] = center
+        for k in range(n):
+            try:
+                patch_off[n, k] = adc.rel_index(extent, positions[k], cur)
+            except ValueError:
+                continue
+            patch_mask[n, k] = True
+    mask = patch_mask.repeat_interleave(S, 0).repeat_interleave(S, 1)
+    mask.view(N, S, N, S)[:, :, :, 0] = False  # a context patch's start position is not kept
+    causal = torch.ones(S, S, dtype=torch.bool).tril()
+    for n in range(N):
+        mask[n * S:(n + 1) * S, n * S:(n + 1) * S] = causal
+    offs = patch_off.repeat_interleave(S, 0).repeat_interleave(S, 1)
+    return mask, offs[None, None]

@@ -1,0 +1,1 @@
+"""Built-in task plugins, imported as ``streamgen.tasks``."""

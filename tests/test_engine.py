@@ -1,0 +1,115 @@
+import gc
+import itertools
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+import streamgen.engine as engine_mod
+from streamgen import Extent, Plan, SamplingConfig
+from streamgen.testing import tiny_engine
+
+
+def test_stream_yields_uint8_frames_of_the_requested_size(engine):
+    frames = list(engine.stream(height=16, width=24, frames=3, seed=0))
+    assert len(frames) == 3
+    for f in frames:
+        assert isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.shape == (16, 24, 3)
+    assert not np.array_equal(frames[0], frames[1])  # a random model does not repeat frames
+
+
+def test_same_seed_same_frames_other_seed_other_frames(engine):
+    a = list(engine.stream(height=16, width=16, frames=2, seed=7))
+    b = list(engine.stream(height=16, width=16, frames=2, seed=7))
+    c = list(engine.stream(height=16, width=16, frames=2, seed=8))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_endless_stream_is_lazy(engine):
+    gen = engine.stream(height=16, width=16, frames=None, seed=0)
+    per_frame = 2 * 2  # 16 px / (factor 2 x 4 tokens) = 2 patches each way
+    assert engine.stats.patches == 0  # nothing happens before the first frame is asked for
+    got = list(itertools.islice(gen, 3))
+    assert len(got) == 3
+    assert engine.stats.patches == 3 * per_frame
+    assert engine.stats.tokens == 3 * per_frame * 16
+    gen.close()
+
+
+def test_closing_the_generator_frees_the_caches(monkeypatch):
+    pools = weakref.WeakSet()
+    real = engine_mod.NearbyContextPool
+
+    class Tracked(real):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            pools.add(self)
+            self.sizes = []
+
+        def add(self, *a, **k):
+            super().add(*a, **k)
+            self.sizes.append(len(self))
+
+    monkeypatch.setattr(engine_mod, "NearbyContextPool", Tracked)
+    eng = tiny_engine()
+    gen = eng.stream(height=16, width=16, frames=None)
+    next(gen)
+    next(gen)
+    (pool,) = list(pools)
+    assert len(pool) > 0
+    gen.close()
+    assert len(pool) == 0
+    del pool
+    gc.collect()
+    assert len(pools) == 0
+
+
+@pytest.mark.parametrize("sampling", [
+    dict(temperature=0.0), dict(top_k=1), dict(top_p=1e-6), dict(temperature=0.7, top_k=5, top_p=0.9),
+])
+def test_sampling_options(engine, sampling):
+    frames = list(engine.stream(height=8, width=8, frames=2, seed=3, sampling=sampling))
+    again = list(engine.stream(height=8, width=8, frames=2, seed=4, sampling=sampling))
+    greedy = sampling.get("temperature") == 0.0 or sampling.get("top_k") == 1 or "top_p" in sampling \
+        and sampling["top_p"] < 1e-3
+    # greedy settings ignore the seed; sampled ones follow it
+    assert all(np.array_equal(a, b) for a, b in zip(frames, again)) == greedy
+
+
+def test_top_k_keeps_only_the_k_most_likely_tokens():
+    from streamgen.sampling import sample
+
+    logits = torch.tensor([[0.0, 5.0, 4.0, -1.0, 3.0]]).repeat(2000, 1)
+    u = torch.rand(2000, dtype=torch.float64)
+    got = sample(logits, u, SamplingConfig(top_k=2))
+    assert set(got.tolist()) == {1, 2}
+    got = sample(logits, u, SamplingConfig(top_p=0.5))
+    assert set(got.tolist()) == {1}
+
+
+def test_text_conditioning_and_guidance_change_the_frames():
+    eng = tiny_engine(text_dim=8)
+    plan = lambda: Plan.basic("omega", 1, 2, 2, Extent(w=1, h=1, f=1))  # noqa: E731
+    text = torch.randn(1, 3, 8) * 3
+    run = lambda **kw: [t for _, t in eng.generate_tokens(plan(), seed=1, **kw)]  # noqa: E731
+    uncond = run()
+    cond = run(text=text)
+    guided = run(text=text, sampling=SamplingConfig(guidance=3.0))
+    assert not torch.equal(uncond[0], cond[0])
+    assert not torch.equal(cond[0], guided[0])
+    assert all(torch.equal(a, b) for a, b in zip(guided, run(text=text, sampling=SamplingConfig(guidance=3.0))))
+
+
+def test_known_patches_are_pre_cached_not_sampled():
+    eng = tiny_engine()
+    given = torch.randint(0, 64, (1, 8, 8))
+    plan = Plan.basic("zeta", 2, 2, 3, Extent(w=1, h=1, f=1), known_frames=1)
+    known = lambda pos: given[:, pos[1] * 4:(pos[1] + 1) * 4, pos[2] * 4:(pos[2] + 1) * 4]  # noqa: E731
+    out = list(eng.generate_tokens(plan, seed=0, known=known))
+    assert torch.equal(out[0][1], given)
+    assert eng.stats.tokens == 2 * 4 * 16  # only frames 1 and 2 were sampled
+    # the next frames depend on the given frame
+    other = list(eng.generate_tokens(plan, seed=0, known=lambda pos: (known(pos) + 1) % 64))
+    assert not torch.equal(out[1][1], other[1][1])
