@@ -186,15 +186,15 @@ class Engine:
         """Local autoregression over one patch: M tokens (B, M) int64, one decode step each."""
         model = self.model
         B, M = u.shape
-        out = torch.empty(B, M, dtype=torch.long, device=self.device)
+        out = torch.empty(M, B, dtype=torch.long, device=self.device)
         tok = torch.full((ws.batch,), model.bos, dtype=torch.long, device=self.device)
-        u = u.to(self.device)
+        u = u.to(self.device).t().contiguous()  # (M, B): one row per step
         for m in range(M):
             logits = model.decode_step(ws, tok, m, memory)  # (rows, V)
             if guided:
                 logits = guide(logits, sampling.guidance)
-            nxt = sample(logits, u[:, m], sampling)  # (B,)
-            out[:, m] = nxt
+            nxt = sample(logits, u[m], sampling)  # (B,)
+            out[m] = nxt
             tok = torch.cat([nxt, nxt]) if guided else nxt
         model.complete(ws, tok, memory)
-        return out
+        return out.t()

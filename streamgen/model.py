@@ -17,7 +17,7 @@ the last token is fed once more to complete the patch's cache (positions 1..M ar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Sequence
 
@@ -47,6 +47,11 @@ class Workspace:
     qkv_bias: Tensor  # (L, 3D) the qkv bias with the offset-(0,0,0) embedding folded into the keys
     e_center: Tensor  # (L, 1, H, 1, hd) embedding of offset (0, 0, 0)
     ctx_len: int = 0  # C: context tokens loaded for the current patch
+    # Per-layer views and weights for the token loop, looked up once instead of every step.
+    layers: list[Tensor] = field(default_factory=list)  # (2, B, H, Tmax, hd) views of kv
+    keys: list[Tensor] = field(default_factory=list)  # (B, H, Tmax, hd) views of kv
+    values: list[Tensor] = field(default_factory=list)
+    weights: list[tuple[Tensor, ...]] = field(default_factory=list)
 
     @property
     def batch(self) -> int:
@@ -191,10 +196,13 @@ class VisionDecoder(nn.Module):
             e = self.rel_emb[:, center].detach()  # (L, D)
             bias = torch.stack([blk.qkv.bias.detach() for blk in self.blocks]).clone()  # (L, 3D)
             bias[:, D:2 * D] += e  # K + e = LN(h) Wk + (bk + e): Eq. 9's pre-feeding, fused
-        return Workspace(
-            kv=torch.zeros(L, 2, batch, H, T, D // H, dtype=p.dtype, device=p.device),
-            qkv_bias=bias, e_center=e.view(L, 1, H, 1, D // H).clone(),
-        )
+        kv = torch.zeros(L, 2, batch, H, T, D // H, dtype=p.dtype, device=p.device)
+        weights = [(b.ln1.weight, b.ln1.bias, b.qkv.weight, bias[l], b.proj.weight, b.proj.bias,
+                    b.ln2.weight, b.ln2.bias, b.fc1.weight, b.fc1.bias, b.fc2.weight, b.fc2.bias)
+                   for l, b in enumerate(self.blocks)]
+        return Workspace(kv=kv, qkv_bias=bias, e_center=e.view(L, 1, H, 1, D // H).clone(),
+                         layers=list(kv), keys=list(kv[:, 0]), values=list(kv[:, 1]),
+                         weights=weights)
 
     def load_context(self, ws: Workspace, context: Sequence[tuple[Tensor, int]]) -> None:
         """Fill the workspace with the keys and values of the selected context patches.
@@ -220,31 +228,29 @@ class VisionDecoder(nn.Module):
         """
         B, T, D = x.shape
         H = self.cfg.heads
-        hd = D // H
         t0 = ws.ctx_len + m
         t1 = t0 + T
         mask = None
         if T > 1:  # causal among the new positions, everything before them visible
             mask = torch.ones(T, t1, dtype=torch.bool, device=x.device).tril(t0)
-        for l, blk in enumerate(self.blocks):
-            kv = ws.kv[l]  # (2, B, H, Tmax, hd)
-            h = F.layer_norm(x, (D,), blk.ln1.weight, blk.ln1.bias)
-            qkv = F.linear(h, blk.qkv.weight, ws.qkv_bias[l]).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
-            kv[:, :, :, t0:t1] = qkv[1:]
-            a = F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :t1], kv[1, :, :, :t1],
+        for l, (w, kv, k_all, v_all) in enumerate(zip(ws.weights, ws.layers, ws.keys, ws.values)):
+            h = F.layer_norm(x, (D,), w[0], w[1])
+            qkv = F.linear(h, w[2], w[3]).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+            kv.narrow(3, t0, T).copy_(qkv.narrow(0, 1, 2))
+            a = F.scaled_dot_product_attention(qkv[0], k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1),
                                                attn_mask=mask)  # (B, H, T, hd)
-            x = x + F.linear(a.transpose(1, 2).reshape(B, T, D), blk.proj.weight, blk.proj.bias)
+            a = a.view(B, 1, D) if T == 1 else a.transpose(1, 2).reshape(B, T, D)
+            x = x + F.linear(a, w[4], w[5])
             if text is not None:
-                x = x + blk.cross(x, text.k[l], text.v[l], text.mask)
-            h = F.layer_norm(x, (D,), blk.ln2.weight, blk.ln2.bias)
-            h = F.gelu(F.linear(h, blk.fc1.weight, blk.fc1.bias), approximate="tanh")
-            x = x + F.linear(h, blk.fc2.weight, blk.fc2.bias)
+                x = x + self.blocks[l].cross(x, text.k[l], text.v[l], text.mask)
+            h = F.gelu(F.linear(F.layer_norm(x, (D,), w[6], w[7]), w[8], w[9]), approximate="tanh")
+            x = x + F.linear(h, w[10], w[11])
         return x
 
     def decode_step(self, ws: Workspace, token: Tensor, m: int,
                     text: TextMemory | None = None) -> Tensor:
         """Feed position ``m`` (token (B,), the previous token or the start token) -> logits (B, V)."""
-        x = self.tok_emb(token)[:, None] + self.pos_emb[m]  # (B, 1, D)
+        x = F.embedding(token, self.tok_emb.weight)[:, None] + self.pos_emb[m]  # (B, 1, D)
         x = self._extend(ws, x, m, text)[:, 0]
         return F.linear(F.layer_norm(x, (x.shape[-1],), self.ln_f.weight, self.ln_f.bias),
                         self.head.weight)

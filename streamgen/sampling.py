@@ -53,8 +53,9 @@ def sample(logits: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
     """Tokens (B,) int64 from logits (B, V) and uniforms u (B,) in [0, 1)."""
     if cfg.temperature == 0:
         return logits.argmax(-1)
-    probs = filter_logits(logits.float(), cfg).softmax(-1).double()
-    cdf = probs.cumsum(-1)
+    if cfg.temperature != 1.0 or cfg.top_k is not None or cfg.top_p is not None:
+        logits = filter_logits(logits.float(), cfg)
+    cdf = torch.softmax(logits, -1, dtype=torch.float64).cumsum_(-1)  # (B, V)
     tok = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
     return tok.clamp_(max=logits.shape[-1] - 1)
 
