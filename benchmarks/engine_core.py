@@ -31,17 +31,25 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS")
 
 
-def flat_memory(frames_short: int, frames_long: int) -> dict:
+def flat_memory(frames_short: int, frames_long: int, rounds: int) -> dict:
+    """RSS at two lengths of one stream, and the time of fresh short and long streams.
+
+    Short and long runs alternate, and the medians are compared, because the speed of a shared
+    machine drifts by tens of percent within a minute.
+    """
     eng = tiny_engine()
     for _ in eng.stream(height=16, width=16, frames=20, seed=1):  # warm the allocator
         pass
-    marks = {}
-    t0 = time.perf_counter()
-    for i, _ in enumerate(eng.stream(height=16, width=16, frames=frames_long, seed=0), 1):
-        if i in (frames_short, frames_long):
-            marks[i] = (time.perf_counter() - t0, rss_mb())
-    (t_s, r_s), (t_l, r_l) = marks[frames_short], marks[frames_long]
-    return dict(rss_short=r_s, rss_long=r_l, t_short=t_s, t_long=t_l)
+    rss, shorts, longs = {}, [], []
+    for r in range(rounds):
+        for n, times in ((frames_short, shorts), (frames_long, longs)):
+            t0 = time.perf_counter()
+            for i, _ in enumerate(eng.stream(height=16, width=16, frames=n, seed=r), 1):
+                if i in (frames_short, frames_long):
+                    rss[i] = rss_mb()
+            times.append(time.perf_counter() - t0)
+    return dict(rss_short=rss[frames_short], rss_long=rss[frames_long],
+                t_short=statistics.median(shorts), t_long=statistics.median(longs))
 
 
 def matmul_bound(cfg: ModelConfig, reps: int = 300) -> float:
@@ -86,7 +94,7 @@ def main() -> None:
     short, long = (20, 200) if args.quick else (100, 1000)
     print(f"# streamgen engine core benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    mem = flat_memory(short, long)
+    mem = flat_memory(short, long, rounds=1 if args.quick else 3)
     print(f"tiny model, 16x16 px video, extent (1,1,1):")
     print(f"  RSS after {short} frames: {mem['rss_short']:.1f} MB; after {long}: {mem['rss_long']:.1f} MB;"
           f" ratio {mem['rss_long'] / mem['rss_short']:.3f} (target within 5%)")
