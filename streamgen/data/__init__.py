@@ -1,0 +1,1 @@
+"""Datasets: the procedural landscapes and folders of images and videos."""
