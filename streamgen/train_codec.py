@@ -1,0 +1,180 @@
+"""Training of the VQGAN and then of its Pixel-Guided decoder (`streamgen train codec`).
+
+Phase 1 trains the VQGAN on single frames: L1 + MSE reconstruction, commitment loss (the codebook
+itself follows an EMA), and optionally a hinge patch-discriminator loss. Phase 2 freezes the encoder
+and the codebook, starts the pixel-guided decoder from the trained decoder, and trains it on pairs of
+consecutive frames (frame n decoded from its tokens, guided by frame n-1's pixels).
+Checkpoints are safetensors with the config beside them; a run resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from . import checkpoint as ckpt
+from .codecs.vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels
+from .config import Strict
+from .progress import Progress
+
+
+class CodecData(Strict):
+    landscapes: float = Field(1.0, ge=0.0, le=1.0, description="share of samples from procedural landscapes")
+    render_height: int = Field(128, ge=16, description="height the landscapes are rendered at (px)")
+    crop: int = Field(64, ge=16, description="training crop size (px); the codec is convolutional")
+    folders: list[str] = Field(default_factory=list, description="extra folders of images and videos")
+
+
+class CodecTrainConfig(Strict):
+    codec: CodecConfig = Field(default_factory=CodecConfig)
+    data: CodecData = Field(default_factory=CodecData)
+    out: str = Field("runs/codec", description="folder of the checkpoints")
+    steps: int = Field(4000, ge=0, description="VQGAN steps")
+    pg_steps: int = Field(1000, ge=0, description="pixel-guided decoder steps after the VQGAN")
+    batch: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    commit_weight: float = Field(0.25, ge=0)
+    adv_weight: float = Field(0.0, ge=0, description="0 disables the patch discriminator")
+    adv_start: int = Field(2000, ge=0, description="step the adversarial loss starts at")
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+    save_every: int = Field(250, ge=1)
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """PSNR in dB of pixels in [-1, 1]."""
+    mse = F.mse_loss(a.clamp(-1, 1), b).item()
+    return 10 * np.log10(4.0 / max(mse, 1e-10))
+
+
+class Batches:
+    """Random training crops: procedural landscapes mixed with folders of images and videos."""
+
+    def __init__(self, cfg: CodecTrainConfig, seed: int):
+        from .data import landscapes
+        from .data.folder import FolderClips
+
+        self.cfg, self.rng = cfg, random.Random(seed)
+        self.landscapes = landscapes
+        self.folders = [FolderClips(f) for f in cfg.data.folders]
+
+    def _landscape(self, frames: int) -> np.ndarray:
+        d = self.cfg.data
+        scene = self.landscapes.sample_scene(self.rng.randrange(1 << 30), split="train")
+        width = d.render_height * 2
+        clip = self.landscapes.render(scene, d.render_height, width, frames=frames,
+                                      x0=self.rng.uniform(0, 4096))
+        y = self.rng.randrange(d.render_height - d.crop + 1)
+        x = self.rng.randrange(width - d.crop + 1)
+        return clip[:, y:y + d.crop, x:x + d.crop]
+
+    def sample(self, frames: int = 1) -> Tensor:
+        """uint8 (batch, frames, crop, crop, 3)."""
+        out = []
+        while len(out) < self.cfg.batch:
+            clip = None
+            if self.folders and self.rng.random() >= self.cfg.data.landscapes:
+                clip = self.rng.choice(self.folders).sample(self.rng, self.cfg.data.crop, frames)
+            out.append(clip if clip is not None else self._landscape(frames))
+        return torch.from_numpy(np.stack(out))
+
+
+class PatchDiscriminator(nn.Module):
+    def __init__(self, ch: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, ch, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(ch, ch * 2, 4, 2, 1), nn.GroupNorm(8, ch * 2), nn.LeakyReLU(0.2),
+            nn.Conv2d(ch * 2, ch * 4, 4, 1, 1), nn.GroupNorm(8, ch * 4), nn.LeakyReLU(0.2),
+            nn.Conv2d(ch * 4, 1, 4, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) both phases; returns the folder holding ``vqgan.safetensors`` and ``pg.safetensors``."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    vq = VQGAN(cfg.codec)
+    disc = PatchDiscriminator() if cfg.adv_weight > 0 else None
+    opt = torch.optim.Adam(vq.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    dopt = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9)) if disc else None
+    step = 0
+    vq_path = out / "vqgan.safetensors"
+    if vq_path.exists():
+        tensors = ckpt.read(vq_path)
+        ckpt.load_state(vq, tensors, vq_path)
+        state = ckpt.train_state(tensors)
+        step = int(state.get("step", torch.tensor(0)).item())
+        if any(k.startswith("opt/") for k in state):
+            ckpt.restore_optimizer(opt, state)
+        log(f"resumed VQGAN from {vq_path} at step {step}")
+    data = Batches(cfg, cfg.seed + step)
+
+    bar = Progress(cfg.steps, "vqgan")
+    vq.train()
+    while step < cfg.steps:
+        x = to_pixels(data.sample(1)[:, 0])
+        rec, idx, commit = vq(x)
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.commit_weight * commit
+        if disc is not None and step >= cfg.adv_start:
+            loss = loss - cfg.adv_weight * disc(rec).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if disc is not None and step >= cfg.adv_start:
+            d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
+            dopt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            dopt.step()
+        step += 1
+        used = int((vq.quantizer.unused_for < cfg.codec.dead_after).sum())
+        bar.update(step, loss=loss.item(), psnr=psnr(rec, x), codes=f"{used}/{cfg.codec.codebook_size}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            extra = {"step": torch.tensor(step), **ckpt.optimizer_tensors(opt)}
+            ckpt.save(vq_path, vq, cfg.codec, extra, meta={"steps": step})
+    bar.close()
+
+    vq.eval()
+    for p in vq.parameters():
+        p.requires_grad_(False)
+    pg = PixelGuidedDecoder.from_vqgan(vq)
+    popt = torch.optim.Adam(pg.parameters(), lr=cfg.lr * 0.5, betas=(0.5, 0.9))
+    pstep = 0
+    pg_path = out / "pg.safetensors"
+    if pg_path.exists():
+        tensors = ckpt.read(pg_path)
+        ckpt.load_state(pg, tensors, pg_path)
+        state = ckpt.train_state(tensors)
+        pstep = int(state.get("step", torch.tensor(0)).item())
+        if any(k.startswith("opt/") for k in state):
+            ckpt.restore_optimizer(popt, state)
+        log(f"resumed PG decoder from {pg_path} at step {pstep}")
+    bar = Progress(cfg.pg_steps, "pg-vqgan")
+    data = Batches(cfg, cfg.seed + 1_000_003 + pstep)
+    while pstep < cfg.pg_steps:
+        pair = data.sample(2)
+        prev, cur = to_pixels(pair[:, 0]), to_pixels(pair[:, 1])
+        with torch.no_grad():
+            q = vq.quantizer.lookup(vq.quantizer.indices(vq.encoder(cur)))
+        rec = pg(q, prev)
+        loss = F.l1_loss(rec, cur) + F.mse_loss(rec, cur)
+        popt.zero_grad(set_to_none=True)
+        loss.backward()
+        popt.step()
+        pstep += 1
+        bar.update(pstep, loss=loss.item(), psnr=psnr(rec, cur))
+        if pstep % cfg.save_every == 0 or pstep == cfg.pg_steps:
+            extra = {"step": torch.tensor(pstep), **ckpt.optimizer_tensors(popt)}
+            ckpt.save(pg_path, pg, cfg.codec, extra, meta={"steps": pstep, "kind_detail": "pg"})
+    bar.close()
+    return out
