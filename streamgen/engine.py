@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from .errors import ConfigError, bad
 from .model import TextMemory, VisionDecoder, Workspace
 from .ncp import NearbyContextPool
 from .sampling import guide, patch_uniforms, sample
+
+if TYPE_CHECKING:
+    from .task import Task
 
 KnownTokens = Callable[[Pos], Tensor]  # (f, y, x) -> (B, patch_h, patch_w) int64
 
@@ -57,12 +60,16 @@ class StreamStats:
 class Engine:
     """Generates images and videos patch by patch with a `VisionDecoder` and a `Codec`."""
 
-    def __init__(self, model: VisionDecoder, codec: Codec):
+    def __init__(self, model: VisionDecoder, codec: Codec, text_encoder: Any | None = None):
         if codec.vocab_size != model.cfg.vocab_size:
             raise bad("codec.vocab_size", f"must equal the model's vocab_size {model.cfg.vocab_size}",
                       codec.vocab_size)
+        if text_encoder is not None and text_encoder.dim != model.cfg.text_dim:
+            raise bad("text_encoder.dim", f"must equal the model's text_dim {model.cfg.text_dim}",
+                      text_encoder.dim)
         self.model = model.eval()
         self.codec = codec
+        self.text_encoder = text_encoder
         self.stats = StreamStats()
 
     @property
@@ -100,14 +107,51 @@ class Engine:
         plan = Plan.basic(req.order, rows, cols, req.frames, extent)
         return self._frames(plan, seed=req.seed, sampling=req.sampling)
 
+    def run(self, task: "str | Task", request: Any = None, **fields: Any) -> Iterator[np.ndarray]:
+        """Frames of a task plugin's output, lazily: ``engine.run("t2v", prompt=..., frames=8)``.
+
+        The request (a dict, the task's request model, or keywords) is validated and turned into a
+        job before this returns, so bad input raises here, before any work.
+        """
+        from .plugins import manager
+        from .task import TaskEnv
+
+        if isinstance(task, str):
+            task = manager().tasks.get(task)
+        req = parse(task.Request, request if request is not None else fields)
+        job = task.job(req, TaskEnv(self))
+        text = mask = None
+        if job.prompt is not None:
+            text, mask = self.encode_text(job.prompt)
+        known = (lambda pos: job.known[pos][None]) if job.known else None
+        return self._frames(job.plan, seed=req.seed, sampling=req.sampling, text=text,
+                            text_mask=mask, known=known, given=job.given_frames)
+
+    def encode_text(self, prompt: str) -> tuple[Tensor, Tensor]:
+        """Token states (1, T, text_dim) and mask (1, T) of a prompt, with the engine's text encoder."""
+        if self.model.cfg.text_dim is None:
+            raise ConfigError("`prompt` cannot be used: this model has no text conditioning "
+                              "(its config's text_dim is None); use an unconditional task")
+        if self.text_encoder is None:
+            raise ConfigError("`prompt` needs a text encoder, but the engine has none: pass "
+                              "text_encoder= to Engine")
+        states, mask = self.text_encoder.encode([prompt])
+        return states, mask
+
     def _frames(self, plan: Plan, *, seed: int, sampling: SamplingConfig,
                 text: Tensor | None = None, text_mask: Tensor | None = None,
-                known: KnownTokens | None = None) -> Iterator[np.ndarray]:
+                known: KnownTokens | None = None,
+                given: dict[int, np.ndarray] | None = None) -> Iterator[np.ndarray]:
+        """Decode each frame of tokens as it completes; ``given`` frames are emitted as their pixels
+        and guide the next frame's pixel-guided decoding."""
         prev = None
-        for _, tokens in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
+        for f, tokens in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
                                               text_mask=text_mask, known=known):
             t0 = time.perf_counter()
-            frame = self.codec.decode(tokens, prev)  # (1, H, W, 3) uint8
+            if given and f in given:
+                frame = torch.from_numpy(np.ascontiguousarray(given[f]))[None]
+            else:
+                frame = self.codec.decode(tokens, prev)  # (1, H, W, 3) uint8
             self.stats.decode_seconds += time.perf_counter() - t0
             prev = frame
             self.stats.frames += 1
