@@ -27,3 +27,78 @@ def tiny_engine(seed: int = 0, factor: int = 2, **over: Any) -> Engine:
     torch.manual_seed(seed)
     cfg = tiny_config(**over)
     return Engine(VisionDecoder(cfg), PaletteCodec(cfg.vocab_size, factor=factor))
+
+
+class HashTextEncoder:
+    """A deterministic stand-in text encoder: each word maps to a fixed random vector. For tests."""
+
+    name = "hash"
+
+    def __init__(self, dim: int = 8):
+        self.dim = dim
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        import zlib
+
+        words = [p.lower().split() or [""] for p in prompts]
+        T = max(len(w) for w in words)
+        states = torch.zeros(len(prompts), T, self.dim)
+        mask = torch.zeros(len(prompts), T, dtype=torch.bool)
+        for b, ws in enumerate(words):
+            for t, word in enumerate(ws):
+                g = torch.Generator().manual_seed(zlib.crc32(word.encode()))
+                states[b, t] = torch.randn(self.dim, generator=g)
+                mask[b, t] = True
+        return states, mask
+
+
+def check_task(task: Any, request: dict[str, Any], frames: int = 2) -> list:
+    """Conformance kit: run a task plugin on a tiny random CPU engine and check its contract.
+
+    ``task`` is a `streamgen.task.Task` instance or an installed task's name; ``request`` a valid
+    request for it (small sizes: the tiny engine has 8x8-pixel patches). Checks that the request
+    model forbids unknown fields, that the job's plan covers every patch, that known patches are
+    planned as known, that the output has the declared kind and consistent frames, and that the same
+    seed gives the same frames. Returns the frames taken; raises ``AssertionError`` on a breach.
+    """
+    import itertools
+
+    import numpy as np
+
+    from .errors import ConfigError
+    from .plugins import manager
+    from .task import Task, TaskEnv, TaskRequest
+
+    if isinstance(task, str):
+        task = manager().tasks.get(task)
+    assert isinstance(task, Task), f"{task!r} is not a streamgen.task.Task"
+    assert isinstance(task.name, str) and task.name, "a task needs a name"
+    assert issubclass(task.Request, TaskRequest), "Request must subclass streamgen.task.TaskRequest"
+    assert task.output in ("image", "video"), f"output must be 'image' or 'video', not {task.output!r}"
+    eng = tiny_engine(text_dim=8 if task.needs_text else None)
+    if task.needs_text:
+        eng.text_encoder = HashTextEncoder(8)
+    try:
+        eng.run(task, {**request, "no_such_field_xyz": 1})
+    except ConfigError:
+        pass
+    else:
+        raise AssertionError("the request model accepted an unknown field: use extra='forbid'")
+    job = task.job(task.Request.model_validate(request), TaskEnv(eng))
+    assert job.output == task.output, f"job.output {job.output!r} differs from task.output"
+    plan = job.plan
+    first = list(itertools.islice(plan, plan.rows * plan.cols))
+    assert len({i.pos for i in first}) == plan.rows * plan.cols, "frame 0 must plan every patch once"
+    for pos in job.known:
+        f = pos[0]
+        items = {(y, x): known for (y, x, known) in plan.items(f)}
+        assert items.get(pos[1:]) is True, f"known patch {pos} is not planned as known"
+    take = 1 if task.output == "image" else frames
+    out = list(itertools.islice(eng.run(task, request), take))
+    again = list(itertools.islice(eng.run(task, request), take))
+    assert len(out) == take, f"expected {take} frames, got {len(out)}"
+    for a, b in zip(out, again):
+        assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3, f"bad frame {a.dtype} {a.shape}"
+        assert a.shape == out[0].shape, "frames of one output must share a size"
+        assert np.array_equal(a, b), "the same seed must give the same frames"
+    return out
