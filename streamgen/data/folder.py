@@ -38,13 +38,23 @@ class FolderClips:
 
     def __init__(self, root: str | Path, max_frames: int = 240):
         root = Path(root)
-        if not root.is_dir():
-            raise ConfigError(f"`data.folders` entry must be a folder, but got {str(root)!r}")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXT | VIDEO_EXT)
+        if root.is_file():
+            files = [root]
+        elif root.is_dir():
+            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXT | VIDEO_EXT)
+        else:
+            raise ConfigError(f"`data.folders` entry must be a folder or a file, but got {str(root)!r}")
         if not files:
             raise ConfigError(f"`data.folders` entry {str(root)!r} holds no images or videos "
                               f"({', '.join(sorted(IMAGE_EXT | VIDEO_EXT))})")
         self.items = [read_frames(p, max_frames) for p in files]
+
+    @classmethod
+    def from_arrays(cls, arrays: list[np.ndarray]) -> "FolderClips":
+        """Clips from in-memory uint8 arrays (H, W, 3) or (F, H, W, 3)."""
+        self = cls.__new__(cls)
+        self.items = [a[None] if a.ndim == 3 else a for a in arrays]
+        return self
 
     def sample(self, rng: random.Random, size: int, frames: int = 1) -> np.ndarray | None:
         """A random crop (frames, size, size, 3) of ``frames`` consecutive frames, or None if too small."""

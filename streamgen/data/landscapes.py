@@ -207,6 +207,7 @@ _CLOUD = {  # (lit top, shaded underside)
     "sunset": (_c(255, 196, 190), _c(170, 96, 128)),
     "night": (_c(78, 84, 102), _c(44, 48, 66)),
 }
+_GLINT = {"day": _c(225, 240, 250), "sunset": _c(255, 196, 140), "night": _c(120, 140, 190)}
 _WATER_TINT = {"day": _c(30, 84, 140), "sunset": _c(96, 46, 86), "night": _c(12, 26, 60)}
 _HAZE = {"day": (0.62, 0.34, 0.0), "sunset": (0.55, 0.3, 0.0), "night": (0.45, 0.22, 0.0)}
 
@@ -244,7 +245,7 @@ class _Ridge:
     freqs: np.ndarray    # cycles per frame height
     amps: np.ndarray
     phases: np.ndarray
-    snow: float          # mountains: snow line as a fraction of amp above base
+    snow: float          # mountains: peaks above this (profile in [0, 1]) have snow caps
     haze: float
 
 
@@ -270,7 +271,9 @@ def _rng(scene: Scene, salt: int) -> np.random.Generator:
 def _geometry(scene: Scene) -> _Geometry:
     rng = _rng(scene, 0x6E0)
     horizon = float(rng.uniform(0.44, 0.56))
-    water = float(horizon + rng.uniform(0.07, 0.12)) if scene.lake else 2.0
+    water = float(horizon + rng.uniform(0.07, 0.12))
+    shore = float(rng.uniform(0.86, 0.92))
+    water = water if scene.lake else 2.0
     terrain = scene.terrain
     # per layer: (parallax, base offset from the horizon, amplitude)
     if terrain == "grassy hills":
@@ -286,14 +289,15 @@ def _geometry(scene: Scene) -> _Geometry:
     for i, (par, off, amp) in enumerate(layers):
         amp *= rng.uniform(0.85, 1.15)
         base = horizon + off
-        if scene.lake and i == 2:  # a near shore below the water
-            base, amp = float(rng.uniform(0.91, 0.95)), min(amp, 0.05)
+        snow = float(rng.uniform(0.3, 0.42)) - 0.06 * i   # nearer ridges: snow further down
+        if scene.lake and i == 2:  # a near shore below the water (mountains: a snowy bank)
+            base, amp, snow = shore, min(amp, 0.06), -3.0
         f0 = rng.uniform(*fbase) * (1.0 + 0.35 * (2 - i))  # farther layers: smaller features
         freqs = f0 * np.array(fmul) * rng.uniform(0.9, 1.1, len(fmul))
         ridges.append(_Ridge(
             parallax=par, base=float(base), amp=float(amp), freqs=freqs,
             amps=np.array(famps) * rng.uniform(0.8, 1.2, len(famps)),
-            phases=rng.uniform(0.0, 1.0, len(fmul)), snow=float(rng.uniform(0.45, 0.6)),
+            phases=rng.uniform(0.0, 1.0, len(fmul)), snow=snow,
             haze=_HAZE[scene.sky][i]))
     sky_period = float(rng.uniform(2.6, 3.4))
     sky_x = float(rng.uniform(0.2, 0.8))
@@ -327,6 +331,42 @@ def _profile(terrain: str, r: _Ridge, u: np.ndarray) -> np.ndarray:
         return 0.5 + h / (2.7 * total)
     h = sum(a * np.sin(2.0 * np.pi * (f * u + p)) for f, a, p in zip(r.freqs, r.amps, r.phases))
     return 0.5 + 0.5 * h / total
+
+
+# shading: (lean: how far the light / shadow boundary under a crest leans to the right per unit of
+# depth, fade: depth (frame heights) over which the contrast fades to the mid tone, gain, bias)
+_LIGHTING = {"grassy hills": (0.0, 0.22, 1.5, 0.65), "snowy mountains": (0.55, 0.45, 40.0, 0.5),
+             "desert dunes": (0.8, 0.16, 6.0, 0.55)}
+
+
+def _lighting(terrain: str, r: _Ridge, xpix: np.ndarray, cam: np.ndarray, H: float,
+              depth: np.ndarray) -> np.ndarray:
+    """How lit each ground pixel is, in [0, 1] (F, R, W): light from the left.
+
+    The slope of the ridge (of its large features for mountains) is looked up up-left of the pixel
+    along a leaning line, so that faces below a crest are lit or shaded as a whole.
+    """
+    lean, fade, gain, bias = _LIGHTING[terrain]
+    F, R, W = depth.shape
+    K = int(math.ceil(lean * R)) if lean > 0 else 0
+    xs = xpix[0] - K + np.arange(W + K, dtype=np.float64)     # world px, K columns to the left
+    u = (xs[None, :] + r.parallax * cam[:, None]) / H
+    eps = 0.5 / H
+    if terrain == "snowy mountains":  # the two large components only: big faces
+        sub = _Ridge(r.parallax, r.base, r.amp, r.freqs[:2], r.amps[:2], r.phases[:2], r.snow, r.haze)
+        slope = _profile(terrain, sub, u + eps) - _profile(terrain, sub, u - eps)
+    else:
+        slope = _profile(terrain, r, u + eps) - _profile(terrain, r, u - eps)
+    # slope > 0: the ground rises to the right, so it faces the light
+    lit1d = np.clip(bias + slope * (r.amp / (2 * eps)) * gain, 0.0, 1.0).astype(np.float32)
+    contrast = np.clip(1.0 - depth * (1.0 / fade), 0.0, 1.0)
+    if K == 0:
+        lit = lit1d[:, None, :]
+    else:
+        shift = np.clip(np.rint(np.maximum(depth, 0.0) * (lean * H)), 0, K).astype(np.intp)
+        idx = (K + np.arange(W))[None, None, :] - shift
+        lit = np.take_along_axis(np.broadcast_to(lit1d[:, None, :], (F, R, W + K)), idx, axis=2)
+    return bias + (lit - bias) * contrast
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,7 +437,7 @@ def _clouds(scene: Scene, g: _Geometry, height: int, uc: np.ndarray, rows: int):
     soft = max(1.5, 0.03 * H)
     alpha = np.clip((v - ytop) * (H / soft) + 0.5, 0.0, 1.0)
     alpha *= np.clip((ybot - v) * (H / soft) + 0.5, 0.0, 1.0)
-    alpha *= np.float32(0.92)
+    alpha *= np.clip(top * (H / soft), 0.0, 0.92).astype(np.float32)[:, None, :]
     # shading: lit at the top, grey underneath
     shade = np.clip((v - ytop) / np.maximum(ybot - ytop, 1e-3), 0.0, 1.0)
     return alpha, shade
@@ -444,33 +484,36 @@ def render(scene: Scene, height: int, width: int, frames: int = 1, x0: float = 0
     terrain = scene.terrain
     colours = _TERRAIN_COLOURS[(terrain, scene.sky)]
     haze_col = _sky_gradient(scene.sky, np.array([g.horizon]), g.horizon)[0]
-    for i, r in enumerate(g.ridges):
-        if scene.lake and i == 2:
-            _draw_lake(scene, g, img, xpix, cam, v_all)
+    # drawing steps, far to near; each is drawn only down to the row below which the next one
+    # covers everything (a ridge below its base, the lake below its surface)
+    steps: list = list(g.ridges)
+    if scene.lake:
+        steps.insert(2, "lake")
+    full = [int(math.ceil((g.water if st == "lake" else st.base) * H)) + 1 for st in steps]
+    for k, r in enumerate(steps):
+        r1 = min(height, full[k + 1]) if k + 1 < len(steps) else height
+        if r == "lake":
+            _draw_lake(scene, g, img, xpix, cam, v_all, r1)
+            continue
+        r0 = max(0, int(math.floor((r.base - r.amp) * H)) - 1)
+        if r0 >= r1:
+            continue
         u = (xpix[None, :] + r.parallax * cam[:, None]) / H     # (F, W)
-        eps = 0.5 / H
         prof = _profile(terrain, r, u)
         top = r.base - r.amp * prof
-        slope = (_profile(terrain, r, u + eps) - _profile(terrain, r, u - eps)) * (r.amp / (2 * eps))
-        r0 = max(0, int(math.floor((r.base - r.amp) * H)) - 1)
-        v = v_all[r0:][None, :, None]                             # (1, R, 1)
+        v = v_all[r0:r1][None, :, None]                           # (1, R, 1)
         depth = v - top.astype(np.float32)[:, None, :]             # (F, R, W) frame heights
         alpha = np.clip(depth * H + 0.5, 0.0, 1.0)
-        # slope > 0: the ground rises to the right (faces the light from the left)
-        if terrain == "desert dunes":
-            lit = np.clip(0.5 + slope * 4.0, 0.0, 1.0)
-        elif terrain == "snowy mountains":
-            lit = np.clip(0.5 + slope * 3.0, 0.0, 1.0)
-        else:
-            lit = np.clip(0.65 + slope * 1.5, 0.0, 1.0)
-        lit = lit.astype(np.float32)[:, None, :, None]          # (F, 1, W, 1)
+        lit = _lighting(terrain, r, xpix, cam, H, depth)[..., None]   # (F, R, W, 1)
         c_lit, c_shade = colours[0], colours[1]
-        col = c_shade + lit * (c_lit - c_shade)                  # (F, 1, W, 3)
+        col = c_shade + lit * (c_lit - c_shade)                  # (F, R, W, 3)
         dark = 1.0 - 0.28 * np.clip(depth * (1.0 / 0.3), 0.0, 1.0)
         if terrain == "snowy mountains":
-            # snow above a ragged snow line; streaks run down the gullies
-            line = r.base - r.amp * (r.snow - 0.18 * _tri(7.3 * u + 0.37) ** 3
-                                     + 0.05 * _tri(17.0 * u + 0.11))
+            # snow caps: the higher the peak, the deeper its snow; ragged streaks down the gullies
+            cover = prof - r.snow
+            cover = np.where(cover > 0, 0.9 * cover + 0.012 + 0.12 * cover * _tri(7.3 * u + 0.37) ** 3,
+                             0.0)
+            line = top + r.amp * cover
             snow = np.clip((line.astype(np.float32)[:, None, :] - v) * H + 0.5, 0.0, 1.0)
             s_col = colours[3] + lit * (colours[2] - colours[3])
             col = col + snow[..., None] * (s_col - col)
@@ -485,34 +528,37 @@ def render(scene: Scene, height: int, width: int, frames: int = 1, x0: float = 0
         col = col * dark[..., None]
         if r.haze > 0:
             col = col + r.haze * (haze_col - col)
-        region = img[:, r0:]
+        region = img[:, r0:r1]
         region += alpha[..., None] * (col - region)
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
 def _draw_lake(scene: Scene, g: _Geometry, img: np.ndarray, xpix: np.ndarray, cam: np.ndarray,
-               v_all: np.ndarray) -> None:
-    """Water from g.water down: the sky reflected, tinted, with ripples (parallax 1)."""
+               v_all: np.ndarray, r1: int) -> None:
+    """Water from g.water down to row r1: the sky reflected, tinted, with ripples (parallax 1)."""
     H = float(img.shape[1])
     r0 = max(0, int(math.floor(g.water * H)) - 1)
-    if r0 >= img.shape[1]:
+    if r0 >= r1:
         return
-    v = v_all[r0:]
+    v = v_all[r0:r1]
     below = np.maximum(v - g.water, 0.0)
     mirrored = g.horizon - 2.2 * below - 0.02
     refl = _sky_gradient(scene.sky, mirrored, g.horizon)           # (R, 3)
     col = 0.62 * refl + 0.38 * _WATER_TINT[scene.sky]
     col = col * (0.9 - 0.25 * np.clip(below / 0.3, 0.0, 1.0))[:, None]
-    # ripples: wavy horizontal streaks, denser towards the far shore
+    # ripples: short bright streaks on rows of wavelets, denser towards the far shore
     u = (xpix[None, :] + cam[:, None]) / H                           # (F, W)
-    phase = (np.log(below + 0.03) * 9.0).astype(np.float32)[None, :, None]
-    wave = np.sin(phase + (1.3 * np.sin(2 * np.pi * 2.3 * u) + 2 * np.pi * 0.9 * u)
-                  .astype(np.float32)[:, None, :])
-    amp = np.clip(below / 0.05, 0.0, 1.0).astype(np.float32)[None, :, None]
-    light = 1.0 + 0.10 * amp * wave + 0.18 * amp * (wave > 0.8)
+    rows = np.sqrt(below) * (2 * np.pi * 14.0)
+    amp = np.clip(below / 0.04, 0.0, 1.0)
+    shade = (1.0 - 0.07 * amp * np.cos(rows)).astype(np.float32)[None, :, None]
+    streak = (amp * np.clip((np.cos(rows) - 0.55) * 2.5, 0.0, 1.0)).astype(np.float32)
+    broken = np.sin((2 * np.pi * 3.3 * u).astype(np.float32)[:, None, :]
+                    + (np.sqrt(below) * 37.0).astype(np.float32)[None, :, None])
+    glint = 0.5 * streak[None, :, None] * np.clip((broken - 0.1) * 2.0, 0.0, 1.0)   # (F, R, W)
     shore = np.exp(-((v - g.water) * H / 1.2) ** 2).astype(np.float32)   # bright waterline
-    col = col[None, :, None, :] * light[..., None] + (0.35 * shore)[None, :, None, None] * (
-        _SKY_STOPS[scene.sky][-1][1] - col[None, :, None, :])
+    col = col + (0.4 * shore)[:, None] * (_GLINT[scene.sky] - col)
+    col = col[None, :, None, :] * shade[..., None]
+    col = col + glint[..., None] * (_GLINT[scene.sky] - col)
     alpha = np.clip((v - g.water) * H + 0.5, 0.0, 1.0)[None, :, None, None]
-    region = img[:, r0:]
+    region = img[:, r0:r1]
     region += alpha * (col - region)
