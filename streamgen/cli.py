@@ -49,6 +49,15 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_model(args: argparse.Namespace) -> int:
+    from .config import parse
+    from .train_model import ModelTrainConfig, train_model
+
+    cfg = parse(ModelTrainConfig, load_config(args.config, args.set))
+    print(train_model(cfg, log=lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamgen", description="endless image and video generation")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -57,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--config", help="JSON config (see configs/codec.json)")
     tc.add_argument("set", nargs="*", help="dotted overrides, e.g. steps=100 data.crop=32")
     tc.set_defaults(func=cmd_train_codec)
+    tm = train.add_parser("model", help="train the vision decoder (Algorithm 1, patch loss); "
+                          "run under torchrun for several processes")
+    tm.add_argument("--config", help="JSON config (see configs/model.json)")
+    tm.add_argument("set", nargs="*", help="dotted overrides, e.g. steps=100 batch=8")
+    tm.set_defaults(func=cmd_train_model)
     return ap
 
 

@@ -185,6 +185,44 @@ class VisionDecoder(nn.Module):
         logits = self.head(self.ln_f(x)).view(B, N, S, -1)
         return logits[:, :, :M]
 
+    # --- one patch at a time with gradients (Algorithm 1's patch loss) ------------------------------
+    def patch_forward(self, tokens: Tensor, context: Sequence[tuple[Tensor, int]],
+                      text: TextMemory | None = None) -> tuple[Tensor, Tensor]:
+        """Teacher-forced logits (B, M, V) of one patch and its cache (L, 2, B, H, M, hd), detached.
+
+        ``context`` holds ``(payload, offset index)`` pairs as NCP.Select returns them. Gradients
+        flow into this patch's computation (and the offset embeddings), not into the cached context:
+        the paper optimises each patch's loss as soon as the patch is predicted.
+        """
+        B, M = tokens.shape
+        H, D = self.cfg.heads, self.cfg.width
+        hd = D // H
+        bos = torch.full_like(tokens[:, :1], self.bos)
+        x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
+        S, C = self.S, len(context) * M
+        mask = torch.ones(S, C + S, dtype=torch.bool, device=x.device).tril(C)
+        center = adc.center_index(self.extent)
+        if context:
+            pay = torch.stack([p for p, _ in context], 4)  # (L, 2, B, H, Nc, M, hd)
+            offs = torch.tensor([o for _, o in context], device=x.device)
+        keep = []
+        for l, blk in enumerate(self.blocks):
+            q, k, v = (self._heads(t) for t in blk.qkv(blk.ln1(x)).chunk(3, dim=-1))
+            keep.append(torch.stack([k[:, :, 1:], v[:, :, 1:]]))
+            k = k + self.rel_emb[l, center].view(1, H, 1, hd)
+            if context:
+                e = self.rel_emb[l, offs].view(len(context), H, hd).transpose(0, 1)  # (H, Nc, hd)
+                ck = (pay[l, 0] + e[None, :, :, None, :]).reshape(B, H, C, hd)
+                cv = pay[l, 1].reshape(B, H, C, hd)
+                k, v = torch.cat([ck, k], 2), torch.cat([cv, v], 2)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = x + blk.proj(a.transpose(1, 2).reshape(B, S, D))
+            if text is not None:
+                x = x + blk.cross(x, text.k[l], text.v[l], text.mask)
+            x = x + blk.mlp(x)
+        logits = self.head(self.ln_f(x))[:, :M]
+        return logits, torch.stack(keep).detach()
+
     # --- one patch at a time against the NCP (generation) ------------------------------------------
     def new_workspace(self, batch: int, max_context: int) -> Workspace:
         """Buffers for ``batch`` rows and up to ``max_context`` context patches, allocated once."""

@@ -31,6 +31,12 @@ def cached_logits(model, plan, tokens, text, mode):
     for item in plan:
         model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)])
         toks = tokens[:, item.step]
+        if mode == "patch":
+            logits, payload = model.patch_forward(toks, [(p, o) for _, p, o in pool.select(item.pos)], text)
+            out.append(logits)
+            pool.add(item.pos, payload, plan.expiry(item.pos))
+            evicted += pool.remove(item.step)
+            continue
         if mode == "prefill":
             out.append(model.prefill(ws, toks, text))
         else:
@@ -47,7 +53,7 @@ def cached_logits(model, plan, tokens, text, mode):
     return torch.stack(out, 1)
 
 
-@pytest.mark.parametrize("mode", ["decode", "prefill"])
+@pytest.mark.parametrize("mode", ["decode", "prefill", "patch"])
 @pytest.mark.parametrize("orders,ext", [
     ("omega", Extent(w=1, h=1, f=1)),
     (["zeta", "omega*", "zeta*", "omega"], Extent(w=1, h=1, f=1)),

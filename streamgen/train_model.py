@@ -1,0 +1,262 @@
+"""Training the vision decoder (`streamgen train model`), following NUWA-Infinity's Algorithm 1.
+
+For each batch: a random order among the four basic orders, patches visited in that order, the
+context of each patch taken from a Nearby Context Pool of detached caches, and the loss of each patch
+computed and optimised as soon as the patch is predicted ("patch loss", Table 7c). Captions are
+dropped for a fraction of samples so classifier-free guidance works. Batches alternate between
+videos (consecutive frames, a camera that pans or stays) and wide still images.
+
+The data are the procedural landscapes, rendered once, encoded with the trained codec, and kept as
+tokens (`build_tokens`). Distributed training runs with ``torchrun`` (DistributedDataParallel on the
+gloo backend on CPUs): every rank draws its own samples, gradients are averaged at every patch step.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from . import checkpoint as ckpt
+from .adc import ORDERS, Plan
+from .config import Extent, ModelConfig, Strict
+from .model import VisionDecoder
+from .ncp import NearbyContextPool
+from .progress import Progress
+
+
+class ModelData(Strict):
+    tokens: str = Field("runs/tokens.safetensors", description="token dataset made by build_tokens")
+    videos: int = Field(3000, ge=1, description="video clips to render and encode")
+    images: int = Field(1500, ge=1, description="wide still images to render and encode")
+    height: int = Field(128, ge=16, description="frame height and width of videos (px)")
+    image_width: int = Field(256, ge=16, description="width of still images (px)")
+    clip_frames: int = Field(8, ge=2, description="frames rendered per clip")
+    train_frames: int = Field(3, ge=1, description="frames per training video sample")
+    text_dropout: float = Field(0.15, ge=0, le=1, description="share of samples trained without caption")
+    video_share: float = Field(0.6, ge=0, le=1, description="share of batches that are videos")
+
+
+class ModelTrainConfig(Strict):
+    model: ModelConfig
+    codec: str = Field("runs/codec/vqgan.safetensors", description="the trained VQGAN checkpoint")
+    data: ModelData = Field(default_factory=ModelData)
+    out: str = Field("runs/model", description="folder of the checkpoints")
+    steps: int = Field(20000, ge=0, description="optimizer steps (one per patch)")
+    batch: int = Field(16, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup: int = Field(500, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+    save_every: int = Field(1000, ge=1)
+
+
+def build_tokens(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Render the procedural landscapes (train split only), encode them, save tokens as safetensors."""
+    from safetensors.torch import save_file
+
+    from .codecs.neural import NeuralCodec
+    from .data import landscapes as L
+
+    path = Path(cfg.data.tokens)
+    if path.exists():
+        return path
+    codec = NeuralCodec.load(cfg.codec)
+    d = cfg.data
+    out: dict[str, Tensor] = {}
+    for kind, count, width, frames in (("video", d.videos, d.height, d.clip_frames),
+                                       ("image", d.images, d.image_width, 1)):
+        toks, attrs = [], []
+        bar = Progress(count, f"encode {kind}s")
+        for i in range(count):
+            seed = (cfg.seed * 1_000_003 + i * 2 + (kind == "image")) % (1 << 31)
+            scene = L.sample_scene(seed, split="train")
+            clip = torch.from_numpy(L.render(scene, d.height, width, frames=frames))
+            toks.append(codec.encode(clip).to(torch.int16))
+            attrs.append([L.ATTRIBUTES["sky"].index(scene.sky), L.ATTRIBUTES["terrain"].index(scene.terrain),
+                          int(scene.lake), L.ATTRIBUTES["motion"].index(scene.motion), scene.seed])
+            bar.update(i + 1)
+        bar.close()
+        out[f"{kind}/tokens"] = torch.stack(toks)  # (n, F, h, w)
+        out[f"{kind}/attrs"] = torch.tensor(attrs, dtype=torch.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path))
+    log(f"saved {path}")
+    return path
+
+
+class TokenBatches:
+    """Random training batches from the token dataset, with captions."""
+
+    def __init__(self, cfg: ModelTrainConfig, rng: random.Random):
+        from .data import landscapes as L
+
+        self.L, self.cfg, self.rng = L, cfg, rng
+        t = ckpt.read(cfg.data.tokens)
+        self.videos, self.vattrs = t["video/tokens"].long(), t["video/attrs"]
+        self.images, self.iattrs = t["image/tokens"].long(), t["image/attrs"]
+
+    def _scene(self, a: Tensor):
+        L = self.L
+        return L.Scene(L.ATTRIBUTES["sky"][a[0]], L.ATTRIBUTES["terrain"][a[1]], bool(a[2]),
+                       L.ATTRIBUTES["motion"][a[3]], int(a[4]))
+
+    def sample(self) -> tuple[str, Tensor, list[str | None]]:
+        """("video" | "image", tokens (B, F, h, w), captions (None where dropped))."""
+        d, rng = self.cfg.data, self.rng
+        video = rng.random() < d.video_share
+        src, attrs = (self.videos, self.vattrs) if video else (self.images, self.iattrs)
+        idx = [rng.randrange(len(src)) for _ in range(self.cfg.batch)]
+        if video:
+            f0 = rng.randrange(src.shape[1] - d.train_frames + 1)
+            toks = src[idx, f0:f0 + d.train_frames]
+        else:
+            toks = src[idx]
+        caps = []
+        for i in idx:
+            if rng.random() < d.text_dropout:
+                caps.append(None)
+            else:
+                caps.append(self.L.caption(self._scene(attrs[i]), rng.randrange(1 << 16), video=video))
+        return ("video" if video else "image"), toks, caps
+
+
+def patches(tokens: Tensor, plan: Plan, ph: int, pw: int) -> list[tuple[tuple[int, int, int], Tensor]]:
+    """The plan's patches of tokens (B, F, h, w): [(pos, (B, ph * pw))] in plan order."""
+    out = []
+    for item in plan:
+        f, y, x = item.pos
+        out.append((item.pos, tokens[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].reshape(tokens.shape[0], -1)))
+    return out
+
+
+def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Train (or resume) the vision decoder; returns the checkpoint path."""
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    rank = 0
+    if distributed:
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # same seed on every rank: DDP also broadcasts rank 0's weights
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.safetensors"
+    model = VisionDecoder(cfg.model)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    step = 0
+    if path.exists():
+        tensors = ckpt.read(path)
+        ckpt.load_state(model, tensors, path)
+        state = ckpt.train_state(tensors)
+        step = int(state["step"].item())
+        ckpt.restore_optimizer(opt, state)
+        if rank == 0:
+            log(f"resumed {path} at step {step}")
+    # DDP all-reduces gradients of what runs through its forward: make that the patch step
+    step_fn: torch.nn.Module = PatchStep(model)
+    if distributed:
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn)
+    net = model
+
+    if rank == 0:
+        build_tokens(cfg, log)
+    if distributed:
+        dist.barrier()
+    data = TokenBatches(cfg, random.Random(cfg.seed * 7919 + rank * 104729 + step))
+    encoder = None
+    if cfg.model.text_dim is not None:
+        from .text import MiniLMEncoder
+
+        encoder = MiniLMEncoder()
+    text_cache: dict[str, tuple[Tensor, Tensor]] = {}
+    ph, pw = cfg.model.patch_h, cfg.model.patch_w
+    ext: Extent = cfg.model.extent
+    bar = Progress(cfg.steps, "model") if rank == 0 else None
+    model.train()
+    while step < cfg.steps:
+        kind, toks, caps = data.sample()
+        B, Fr, h, w = toks.shape
+        order = data.rng.choice(ORDERS)
+        plan = Plan.basic(order, h // ph, w // pw, Fr, ext)
+        text = None
+        if encoder is not None:
+            states, masks = [], []
+            for c in caps:
+                if c is None:
+                    states.append(torch.zeros(1, 1, encoder.dim))
+                    masks.append(torch.zeros(1, 1, dtype=torch.bool))
+                    continue
+                if c not in text_cache:
+                    text_cache[c] = encoder.encode([c])
+                states.append(text_cache[c][0])
+                masks.append(text_cache[c][1])
+            T = max(s.shape[1] for s in states)
+            st = torch.cat([F.pad(s, (0, 0, 0, T - s.shape[1])) for s in states])
+            mk = torch.cat([F.pad(m, (0, T - m.shape[1])) for m in masks])
+        pool = NearbyContextPool(ext)
+        total = 0.0
+        for pos_, target in patches(toks, plan, ph, pw):
+            if step >= cfg.steps:
+                break
+            lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            # the text memory depends on the weights: recompute it for every optimizer step
+            text = net.text_memory(st, mk) if encoder is not None else None
+            ctx = [(p, o) for _, p, o in pool.select(pos_)]
+            logits, payload = step_fn(target, ctx, text)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            total += loss.item()
+            pool.add(pos_, payload, plan.expiry(pos_))
+            pool.remove(plan.step_of(pos_))
+            if bar:
+                bar.update(step, loss=loss.item(), kind=kind, lr=lr)
+            if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
+                extra = {"step": torch.tensor(step), **ckpt.optimizer_tensors(opt)}
+                ckpt.save(path, model, cfg.model, extra, meta={"steps": step})
+    if bar:
+        bar.close()
+    if distributed:
+        # every rank records a digest of its weights: they must agree (tests/test_train.py checks)
+        (out / f"rank{rank}.sha256").write_text(weights_digest(model) + "\n")
+        dist.barrier()
+        dist.destroy_process_group()
+    return path
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class PatchStep(torch.nn.Module):
+    """`VisionDecoder.patch_forward` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: VisionDecoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor, context, text):
+        return self.model.patch_forward(tokens, context, text)
