@@ -10,9 +10,10 @@ from typing import Any, Sequence
 from .errors import StreamgenError
 
 
-def load_config(path: str | None, overrides: Sequence[str]) -> dict[str, Any]:
+def load_config(path: str | None, overrides: Sequence[str],
+                base: dict[str, Any] | None = None) -> dict[str, Any]:
     """A JSON config file with dotted ``key.sub=value`` overrides (values parsed as JSON if they can be)."""
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = dict(base or {})
     if path:
         p = Path(path)
         if not p.is_file():
@@ -58,6 +59,33 @@ def cmd_train_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .plugins import manager
+
+    p = manager()
+    for reg in p.tasks:
+        summary = getattr(reg.obj, "summary", "")
+        print(f"{reg.name:10s} {reg.dist:20s} {summary}")
+    for failure in p.tasks.failures:
+        print(f"streamgen: warning: {failure}", file=sys.stderr)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .config import parse
+    from .generate import GenerateConfig, generate
+
+    data = load_config(args.config, [])
+    for key in ("task", "prompt", "frames", "size", "fps", "seed", "image", "top", "left", "order",
+                "output", "realtime", "reconnect", "model", "gop"):
+        value = getattr(args, key)
+        if value is not None:
+            data[key] = value
+    data = load_config(None, args.set, base=data)
+    cfg = parse(GenerateConfig, data)
+    return generate(cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamgen", description="endless image and video generation")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -71,6 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--config", help="JSON config (see configs/model.json)")
     tm.add_argument("set", nargs="*", help="dotted overrides, e.g. steps=100 batch=8")
     tm.set_defaults(func=cmd_train_model)
+    ts = sub.add_parser("tasks", help="list the installed tasks and the package each came from")
+    ts.set_defaults(func=cmd_tasks)
+
+    g = sub.add_parser("generate", help="generate an image or a video into a file, a pipe or RTMP")
+    g.add_argument("--task", help="task name (see `streamgen tasks`); default t2v")
+    g.add_argument("--prompt", help="text for t2i and t2v")
+    g.add_argument("--frames", help="number of frames, or inf")
+    g.add_argument("--size", help="WxH in pixels, e.g. 128x128")
+    g.add_argument("--fps", type=float, help="frames per second of the output")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--image", help="input image for io and ia")
+    g.add_argument("--top", type=int, help="io: pixel row of the image in the canvas")
+    g.add_argument("--left", type=int, help="io: pixel column of the image in the canvas")
+    g.add_argument("--order", help="ADC order inside frames: omega, omega*, zeta, zeta*")
+    g.add_argument("-o", "--output", help="file (.mp4 .mkv .webm .png), - for stdout, or rtmp(s)://")
+    g.add_argument("--realtime", action="store_true", default=None, help="pace output to the wall clock")
+    g.add_argument("--reconnect", type=int, help="retries of a dropped RTMP push")
+    g.add_argument("--gop", type=int, help="keyframe interval in frames (pipes and RTMP)")
+    g.add_argument("--model", help="model folder, or 'tiny' for a random test model")
+    g.add_argument("--config", help="JSON preset (see configs/)")
+    g.add_argument("set", nargs="*", help="dotted overrides, e.g. sampling.top_k=50")
+    g.set_defaults(func=cmd_generate)
     return ap
 
 
@@ -80,6 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except StreamgenError as exc:
+        from .sinks import SinkClosed
+
+        if isinstance(exc, SinkClosed):
+            # stdout may be the closed pipe: point it at /dev/null so interpreter shutdown is quiet
+            import os
+
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
         print(f"streamgen: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,49 @@
+"""Finding a model: the weights shipped in the package, a folder of checkpoints, or a tiny random one.
+
+A model folder holds ``model.safetensors`` (the vision decoder), ``vqgan.safetensors`` and optionally
+``pg.safetensors`` (the codec and its pixel-guided decoder), each with its JSON config beside it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import checkpoint as ckpt
+from .config import ModelConfig
+from .engine import Engine
+from .errors import ConfigError
+from .model import VisionDecoder
+
+SHIPPED = Path(__file__).resolve().parent / "weights"
+
+
+def load_model(path: str | Path) -> VisionDecoder:
+    cfg, _ = ckpt.read_config(path, ModelConfig)
+    model = VisionDecoder(cfg)
+    ckpt.load_state(model, ckpt.read(path), path)
+    return model.eval()
+
+
+def load_engine(spec: str | Path | None = None, text_encoder: str = "minilm") -> Engine:
+    """An `Engine` from ``spec``: None (the shipped default), ``"tiny"`` (random, for tests), or a folder."""
+    from .codecs.neural import NeuralCodec
+    from .plugins import manager
+
+    if spec == "tiny":
+        from .testing import HashTextEncoder, tiny_engine
+
+        eng = tiny_engine(text_dim=8)
+        eng.text_encoder = HashTextEncoder(8)
+        return eng
+    folder = Path(spec) if spec is not None else SHIPPED
+    if not (folder / "model.safetensors").is_file():
+        if spec is None:
+            raise ConfigError("this installation ships no default model yet: pass `--model DIR` "
+                              "(a folder with model.safetensors and vqgan.safetensors) or `--model tiny`")
+        raise ConfigError(f"`model` must be a folder holding model.safetensors, but got {str(folder)!r}")
+    model = load_model(folder / "model.safetensors")
+    pg = folder / "pg.safetensors"
+    codec = NeuralCodec.load(folder / "vqgan.safetensors", pg if pg.is_file() else None)
+    encoder = None
+    if model.cfg.text_dim is not None:
+        encoder = manager().text_encoders.get(text_encoder)()
+    return Engine(model, codec, encoder)

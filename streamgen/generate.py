@@ -1,0 +1,111 @@
+"""`streamgen generate`: a task's frames, encoded live into a file, a pipe or an RTMP server."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from .config import SamplingConfig, Strict
+from .errors import StreamgenError
+from .progress import Progress
+
+
+class GenerateConfig(Strict):
+    task: str = Field("t2v", description="task name")
+    prompt: str | None = Field(None, description="text for t2i and t2v")
+    frames: int | None = Field(16, ge=1, description="frames; None (or 'inf' on the command line) is endless")
+    size: str = Field("128x128", description="WxH in pixels")
+    fps: float = Field(8.0, gt=0, le=240, allow_inf_nan=False, description="output frame rate")
+    seed: int = Field(0, ge=0, lt=1 << 62)
+    order: str | None = Field(None, description="ADC order inside frames")
+    image: str | None = Field(None, description="input image file for io and ia")
+    top: int | None = None
+    left: int | None = None
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    output: str = Field("out.mp4", description="file, '-' or rtmp(s):// URL")
+    realtime: bool = False
+    reconnect: int = Field(0, ge=0, le=100)
+    gop: int | None = Field(None, ge=1)
+    buffer: int = Field(8, ge=1, le=1000, description="frames generated ahead in realtime mode")
+    model: str | None = Field(None, description="model folder, 'tiny', or None for the shipped one")
+
+    @field_validator("frames", mode="before")
+    @classmethod
+    def _inf(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("inf", "infinite", "none"):
+            return None
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parts = v.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"`size` must look like WxH with positive integers, e.g. 128x128, but got {v!r}")
+        return v
+
+    @property
+    def width_height(self) -> tuple[int, int]:
+        w, h = (int(p) for p in self.size.lower().split("x"))
+        return w, h
+
+
+def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
+    """The task request: only the fields the task's request model has."""
+    w, h = cfg.width_height
+    fields = task.Request.model_fields
+    req: dict[str, Any] = {"seed": cfg.seed, "sampling": cfg.sampling.model_dump()}
+    wanted = {"height": h, "width": w, "prompt": cfg.prompt, "frames": cfg.frames, "order": cfg.order,
+              "image": cfg.image, "top": cfg.top, "left": cfg.left}
+    for key, value in wanted.items():
+        if key in fields and (value is not None or key == "frames"):
+            req[key] = value
+    if task.name in ("io",) and cfg.image is None:
+        req.pop("image", None)
+    for key in ("prompt", "image"):
+        if getattr(cfg, key) is not None and key not in fields:
+            raise StreamgenError(f"`{key}` is not used by task {task.name!r}")
+    return req
+
+
+def generate(cfg: GenerateConfig) -> int:
+    from .bundle import load_engine
+    from .live import pump
+    from .plugins import manager
+    from .sinks import SinkClosed, open_sink
+
+    task = manager().tasks.get(cfg.task)
+    engine = load_engine(cfg.model)
+    frames = engine.run(task, request_for(cfg, task))  # validates before any work
+    options: dict[str, Any] = {"reconnect": cfg.reconnect} if "://" in cfg.output else {}
+    if cfg.gop:
+        options["gop"] = cfg.gop
+    sink = open_sink(cfg.output, fps=cfg.fps, size=cfg.width_height, **options)
+    total = cfg.frames if task.output == "video" else 1
+    bar = Progress(total, "frames")
+
+    def report(stats) -> None:
+        s = engine.stats
+        bar.update(stats.frames, fps=stats.frames / max(stats.seconds, 1e-9),
+                   tok_s=s.tokens / max(s.seconds, 1e-9))
+
+    try:
+        pump(frames, sink, fps=cfg.fps, realtime=cfg.realtime, buffer=cfg.buffer, report=report)
+        sink.close()
+    except SinkClosed:
+        bar.close()
+        raise
+    except BaseException:
+        try:
+            sink.close()
+        except StreamgenError:
+            pass
+        raise
+    finally:
+        frames.close()
+    bar.close()
+    if hasattr(sink, "seconds"):
+        print(f"streamgen: {engine.stats.frames} frames, {engine.stats.tokens} tokens in "
+              f"{engine.stats.seconds:.1f} s; encoding took {sink.seconds:.2f} s", file=sys.stderr)
+    return 0
