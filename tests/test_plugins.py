@@ -34,9 +34,9 @@ def test_importing_streamgen_creates_no_plugin_manager():
 
 def test_builtins_come_from_the_streamgen_entry_points():
     p = plugins.load()
-    for reg in p.tasks:
+    for name in ("uig", "t2i", "io", "ia", "t2v"):
+        reg = p.tasks.registration(name)
         assert reg.plugin == "builtin_tasks" and reg.dist == "streamgen"
-    assert {"uig", "t2i", "io", "ia", "t2v"} <= set(p.tasks.names())
     assert {"palette", "vqgan"} <= set(p.codecs.names())
     assert "minilm" in p.text_encoders.names()
 
@@ -95,7 +95,7 @@ def test_a_plugin_that_fails_to_import_is_named_with_its_distribution(monkeypatc
 
 
 def test_unknown_task_lists_installed_ones(engine):
-    with pytest.raises(PluginError, match="unknown task 'paint'; installed: ia, io, t2i, t2v, uig"):
+    with pytest.raises(PluginError, match="unknown task 'paint'; installed: ia, io, (predict, )?t2i, t2v, uig"):
         engine.run("paint")
 
 
