@@ -198,7 +198,11 @@ class Plan:
         return last
 
     def __iter__(self) -> Iterator[Item]:
-        f = 0
+        return self.iter_from(0)
+
+    def iter_from(self, frame: int) -> Iterator[Item]:
+        """The plan's items from the first item of ``frame`` on (resuming a stream)."""
+        f = frame
         while self.frames is None or f < self.frames:
             start = self.frame_start(f)
             for i, (y, x, known) in enumerate(self.items(f)):

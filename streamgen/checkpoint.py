@@ -125,3 +125,16 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tenso
             state.setdefault(int(i), {})[k] = v
     sd["state"] = state
     opt.load_state_dict(sd)
+
+
+def digest(*modules: nn.Module | torch.Tensor) -> str:
+    """SHA-256 of weights (names and values): the identity of a model or codec."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for m in modules:
+        items = sorted(m.state_dict().items()) if isinstance(m, nn.Module) else [("", m)]
+        for name, t in items:
+            h.update(name.encode())
+            h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()

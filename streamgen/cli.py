@@ -77,7 +77,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     data = load_config(args.config, [])
     for key in ("task", "prompt", "frames", "size", "fps", "seed", "image", "top", "left", "order",
-                "output", "realtime", "reconnect", "model", "gop"):
+                "output", "realtime", "reconnect", "model", "gop", "snapshot", "snapshot_every", "resume"):
         value = getattr(args, key)
         if value is not None:
             data[key] = value
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reconnect", type=int, help="retries of a dropped RTMP push")
     g.add_argument("--gop", type=int, help="keyframe interval in frames (pipes and RTMP)")
     g.add_argument("--model", help="model folder, or 'tiny' for a random test model")
+    g.add_argument("--snapshot", help="save the stream's state to this file (atomically)")
+    g.add_argument("--snapshot-every", dest="snapshot_every", type=int, help="frames between snapshots")
+    g.add_argument("--resume", help="continue the stream saved in this snapshot")
     g.add_argument("--config", help="JSON preset (see configs/)")
     g.add_argument("set", nargs="*", help="dotted overrides, e.g. sampling.top_k=50")
     g.set_defaults(func=cmd_generate)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -42,6 +43,29 @@ class StreamRequest(Strict):
     extent: Extent | None = Field(None, description="NCP window; at most the model's, which is the default")
 
 
+class TokenFrame(NamedTuple):
+    """One finished frame of tokens, and the pool as it stands after it (for snapshots)."""
+
+    index: int
+    tokens: Tensor  # (B, h, w) int64
+    pool: dict  # position -> `ncp.Entry`; payloads are never modified after they are added
+
+
+@dataclass
+class StreamState:
+    """Where a stream stands after a frame: enough to continue it exactly (see `streamgen.snapshot`)."""
+
+    frames_done: int
+    pool: dict
+    prev: Tensor | None  # the last frame's pixels (1, H, W, 3) uint8: guides the next PG decoding
+
+
+@dataclass
+class Frame:
+    pixels: np.ndarray  # (H, W, 3) uint8
+    state: StreamState
+
+
 @dataclass
 class StreamStats:
     """Counters of one stream, updated as it runs (for progress reports and benchmarks)."""
@@ -71,6 +95,16 @@ class Engine:
         self.codec = codec
         self.text_encoder = text_encoder
         self.stats = StreamStats()
+
+    def identity(self) -> dict[str, str]:
+        """Weight digests of the model and the codec: what a snapshot must match to be resumed."""
+        from .checkpoint import digest
+
+        if not hasattr(self, "_identity"):
+            codec_parts = [m for m in (getattr(self.codec, "vq", None), getattr(self.codec, "pg", None))
+                           if m is not None] or [getattr(self.codec, "palette", torch.zeros(1))]
+            self._identity = {"model": digest(self.model), "codec": digest(*codec_parts)}
+        return self._identity
 
     @property
     def device(self) -> torch.device:
@@ -105,7 +139,7 @@ class Engine:
         adc.check_order(req.order)
         extent = self.check_extent(req.extent)
         plan = Plan.basic(req.order, rows, cols, req.frames, extent)
-        return self._frames(plan, seed=req.seed, sampling=req.sampling)
+        return (fr.pixels for fr in self._frames(plan, seed=req.seed, sampling=req.sampling))
 
     def run(self, task: "str | Task", request: Any = None, **fields: Any) -> Iterator[np.ndarray]:
         """Frames of a task plugin's output, lazily: ``engine.run("t2v", prompt=..., frames=8)``.
@@ -113,6 +147,12 @@ class Engine:
         The request (a dict, the task's request model, or keywords) is validated and turned into a
         job before this returns, so bad input raises here, before any work.
         """
+        return (fr.pixels for fr in self.run_frames(task, request, **fields))
+
+    def run_frames(self, task: "str | Task", request: Any = None, *, resume: StreamState | None = None,
+                   **fields: Any) -> Iterator[Frame]:
+        """Like `run`, yielding `Frame` objects with the stream's state after each frame; ``resume``
+        continues a stream from a saved state, giving the frames an uninterrupted run gives."""
         from .plugins import manager
         from .task import TaskEnv
 
@@ -125,7 +165,7 @@ class Engine:
             text, mask = self.encode_text(job.prompt)
         known = (lambda pos: job.known[pos][None]) if job.known else None
         return self._frames(job.plan, seed=req.seed, sampling=req.sampling, text=text,
-                            text_mask=mask, known=known, given=job.given_frames)
+                            text_mask=mask, known=known, given=job.given_frames, resume=resume)
 
     def encode_text(self, prompt: str) -> tuple[Tensor, Tensor]:
         """Token states (1, T, text_dim) and mask (1, T) of a prompt, with the engine's text encoder."""
@@ -140,13 +180,14 @@ class Engine:
 
     def _frames(self, plan: Plan, *, seed: int, sampling: SamplingConfig,
                 text: Tensor | None = None, text_mask: Tensor | None = None,
-                known: KnownTokens | None = None,
-                given: dict[int, np.ndarray] | None = None) -> Iterator[np.ndarray]:
+                known: KnownTokens | None = None, given: dict[int, np.ndarray] | None = None,
+                resume: StreamState | None = None) -> Iterator[Frame]:
         """Decode each frame of tokens as it completes; ``given`` frames are emitted as their pixels
         and guide the next frame's pixel-guided decoding."""
-        prev = None
-        for f, tokens in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
-                                              text_mask=text_mask, known=known):
+        prev = resume.prev if resume is not None else None
+        start = (resume.frames_done, resume.pool) if resume is not None else None
+        for f, tokens, pool in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
+                                                    text_mask=text_mask, known=known, start=start):
             t0 = time.perf_counter()
             if given and f in given:
                 frame = torch.from_numpy(np.ascontiguousarray(given[f]))[None]
@@ -155,19 +196,20 @@ class Engine:
             self.stats.decode_seconds += time.perf_counter() - t0
             prev = frame
             self.stats.frames += 1
-            yield frame[0].numpy()
+            yield Frame(frame[0].numpy(), StreamState(f + 1, pool, frame))
 
     # --- tokens ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate_tokens(self, plan: Plan, *, seed: int = 0,
                         sampling: SamplingConfig | None = None, text: Tensor | None = None,
                         text_mask: Tensor | None = None, known: KnownTokens | None = None,
-                        batch: int = 1) -> Iterator[tuple[int, Tensor]]:
-        """Algorithm 2: yields ``(f, tokens (B, h, w))`` as each frame of ``plan`` completes.
+                        batch: int = 1, start: tuple[int, dict] | None = None) -> Iterator[TokenFrame]:
+        """Algorithm 2: yields a `TokenFrame` ``(f, tokens (B, h, w), pool)`` as each frame completes.
 
         ``text`` (B, T, text_dim) conditions through cross-attention; with ``sampling.guidance != 1``
         an unconditional copy of every row runs beside it for classifier-free guidance. ``known``
         gives the tokens of the plan's known patches, which are pre-cached instead of sampled.
+        ``start = (frame, pool entries)`` continues a stream at the first patch of ``frame``.
         """
         sampling = sampling or SamplingConfig()
         model, cfg = self.model, self.model.cfg
@@ -182,8 +224,12 @@ class Engine:
         frame = torch.zeros(batch, plan.rows * ph, plan.cols * pw, dtype=torch.long)
         done_in_frame, per_frame = 0, plan.rows * plan.cols
         self.stats = StreamStats()
+        first = 0
+        if start is not None:
+            first = start[0]
+            pool.restore(start[1])
         try:
-            for item in plan:
+            for item in plan.iter_from(first):
                 f, y, x = item.pos
                 model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)])
                 if item.known:
@@ -202,7 +248,7 @@ class Engine:
                 done_in_frame += 1
                 if done_in_frame == per_frame:
                     done_in_frame = 0
-                    yield f, frame.clone()
+                    yield TokenFrame(f, frame.clone(), pool.state())
         finally:
             pool.clear()
             del ws

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -29,6 +30,9 @@ class GenerateConfig(Strict):
     gop: int | None = Field(None, ge=1)
     buffer: int = Field(8, ge=1, le=1000, description="frames generated ahead in realtime mode")
     model: str | None = Field(None, description="model folder, 'tiny', or None for the shipped one")
+    snapshot: str | None = Field(None, description="file the stream's state is saved to")
+    snapshot_every: int = Field(100, ge=1, description="frames between snapshots")
+    resume: str | None = Field(None, description="snapshot to continue from")
 
     @field_validator("frames", mode="before")
     @classmethod
@@ -69,29 +73,64 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     return req
 
 
+def segment_name(output: str, frames_done: int) -> str:
+    """Where a resumed stream writes: pipes, URLs and numbered patterns continue as they are; a
+    container file gets a new segment beside it (``out.mp4`` -> ``out.from000120.mp4``)."""
+    if output == "-" or "://" in output or "%" in output:
+        return output
+    p = Path(output)
+    return str(p.with_name(f"{p.stem}.from{frames_done:06d}{p.suffix}"))
+
+
 def generate(cfg: GenerateConfig) -> int:
+    from . import snapshot as snap
     from .bundle import load_engine
     from .live import pump
     from .plugins import manager
     from .sinks import SinkClosed, open_sink
 
+    resume = None
+    output = cfg.output
+    if cfg.resume:
+        resume, info = snap.load(cfg.resume)
+        saved = GenerateConfig.model_validate(info["request"])
+        # the snapshot's request, with where to write next and how to snapshot from here on
+        cfg = saved.model_copy(update={"resume": cfg.resume, "output": cfg.output if cfg.output != "out.mp4"
+                                       else saved.output, "snapshot": cfg.snapshot or saved.snapshot,
+                                       "realtime": cfg.realtime or saved.realtime})
+        output = segment_name(cfg.output, resume.frames_done)
     task = manager().tasks.get(cfg.task)
     engine = load_engine(cfg.model)
-    frames = engine.run(task, request_for(cfg, task))  # validates before any work
-    options: dict[str, Any] = {"reconnect": cfg.reconnect} if "://" in cfg.output else {}
+    if resume is not None:
+        snap.check_identity(info, engine.identity(), cfg.resume)
+        if cfg.frames is not None and resume.frames_done >= cfg.frames:
+            print(f"streamgen: the snapshot is at frame {resume.frames_done}: nothing left to do",
+                  file=sys.stderr)
+            return 0
+    frames = engine.run_frames(task, request_for(cfg, task), resume=resume)  # validates first
+    options: dict[str, Any] = {"reconnect": cfg.reconnect} if "://" in output else {}
     if cfg.gop:
         options["gop"] = cfg.gop
-    sink = open_sink(cfg.output, fps=cfg.fps, size=cfg.width_height, **options)
+    if resume is not None and "%" in output:
+        options["start"] = resume.frames_done
+    sink = open_sink(output, fps=cfg.fps, size=cfg.width_height, **options)
     total = cfg.frames if task.output == "video" else 1
     bar = Progress(total, "frames")
+    meta = {"request": cfg.model_dump(mode="json", exclude={"resume"}), "identity": engine.identity()}
+
+    def written(frame) -> None:
+        if cfg.snapshot and frame.state.frames_done % cfg.snapshot_every == 0:
+            snap.save(cfg.snapshot, frame.state, meta)
 
     def report(stats) -> None:
         s = engine.stats
-        bar.update(stats.frames, fps=stats.frames / max(stats.seconds, 1e-9),
+        done = stats.frames + (resume.frames_done if resume is not None else 0)
+        bar.update(done, fps=stats.frames / max(stats.seconds, 1e-9),
                    tok_s=s.tokens / max(s.seconds, 1e-9))
 
     try:
-        pump(frames, sink, fps=cfg.fps, realtime=cfg.realtime, buffer=cfg.buffer, report=report)
+        pump(frames, sink, fps=cfg.fps, realtime=cfg.realtime, buffer=cfg.buffer, report=report,
+             written=written)
         sink.close()
     except SinkClosed:
         bar.close()
@@ -105,7 +144,6 @@ def generate(cfg: GenerateConfig) -> int:
     finally:
         frames.close()
     bar.close()
-    if hasattr(sink, "seconds"):
-        print(f"streamgen: {engine.stats.frames} frames, {engine.stats.tokens} tokens in "
-              f"{engine.stats.seconds:.1f} s; encoding took {sink.seconds:.2f} s", file=sys.stderr)
+    print(f"streamgen: {engine.stats.frames} frames, {engine.stats.tokens} tokens in "
+          f"{engine.stats.seconds:.1f} s; encoding took {getattr(sink, 'seconds', 0.0):.2f} s", file=sys.stderr)
     return 0

@@ -63,10 +63,13 @@ def _ahead(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
             close()
 
 
-def pump(frames: Iterator[np.ndarray], sink: Any, *, fps: float, realtime: bool = False,
+def pump(frames: Iterator[Any], sink: Any, *, fps: float, realtime: bool = False,
          buffer: int = 8, report: Callable[[PumpStats], None] | None = None,
-         warn: TextIO | None = None) -> PumpStats:
-    """Write every frame to ``sink``; returns counts. The sink is not closed here."""
+         written: Callable[[Any], None] | None = None, warn: TextIO | None = None) -> PumpStats:
+    """Write every frame (an array, or an object with ``pixels``) to ``sink``; then ``written(frame)``.
+
+    Returns counts. The sink is not closed here.
+    """
     warn = warn or sys.stderr
     stats = PumpStats()
     start = time.perf_counter()
@@ -86,7 +89,9 @@ def pump(frames: Iterator[np.ndarray], sink: Any, *, fps: float, realtime: bool 
                         warn.write(f"streamgen: generation is {lag:.2f} s behind real time at frame {i}\n")
                         warn.flush()
                         last_warn = now
-            sink.write(frame)
+            sink.write(getattr(frame, "pixels", frame))
+            if written:
+                written(frame)
             stats.frames += 1
             stats.seconds = time.perf_counter() - start
             if report:

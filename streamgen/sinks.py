@@ -166,16 +166,43 @@ class PngSink:
         pass
 
 
+class SequenceSink:
+    """Numbered PNG files from a printf pattern, e.g. ``frames/%06d.png``: lossless, and a resumed
+    stream continues the numbering."""
+
+    def __init__(self, pattern: str, *, start: int = 0, **_: Any):
+        try:
+            pattern % 0
+        except (TypeError, ValueError):
+            raise bad("output", "must hold one integer field such as %06d", pattern) from None
+        parent = Path(pattern % 0).resolve().parent
+        if not parent.is_dir():
+            raise bad("output", "must be in an existing folder", pattern)
+        self.pattern, self.frames, self.seconds = pattern, start, 0.0
+
+    def write(self, frame: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        PngSink(self.pattern % self.frames).write(frame)
+        self.frames += 1
+        self.seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        pass
+
+
 FILE_FORMATS = {".mp4": ("mp4", "libx264"), ".mkv": ("matroska", "libx264"),
                 ".webm": ("webm", "libvpx-vp9")}
 
 
 def file_sink(target: str, *, fps: float, crf: int = 20, preset: str = "veryfast", **_: Any):
     ext = Path(target).suffix.lower()
+    if ext == ".png" and "%" in target:
+        return SequenceSink(target, **_)
     if ext == ".png":
         return PngSink(target)
     if ext not in FILE_FORMATS:
-        raise bad("output", f"must end in one of {', '.join([*FILE_FORMATS, '.png'])}, be '-' "
+        raise bad("output", f"must end in one of {', '.join([*FILE_FORMATS, '.png'])} (or be a "
+                  "numbered pattern like frames/%06d.png), be '-' "
                   "(standard output) or an rtmp:// or rtmps:// URL", target)
     parent = Path(target).resolve().parent
     if not parent.is_dir():

@@ -235,20 +235,10 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
         bar.close()
     if distributed:
         # every rank records a digest of its weights: they must agree (tests/test_train.py checks)
-        (out / f"rank{rank}.sha256").write_text(weights_digest(model) + "\n")
+        (out / f"rank{rank}.sha256").write_text(ckpt.digest(model) + "\n")
         dist.barrier()
         dist.destroy_process_group()
     return path
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class PatchStep(torch.nn.Module):

@@ -93,7 +93,7 @@ def test_text_conditioning_and_guidance_change_the_frames():
     eng = tiny_engine(text_dim=8)
     plan = lambda: Plan.basic("omega", 1, 2, 2, Extent(w=1, h=1, f=1))  # noqa: E731
     text = torch.randn(1, 3, 8) * 3
-    run = lambda **kw: [t for _, t in eng.generate_tokens(plan(), seed=1, **kw)]  # noqa: E731
+    run = lambda **kw: [t.tokens for t in eng.generate_tokens(plan(), seed=1, **kw)]  # noqa: E731
     uncond = run()
     cond = run(text=text)
     guided = run(text=text, sampling=SamplingConfig(guidance=3.0))
