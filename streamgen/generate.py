@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from .config import SamplingConfig, Strict
+from .config import Extent, SamplingConfig, Strict
 from .errors import StreamgenError
 from .progress import Progress
 
@@ -24,6 +24,7 @@ class GenerateConfig(Strict):
     top: int | None = None
     left: int | None = None
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    extent: Extent | None = Field(None, description="NCP window; at most the model's")
     output: str = Field("out.mp4", description="file, '-' or rtmp(s):// URL")
     realtime: bool = False
     reconnect: int = Field(0, ge=0, le=100)
@@ -60,6 +61,8 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     w, h = cfg.width_height
     fields = task.Request.model_fields
     req: dict[str, Any] = {"seed": cfg.seed, "sampling": cfg.sampling.model_dump()}
+    if cfg.extent is not None:
+        req["extent"] = cfg.extent.model_dump()
     wanted = {"height": h, "width": w, "prompt": cfg.prompt, "frames": cfg.frames, "order": cfg.order,
               "image": cfg.image, "top": cfg.top, "left": cfg.left}
     for key, value in wanted.items():

@@ -80,7 +80,7 @@ class VideoSink:
                 self.container.start_encoding()
         except (av.error.FFmpegError, OSError) as exc:
             self.container = None
-            if isinstance(self.target, str) and "://" in self.target:
+            if isinstance(self.target, str) and "://" in self.target and size is not None:
                 raise StreamgenError(f"cannot connect to {self.label}: nothing is listening there or it "
                                      f"refused the stream ({_scrub(str(exc), self.target)})") from None
             raise self._error("cannot open", exc) from None
@@ -194,7 +194,8 @@ FILE_FORMATS = {".mp4": ("mp4", "libx264"), ".mkv": ("matroska", "libx264"),
                 ".webm": ("webm", "libvpx-vp9")}
 
 
-def file_sink(target: str, *, fps: float, crf: int = 20, preset: str = "veryfast", **_: Any):
+def file_sink(target: str, *, fps: float, size: tuple[int, int] | None = None, crf: int = 20,
+              preset: str = "veryfast", **_: Any):
     ext = Path(target).suffix.lower()
     if ext == ".png" and "%" in target:
         return SequenceSink(target, **_)
@@ -212,15 +213,16 @@ def file_sink(target: str, *, fps: float, crf: int = 20, preset: str = "veryfast
                                                                           "b": "0", "deadline": "realtime",
                                                                           "cpu-used": "8"}
     copts = {"movflags": "+faststart"} if fmt == "mp4" else {}
-    return VideoSink(target, fmt=fmt, codec=codec, fps=fps, options=opts, container_options=copts)
+    return VideoSink(target, fmt=fmt, codec=codec, fps=fps, options=opts, container_options=copts, size=size)
 
 
-def pipe_sink(target: str, *, fps: float, stream: BinaryIO | None = None, gop: int | None = None, **_: Any):
+def pipe_sink(target: str, *, fps: float, size: tuple[int, int] | None = None,
+              stream: BinaryIO | None = None, gop: int | None = None, **_: Any):
     """MPEG-TS with H.264 to standard output: a reader can start without seeking."""
     out = stream if stream is not None else sys.stdout.buffer
     g = str(gop or max(1, round(fps)))
     return VideoSink(out, fmt="mpegts", codec="libx264", fps=fps, label="standard output",
-                     options={"preset": "veryfast", "tune": "zerolatency", "g": g})
+                     options={"preset": "veryfast", "tune": "zerolatency", "g": g}, size=size)
 
 
 

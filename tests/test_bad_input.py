@@ -1,0 +1,175 @@
+"""Every bad input gets the project's own error: one line on stderr, exit code 2, no traceback, and a
+message naming the field, the rule and the value. Plus property-based tests of the request models."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamgen import ConfigError, StreamgenError
+from streamgen import checkpoint as ckpt
+from streamgen.cli import main
+from streamgen.config import ModelConfig, SamplingConfig, parse
+from streamgen.generate import GenerateConfig
+from streamgen.model import VisionDecoder
+from streamgen.testing import tiny_config, tiny_engine
+
+BASE = ["generate", "--model", "tiny", "--prompt", "a day sky", "--size", "16x16", "--frames", "2"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    png = tmp_path / "ok.png"
+    main([*BASE, "--task", "t2i", "-o", str(png)])
+    (tmp_path / "trunc.png").write_bytes(png.read_bytes()[: len(png.read_bytes()) // 3])
+    (tmp_path / "notes.png").write_text("this is not an image\n")
+    (tmp_path / "unknown.json").write_text(json.dumps({"task": "t2v", "colour": "red"}))
+    (tmp_path / "broken.json").write_text("{not json")
+    model = VisionDecoder(tiny_config())
+    good = tmp_path / "good"
+    ckpt.save(good / "model.safetensors", model, model.cfg)
+    trunc = tmp_path / "truncmodel"
+    trunc.mkdir()
+    (trunc / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:500])
+    (trunc / "model.json").write_text((good / "model.json").read_text())
+    shapes = tmp_path / "shapes"
+    ckpt.save(shapes / "model.safetensors", model, model.cfg)
+    info = json.loads((shapes / "model.json").read_text())
+    info["config"]["width"] = 64
+    (shapes / "model.json").write_text(json.dumps(info))
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+# (arguments, words the one-line message must contain); {d} is the test's folder
+TABLE = [
+    (["--size", "0x16"], ["size", "WxH"]),
+    (["--size", "16x20"], ["height", "multiple of 8", "20"]),
+    (["--size", "2000000x16"], ["width", "1048576", "2000000"]),
+    (["extent.w=-1"], ["extent.w", "greater than or equal to 0", "-1"]),
+    (["extent.f=3"], ["extent.f", "at most the model's 1", "3"]),
+    (["--frames", "0"], ["frames", "greater than or equal to 1", "0"]),
+    (["--frames", "-4"], ["frames", "-4"]),
+    (["--frames", "many"], ["frames", "many"]),
+    (["--fps", "0"], ["fps", "greater than 0", "0"]),
+    (["--fps", "-1"], ["fps", "-1"]),
+    (["--prompt", "x" * 100_000], ["prompt", "at most 2000 characters", "100000"]),
+    (["--prompt", ""], ["prompt", "must not be empty"]),
+    (["--prompt", "   "], ["prompt", "must not be empty"]),
+    (["--task", "io", "--prompt", "", "--image", "{d}/trunc.png"], ["prompt"]),
+    (["--task", "ia", "--image", "{d}/trunc.png", "--prompt", "x"], ["prompt", "not used"]),
+    (["--task", "io", "--image", "{d}/missing.png"], ["prompt", "not used"]),
+    (["--task", "nope"], ["unknown task 'nope'", "installed", "t2v"]),
+    (["-o", "srt://127.0.0.1:9/x"], ["output", "unknown sink 'srt'"]),
+    (["-o", "rtmp://"], ["output", "rtmp:// or rtmps:// URL with a host"]),
+    (["-o", "rtmp:///live"], ["output", "with a host"]),
+    (["-o", "{d}/out.gif"], ["output", "must end in one of"]),
+    (["-o", "{d}/no/such/folder/out.mp4"], ["output", "existing folder"]),
+    (["-o", "/proc/streamgen-test.mp4"], ["cannot open output", "/proc/streamgen-test.mp4"]),
+    (["sampling.guidance=NaN"], ["sampling.guidance", "finite", "nan"]),
+    (["sampling.guidance=-1"], ["sampling.guidance", "greater than or equal to 0", "-1"]),
+    (["sampling.temperature=-0.5"], ["sampling.temperature", "-0.5"]),
+    (["sampling.top_k=0"], ["sampling.top_k", "0"]),
+    (["sampling.top_p=1.5"], ["sampling.top_p", "1.5"]),
+    (["--seed", "-3"], ["seed", "-3"]),
+    (["--config", "{d}/unknown.json"], ["colour", "Extra inputs are not permitted", "red"]),
+    (["--config", "{d}/broken.json"], ["--config", "not valid JSON"]),
+    (["--config", "{d}/missing.json"], ["--config", "existing JSON file"]),
+    (["--model", "{d}/empty"], ["model", "model.safetensors"]),
+    (["--model", "{d}/truncmodel"], ["not a readable safetensors file", "truncated"]),
+    (["--model", "{d}/shapes"], ["tensor", "has shape", "expects"]),
+    (["--resume", "{d}/missing.snap"], ["snapshot", "does not exist"]),
+    (["--resume", "{d}/notes.png"], ["snapshot", "not readable"]),
+    (["--reconnect", "-1"], ["reconnect", "-1"]),
+    (["--snapshot-every", "0"], ["snapshot_every", "0"]),
+]
+
+
+@pytest.mark.parametrize("args,words", TABLE, ids=[" ".join(a)[:40] for a, _ in TABLE])
+def test_bad_cli_input_is_one_clear_line(files, capsys, args, words):
+    args = [a.replace("{d}", str(files)) for a in args]
+    assert main([*BASE, *args]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[")]
+    assert len(err) == 1 and err[0].startswith("streamgen: error: "), err
+    for word in words:
+        assert word in err[0], (word, err[0])
+
+
+IMAGE_TABLE = [
+    ("trunc.png", "not a readable image"),
+    ("notes.png", "not a readable image"),
+    ("missing.png", "existing image file"),
+]
+
+
+@pytest.mark.parametrize("name,words", IMAGE_TABLE)
+def test_bad_images_name_the_field(files, name, words):
+    eng = tiny_engine()
+    with pytest.raises(ConfigError, match=words):
+        eng.run("io", image=str(files / name), height=32, width=32)
+
+
+def test_the_table_has_at_least_thirty_rows():
+    assert len(TABLE) + len(IMAGE_TABLE) >= 30
+
+
+# --- property-based: anything is either accepted and generates, or rejected with ConfigError ------
+
+values = st.one_of(st.none(), st.booleans(), st.integers(-10**7, 10**7), st.floats(allow_nan=True),
+                   st.text(max_size=12), st.lists(st.integers(-3, 3), max_size=3))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["height", "width", "frames", "order", "seed", "sampling",
+                                         "extent", "prompt", "colour"]), values, max_size=5))
+def test_stream_requests_generate_or_raise_config_error(request_):
+    eng = tiny_engine()
+    try:
+        gen = eng.stream(**request_)
+    except ConfigError:
+        return
+    frame = next(gen)
+    assert frame.dtype == np.uint8 and frame.ndim == 3
+    gen.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["temperature", "top_k", "top_p", "guidance", "x"]), values,
+                       max_size=4))
+def test_sampling_configs_are_valid_or_config_errors(data):
+    try:
+        cfg = parse(SamplingConfig, data)
+    except ConfigError:
+        return
+    assert math.isfinite(cfg.temperature) and cfg.guidance >= 0
+    logits = torch.randn(3, 16)
+    from streamgen.sampling import sample
+
+    tok = sample(logits, torch.rand(3, dtype=torch.float64), cfg)
+    assert tok.shape == (3,) and int(tok.min()) >= 0 and int(tok.max()) < 16
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["vocab_size", "width", "layers", "heads", "patch_h", "text_dim",
+                                         "extent", "bogus"]), values, max_size=4))
+def test_model_configs_are_valid_or_config_errors(data):
+    try:
+        cfg = parse(ModelConfig, data)
+    except ConfigError:
+        return
+    assert cfg.width % cfg.heads == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["task", "frames", "size", "fps", "seed", "output", "reconnect",
+                                         "gop", "sampling", "nonsense"]), values, max_size=5))
+def test_generate_configs_are_valid_or_config_errors(data):
+    try:
+        parse(GenerateConfig, data)
+    except ConfigError:
+        return
+    except StreamgenError as exc:  # pragma: no cover - would be a wrong exception type
+        raise AssertionError(f"not a ConfigError: {exc!r}")
