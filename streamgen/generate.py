@@ -25,6 +25,8 @@ class GenerateConfig(Strict):
     left: int | None = None
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     extent: Extent | None = Field(None, description="NCP window; at most the model's")
+    request: dict[str, Any] = Field(default_factory=dict, description="further fields of the task's "
+                                    "request, for tasks with options of their own (request.images=[...])")
     output: str = Field("out.mp4", description="file, '-' or rtmp(s):// URL")
     realtime: bool = False
     reconnect: int = Field(0, ge=0, le=100)
@@ -73,6 +75,7 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     for key in ("prompt", "image"):
         if getattr(cfg, key) is not None and key not in fields:
             raise StreamgenError(f"`{key}` is not used by task {task.name!r}")
+    req.update(cfg.request)  # validated by the task's own request model, which forbids unknown keys
     return req
 
 

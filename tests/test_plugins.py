@@ -177,3 +177,25 @@ def test_third_party_task_installs_and_generates_through_the_api(predict_plugin)
     assert np.array_equal(frames[0], given[0]) and np.array_equal(frames[1], given[1])
     with pytest.raises(ConfigError, match=r"`frames` must be at least the 2 given frames"):
         tiny_engine().run("predict", images=given, frames=1)
+
+
+def test_third_party_task_generates_through_the_cli(predict_plugin, tmp_path):
+    import av
+    import json
+
+    from streamgen.cli import main
+
+    paths = []
+    for i, img in enumerate([IMG16, np.roll(IMG16, 2, axis=1)]):
+        eng = tiny_engine()
+        p = tmp_path / f"given{i}.png"
+        from streamgen.sinks import PngSink
+
+        PngSink(str(p)).write(img)
+        paths.append(str(p))
+    out = tmp_path / "predicted.mkv"
+    code = main(["generate", "--model", "tiny", "--task", "predict", "--size", "16x16", "--frames", "5",
+                 f"request.images={json.dumps(paths)}", "-o", str(out)])
+    assert code == 0
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5
