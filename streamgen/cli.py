@@ -86,6 +86,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return generate(cfg)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bundle import load_engine
+    from .evaluate import run_eval
+
+    torch.set_num_threads(args.threads)
+    engine = load_engine(args.model)
+    run_eval(engine, samples=args.samples, frames=args.frames, drift_frames=args.drift_frames,
+             wide_patches=args.wide_patches, size=args.size, seed=args.seed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamgen", description="endless image and video generation")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -99,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--config", help="JSON config (see configs/model.json)")
     tm.add_argument("set", nargs="*", help="dotted overrides, e.g. steps=100 batch=8")
     tm.set_defaults(func=cmd_train_model)
+    ev = sub.add_parser("eval", help="measure a model: codec, attributes, motion, seams, drift, FID")
+    ev.add_argument("--model", help="model folder, or 'tiny'; default: the shipped model")
+    ev.add_argument("--samples", type=int, default=12, help="generated samples per measurement")
+    ev.add_argument("--frames", type=int, default=8, help="frames per video for camera motion")
+    ev.add_argument("--drift-frames", dest="drift_frames", type=int, default=1000)
+    ev.add_argument("--wide-patches", dest="wide_patches", type=int, default=32)
+    ev.add_argument("--size", type=int, default=128)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--threads", type=int, default=2)
+    ev.set_defaults(func=cmd_eval)
+
     ts = sub.add_parser("tasks", help="list the installed tasks and the package each came from")
     ts.set_defaults(func=cmd_tasks)
 

@@ -1,0 +1,275 @@
+"""Measuring generated images and videos of the procedural landscapes (`streamgen eval`).
+
+- `AttributeClassifier`: the project's own reader of sky, terrain and lake from a frame: softmax
+  regression on colour statistics of horizontal bands, fitted on fresh renders of every attribute
+  combination (it is a measuring tool, so held-out combinations are fine to fit on). Its accuracy on
+  ground-truth renders is printed beside every measurement, so one knows how far to trust it.
+- `camera_motion`: pan left, pan right or still, from the horizontal shift that best aligns the lower
+  half of consecutive frames (the terrain moves with the camera; the sky does not).
+- `seam_score`: mean absolute difference across patch boundaries divided by that between neighbouring
+  pixel columns inside patches (1.0: seams are invisible).
+- FID with a pluggable feature extractor (`fid`); the default extractor is this project's own (pooled
+  features of the codec's encoder), so its figures are not comparable with published FIDs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .data import landscapes as L
+
+BANDS = 12
+
+
+def band_features(frames: np.ndarray | Tensor) -> Tensor:
+    """uint8 (N, H, W, 3) -> (N, BANDS * 9): mean, std and mean |horizontal gradient| of RGB per band."""
+    x = torch.as_tensor(np.asarray(frames)).float().div(255)  # (N, H, W, 3)
+    N, H, W, _ = x.shape
+    bands = torch.tensor_split(x, BANDS, dim=1)
+    feats = []
+    for b in bands:
+        feats += [b.mean((1, 2)), b.std((1, 2)), (b[:, :, 1:] - b[:, :, :-1]).abs().mean((1, 2))]
+    return torch.cat(feats, 1)
+
+
+@dataclass
+class _Head:
+    mean: Tensor
+    std: Tensor
+    weight: Tensor
+    bias: Tensor
+
+    def predict(self, feats: Tensor) -> Tensor:
+        return (((feats - self.mean) / self.std) @ self.weight.t() + self.bias).argmax(-1)
+
+
+def _fit_head(feats: Tensor, labels: Tensor, classes: int, steps: int = 300) -> _Head:
+    mean, std = feats.mean(0), feats.std(0) + 1e-6
+    z = (feats - mean) / std
+    w = torch.zeros(classes, z.shape[1], requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w.t() + b, labels) + 1e-3 * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return _Head(mean, std, w.detach(), b.detach())
+
+
+class AttributeClassifier:
+    """Reads sky, terrain and lake from frames of the procedural landscapes."""
+
+    ATTRS = ("sky", "terrain", "lake")
+
+    def __init__(self, heads: dict[str, _Head]):
+        self.heads = heads
+
+    @classmethod
+    def fit(cls, size: int = 128, per_combo: int = 24, seed: int = 12345) -> "AttributeClassifier":
+        frames, labels = render_set(size, per_combo, seed)
+        feats = band_features(frames)
+        heads = {a: _fit_head(feats, labels[a], len(L.ATTRIBUTES[a])) for a in cls.ATTRS}
+        return cls(heads)
+
+    def predict(self, frames: np.ndarray | Tensor) -> dict[str, Tensor]:
+        feats = band_features(frames)
+        return {a: h.predict(feats) for a, h in self.heads.items()}
+
+
+def render_set(size: int, per_combo: int, seed: int, split: str = "all") -> tuple[np.ndarray, dict[str, Tensor]]:
+    """Still frames of every sky x terrain x lake combination (of ``split``) and their labels."""
+    frames, labels = [], {a: [] for a in ("sky", "terrain", "lake")}
+    i = 0
+    for sky in L.ATTRIBUTES["sky"]:
+        for terrain in L.ATTRIBUTES["terrain"]:
+            held = {"sky": sky, "terrain": terrain} in [dict(h) for h in L.HELD_OUT]
+            if (split == "train" and held) or (split == "heldout" and not held):
+                continue
+            for lake in (False, True):
+                for k in range(per_combo):
+                    i += 1
+                    scene = L.Scene(sky, terrain, lake, "still", seed * 100_003 + i)
+                    frames.append(L.render(scene, size, size, x0=float(k * 37 % 500))[0])
+                    labels["sky"].append(L.ATTRIBUTES["sky"].index(sky))
+                    labels["terrain"].append(L.ATTRIBUTES["terrain"].index(terrain))
+                    labels["lake"].append(int(lake))
+    return np.stack(frames), {a: torch.tensor(v) for a, v in labels.items()}
+
+
+def camera_motion(frames: np.ndarray | Tensor, max_shift: int | None = None) -> str:
+    """"pan left", "pan right" or "still" from consecutive frames uint8 (F, H, W, 3).
+
+    The median over frame pairs of the shift s minimising |frame[t+1][:, s:] - frame[t][:, :-s]| in
+    the lower half: the scene slides right (s > 0) when the camera pans left.
+    """
+    x = torch.as_tensor(np.asarray(frames)).float().mean(-1)  # (F, H, W) grey
+    Fr, H, W = x.shape
+    low = x[:, H // 2:]
+    max_shift = max_shift or max(2, W // 8)
+    shifts = []
+    for t in range(Fr - 1):
+        a, b = low[t], low[t + 1]
+        best, best_err = 0, float("inf")
+        for s in range(-max_shift, max_shift + 1):
+            if s >= 0:
+                err = (b[:, s:] - a[:, :W - s]).abs().mean()
+            else:
+                err = (b[:, :W + s] - a[:, -s:]).abs().mean()
+            err = float(err) + 1e-4 * abs(s)  # prefer the smaller shift on ties
+            if err < best_err:
+                best, best_err = s, err
+        shifts.append(best)
+    s = float(np.median(shifts)) if shifts else 0.0
+    threshold = max(1.0, H / 64)
+    if s >= threshold:
+        return "pan left"
+    if s <= -threshold:
+        return "pan right"
+    return "still"
+
+
+def seam_score(image: np.ndarray | Tensor, patch_px: int) -> float:
+    """Mean |difference| across vertical patch boundaries / mean |difference| of neighbouring
+    columns inside patches, for uint8 (H, W, 3). 1.0 means the boundaries are invisible."""
+    x = torch.as_tensor(np.asarray(image)).float()
+    d = (x[:, 1:] - x[:, :-1]).abs().mean((0, 2))  # (W - 1,) column differences
+    cols = torch.arange(1, x.shape[1])
+    at_seam = cols % patch_px == 0
+    return float(d[at_seam].mean() / d[~at_seam].mean().clamp(min=1e-6))
+
+
+class CodecFeatures(torch.nn.Module):
+    """The default FID feature extractor: global mean and std of the codec encoder's last features.
+
+    Not Inception: figures are only comparable with other figures made with the same codec.
+    """
+
+    def __init__(self, codec):
+        super().__init__()
+        self.codec = codec
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:  # uint8 (N, 3, H, W) as torchmetrics passes them
+        from .codecs.vqgan import to_pixels
+
+        z = self.codec.vq.encoder(to_pixels(images.permute(0, 2, 3, 1).contiguous()))
+        return torch.cat([z.mean((2, 3)), z.std((2, 3))], 1).double()
+
+
+def fid(real: Tensor, fake: Tensor, extractor: torch.nn.Module) -> float:
+    """FID between uint8 (N, H, W, 3) sets with ``extractor`` features (torchmetrics)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    m = FrechetInceptionDistance(feature=extractor, normalize=False)
+    m.update(real.permute(0, 3, 1, 2).contiguous(), real=True)
+    m.update(fake.permute(0, 3, 1, 2).contiguous(), real=False)
+    return float(m.compute())
+
+
+def block_fid(real: Tensor, fake: Tensor, extractor: torch.nn.Module, block: int) -> float:
+    """The paper's Block-FID: FID over the ``block`` x ``block`` tiles of large images."""
+    def tiles(x: Tensor) -> Tensor:
+        N, H, W, C = x.shape
+        x = x[:, :H // block * block, :W // block * block]
+        return x.reshape(N, H // block, block, W // block, block, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, block, block, C)
+
+    return fid(tiles(real), tiles(fake), extractor)
+
+
+class BandFeatures(torch.nn.Module):
+    """A feature extractor for codecs without a neural encoder: the classifier's band statistics."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        return band_features(images.permute(0, 2, 3, 1)).double()
+
+
+def run_eval(engine, *, samples: int = 6, frames: int = 8, drift_frames: int = 1000, wide_patches: int = 32,
+             size: int = 128, seed: int = 0, log=print) -> dict[str, float]:
+    """Every measurement of the default-model issue for ``engine``; prints and returns the figures."""
+    import itertools
+
+    from .codecs.neural import NeuralCodec
+
+    res: dict[str, float] = {}
+    clf = AttributeClassifier.fit(size=size)
+    gt, gt_labels = render_set(size, 4, seed=seed + 7)
+    gt_pred = clf.predict(gt)
+    for a in ("sky", "terrain"):
+        res[f"classifier {a} accuracy on ground truth"] = float((gt_pred[a] == gt_labels[a]).float().mean())
+
+    # codec reconstruction on fresh renders (photos: benchmarks/codec_quality.py)
+    if isinstance(engine.codec, NeuralCodec):
+        from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+        x = torch.from_numpy(gt[:24])
+        rec = engine.codec.decode(engine.codec.encode(x))
+        p, t = rec.permute(0, 3, 1, 2).float() / 255, x.permute(0, 3, 1, 2).float() / 255
+        res["codec PSNR dB (landscapes)"] = float(peak_signal_noise_ratio(p, t, data_range=1.0))
+        res["codec SSIM (landscapes)"] = float(structural_similarity_index_measure(p, t, data_range=1.0))
+
+    def accuracy(split: str) -> tuple[float, float]:
+        ok_sky = ok_terrain = n = 0
+        for i in range(samples):
+            scene = L.sample_scene(seed * 1000 + i, split=split)
+            prompt = L.caption(scene, variant=i + 3, video=False)  # paraphrases the training also saw
+            img = next(engine.run("t2i", prompt=prompt, height=size, width=size, seed=seed + i,
+                                  sampling=dict(top_k=64, guidance=3.0)))
+            pred = clf.predict(img[None])
+            ok_sky += int(pred["sky"][0]) == L.ATTRIBUTES["sky"].index(scene.sky)
+            ok_terrain += int(pred["terrain"][0]) == L.ATTRIBUTES["terrain"].index(scene.terrain)
+            n += 1
+        return ok_sky / n, ok_terrain / n
+
+    if engine.model.cfg.text_dim is not None:
+        for split in ("train", "heldout"):
+            sky, terrain = accuracy(split)
+            res[f"sky accuracy ({split} combinations)"] = sky
+            res[f"terrain accuracy ({split} combinations)"] = terrain
+        ok = n = 0
+        for i in range(samples):
+            scene = L.sample_scene(seed * 2000 + i, split="all")
+            prompt = L.caption(scene, variant=i, video=True)
+            clip = np.stack(list(engine.run("t2v", prompt=prompt, height=size, width=size, frames=frames,
+                                            seed=seed + i, sampling=dict(top_k=64, guidance=3.0))))
+            ok += camera_motion(clip) == scene.motion
+            n += 1
+        res["camera-motion accuracy"] = ok / n
+        if drift_frames:
+            scene = L.sample_scene(seed + 99, split="train")
+            prompt = L.caption(scene, 1, video=True)
+            keep = {}
+            stream = engine.run("t2v", prompt=prompt, height=size, width=size, frames=drift_frames, seed=seed)
+            for i, f in enumerate(stream):
+                if i < 8 or i >= drift_frames - 8:
+                    keep[i] = f
+            first = clf.predict(np.stack([keep[i] for i in range(8)]))
+            last = clf.predict(np.stack([keep[i] for i in range(drift_frames - 8, drift_frames)]))
+            want_sky = L.ATTRIBUTES["sky"].index(scene.sky)
+            res["drift: sky accuracy, first 8 frames"] = float((first["sky"] == want_sky).float().mean())
+            res[f"drift: sky accuracy, frames {drift_frames - 8}-{drift_frames - 1}"] = float(
+                (last["sky"] == want_sky).float().mean())
+
+    wide = next(engine.run("uig", height=size, width=wide_patches * engine.codec.factor * engine.model.cfg.patch_w,
+                           seed=seed))
+    res[f"seam score ({wide_patches} patches wide)"] = seam_score(wide, engine.codec.factor * engine.model.cfg.patch_w)
+
+    extractor = CodecFeatures(engine.codec) if isinstance(engine.codec, NeuralCodec) else BandFeatures()
+    fakes = [next(engine.run("uig", height=size, width=size, seed=seed + 100 + i)) for i in range(max(samples, 8))]
+    reals = gt[: len(fakes) * 2]
+    res["FID (own features, not comparable with published figures)"] = fid(
+        torch.from_numpy(reals), torch.from_numpy(np.stack(fakes)), extractor)
+    block = min(64, size // 2)
+    res[f"Block-FID over {block} px blocks of the wide canvas"] = block_fid(
+        torch.from_numpy(np.stack([L.render(L.sample_scene(seed + 5 + k), size, wide.shape[1])[0]
+                                   for k in range(2)])), torch.from_numpy(wide[None]), extractor, block)
+    for k, v in res.items():
+        log(f"{k:60s} {v:8.3f}")
+    return res
