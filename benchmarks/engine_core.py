@@ -31,25 +31,38 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS")
 
 
-def flat_memory(frames_short: int, frames_long: int, rounds: int) -> dict:
-    """RSS at two lengths of one stream, and the time of fresh short and long streams.
+def flat_memory(frames_short: int, frames_long: int) -> dict:
+    """RSS at two lengths of one stream, and time(long) against time(short), drift-proof.
 
-    Short and long runs alternate, and the medians are compared, because the speed of a shared
-    machine drifts by tens of percent within a minute.
+    The speed of a shared machine drifts by tens of percent within a minute, so the long stream and
+    a chain of fresh short streams run interleaved, frame by frame: both see the same machine. The
+    long stream's total is compared with the short streams' total divided by their count.
     """
-    eng = tiny_engine()
-    for _ in eng.stream(height=16, width=16, frames=20, seed=1):  # warm the allocator
+    eng_long, eng_short = tiny_engine(), tiny_engine()
+    for _ in eng_long.stream(height=16, width=16, frames=20, seed=1):  # warm the allocator
         pass
-    rss, shorts, longs = {}, [], []
-    for r in range(rounds):
-        for n, times in ((frames_short, shorts), (frames_long, longs)):
-            t0 = time.perf_counter()
-            for i, _ in enumerate(eng.stream(height=16, width=16, frames=n, seed=r), 1):
-                if i in (frames_short, frames_long):
-                    rss[i] = rss_mb()
-            times.append(time.perf_counter() - t0)
-    return dict(rss_short=rss[frames_short], rss_long=rss[frames_long],
-                t_short=statistics.median(shorts), t_long=statistics.median(longs))
+    long_gen = eng_long.stream(height=16, width=16, frames=frames_long, seed=0)
+    shorts = (eng_short.stream(height=16, width=16, frames=frames_short, seed=k)
+              for k in range(frames_long // frames_short))
+    short_gen = next(shorts)
+    t_long = t_short = 0.0
+    rss = {}
+    for i in range(1, frames_long + 1):
+        t0 = time.perf_counter()
+        next(long_gen)
+        t1 = time.perf_counter()
+        try:
+            next(short_gen)
+        except StopIteration:
+            short_gen = next(shorts)
+            t1 = time.perf_counter()
+            next(short_gen)
+        t_short += time.perf_counter() - t1
+        t_long += t1 - t0
+        if i in (frames_short, frames_long):
+            rss[i] = rss_mb()
+    return dict(rss_short=rss[frames_short], rss_long=rss[frames_long], t_short=t_short * frames_short /
+                frames_long, t_long=t_long)
 
 
 def matmul_bound(cfg: ModelConfig, reps: int = 300) -> float:
@@ -94,7 +107,7 @@ def main() -> None:
     short, long = (20, 200) if args.quick else (100, 1000)
     print(f"# streamgen engine core benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    mem = flat_memory(short, long, rounds=1 if args.quick else 3)
+    mem = flat_memory(short, long)
     print(f"tiny model, 16x16 px video, extent (1,1,1):")
     print(f"  RSS after {short} frames: {mem['rss_short']:.1f} MB; after {long}: {mem['rss_long']:.1f} MB;"
           f" ratio {mem['rss_long'] / mem['rss_short']:.3f} (target within 5%)")
