@@ -18,17 +18,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from _common import rss_mb
 from streamgen import Engine, ModelConfig, PRESETS, VisionDecoder
 from streamgen.codecs import PaletteCodec
 from streamgen.testing import tiny_engine
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def flat_memory(frames_short: int, frames_long: int) -> dict:

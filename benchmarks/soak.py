@@ -19,16 +19,9 @@ import time
 import av
 import torch
 
+from _common import rss_mb
 from streamgen.sinks import open_sink
 from streamgen.testing import tiny_engine
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def open_fds() -> int:

@@ -107,6 +107,19 @@ def train_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("train/"):]: v for k, v in tensors.items() if k.startswith("train/")}
 
 
+def resume(path: str | os.PathLike, module: nn.Module, opt: torch.optim.Optimizer | None = None) -> int:
+    """Load a training checkpoint's weights (and optimizer state) if ``path`` exists; its step, or 0."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    tensors = read(path)
+    load_state(module, tensors, path)
+    state = train_state(tensors)
+    if opt is not None and any(k.startswith("opt/") for k in state):
+        restore_optimizer(opt, state)
+    return int(state["step"].item()) if "step" in state else 0
+
+
 def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """Flatten an optimizer's state into tensors (no pickle): ``opt/<param index>/<key>``."""
     out = {}

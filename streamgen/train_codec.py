@@ -151,15 +151,9 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
     disc = PatchDiscriminator() if cfg.adv_weight > 0 else None
     opt = torch.optim.Adam(vq.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     dopt = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9)) if disc else None
-    step = 0
     vq_path = out / "vqgan.safetensors"
-    if vq_path.exists():
-        tensors = ckpt.read(vq_path)
-        ckpt.load_state(vq, tensors, vq_path)
-        state = ckpt.train_state(tensors)
-        step = int(state.get("step", torch.tensor(0)).item())
-        if any(k.startswith("opt/") for k in state):
-            ckpt.restore_optimizer(opt, state)
+    step = ckpt.resume(vq_path, vq, opt)
+    if step:
         log(f"resumed VQGAN from {vq_path} at step {step}")
     data = Batches(cfg, cfg.seed + step)
 
@@ -192,15 +186,9 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
         p.requires_grad_(False)
     pg = PixelGuidedDecoder.from_vqgan(vq)
     popt = torch.optim.Adam(pg.parameters(), lr=cfg.lr * 0.5, betas=(0.5, 0.9))
-    pstep = 0
     pg_path = out / "pg.safetensors"
-    if pg_path.exists():
-        tensors = ckpt.read(pg_path)
-        ckpt.load_state(pg, tensors, pg_path)
-        state = ckpt.train_state(tensors)
-        pstep = int(state.get("step", torch.tensor(0)).item())
-        if any(k.startswith("opt/") for k in state):
-            ckpt.restore_optimizer(popt, state)
+    pstep = ckpt.resume(pg_path, pg, popt)
+    if pstep:
         log(f"resumed PG decoder from {pg_path} at step {pstep}")
     bar = Progress(cfg.pg_steps, "pg-vqgan")
     data = Batches(cfg, cfg.seed + 1_000_003 + pstep)

@@ -155,15 +155,9 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    step = 0
-    if path.exists():
-        tensors = ckpt.read(path)
-        ckpt.load_state(model, tensors, path)
-        state = ckpt.train_state(tensors)
-        step = int(state["step"].item())
-        ckpt.restore_optimizer(opt, state)
-        if rank == 0:
-            log(f"resumed {path} at step {step}")
+    step = ckpt.resume(path, model, opt)
+    if step and rank == 0:
+        log(f"resumed {path} at step {step}")
     # DDP all-reduces gradients of what runs through its forward: make that the patch step
     step_fn: torch.nn.Module = PatchStep(model)
     if distributed:

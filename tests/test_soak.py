@@ -2,7 +2,10 @@
 strictly increasing pts read back from the file."""
 import importlib.util
 import pathlib
+import sys
 
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))  # the script imports its sibling _common
 SPEC = importlib.util.spec_from_file_location(
     "soak", pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py")
 soak_mod = importlib.util.module_from_spec(SPEC)
