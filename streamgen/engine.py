@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
@@ -62,8 +63,9 @@ class StreamState:
 
 @dataclass
 class Frame:
-    pixels: np.ndarray  # (H, W, 3) uint8
+    pixels: np.ndarray  # (H, W, 3) uint8, the first (usually only) stream's frame
     state: StreamState
+    batch: np.ndarray  # (B, H, W, 3) uint8, every stream's frame
 
 
 @dataclass
@@ -167,6 +169,38 @@ class Engine:
         return self._frames(job.plan, seed=req.seed, sampling=req.sampling, text=text,
                             text_mask=mask, known=known, given=job.given_frames, resume=resume)
 
+    def run_batch(self, task: "str | Task", requests: list[Any]) -> Iterator[list[np.ndarray]]:
+        """Several streams of one task in one batch: yields a list of frames (one per request) at a
+        time. Each stream gives the frames it gives alone; the plans must have the same shape."""
+        from .plugins import manager
+        from .task import TaskEnv
+
+        if isinstance(task, str):
+            task = manager().tasks.get(task)
+        if not requests:
+            raise bad("requests", "must hold at least one request", requests)
+        reqs = [parse(task.Request, r, prefix=f"requests[{i}]") for i, r in enumerate(requests)]
+        jobs = [task.job(r, TaskEnv(self)) for r in reqs]
+        shape = lambda j: (j.plan.rows, j.plan.cols, j.plan.frames, j.plan.extent,  # noqa: E731
+                           list(j.plan.items(0)), sorted(j.given_frames))
+        for i, j in enumerate(jobs[1:], 1):
+            if shape(j) != shape(jobs[0]):
+                raise bad(f"requests[{i}]", "must plan the same size, frames, order and known patches "
+                          "as requests[0] to share a batch", "a different plan")
+        text = mask = None
+        if jobs[0].prompt is not None:
+            enc = [self.encode_text(j.prompt) for j in jobs]
+            T = max(t.shape[1] for t, _ in enc)
+            text = torch.cat([F.pad(t, (0, 0, 0, T - t.shape[1])) for t, _ in enc])
+            mask = torch.cat([F.pad(m, (0, T - m.shape[1])) for _, m in enc])
+        known = None
+        if jobs[0].known:
+            known = lambda pos: torch.stack([j.known[pos] for j in jobs])  # noqa: E731
+        given = {f: np.stack([j.given_frames[f] for j in jobs]) for f in jobs[0].given_frames}
+        frames = self._frames(jobs[0].plan, seed=[r.seed for r in reqs], sampling=reqs[0].sampling,
+                              text=text, text_mask=mask, known=known, given=given, batch=len(jobs))
+        return (list(fr.batch) for fr in frames)
+
     def encode_text(self, prompt: str) -> tuple[Tensor, Tensor]:
         """Token states (1, T, text_dim) and mask (1, T) of a prompt, with the engine's text encoder."""
         if self.model.cfg.text_dim is None:
@@ -178,29 +212,31 @@ class Engine:
         states, mask = self.text_encoder.encode([prompt])
         return states, mask
 
-    def _frames(self, plan: Plan, *, seed: int, sampling: SamplingConfig,
+    def _frames(self, plan: Plan, *, seed: int | list[int], sampling: SamplingConfig,
                 text: Tensor | None = None, text_mask: Tensor | None = None,
                 known: KnownTokens | None = None, given: dict[int, np.ndarray] | None = None,
-                resume: StreamState | None = None) -> Iterator[Frame]:
+                resume: StreamState | None = None, batch: int = 1) -> Iterator[Frame]:
         """Decode each frame of tokens as it completes; ``given`` frames are emitted as their pixels
         and guide the next frame's pixel-guided decoding."""
         prev = resume.prev if resume is not None else None
         start = (resume.frames_done, resume.pool) if resume is not None else None
         for f, tokens, pool in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
-                                                    text_mask=text_mask, known=known, start=start):
+                                                    text_mask=text_mask, known=known, start=start,
+                                                    batch=batch):
             t0 = time.perf_counter()
             if given and f in given:
-                frame = torch.from_numpy(np.ascontiguousarray(given[f]))[None]
+                pixels = np.ascontiguousarray(given[f])
+                frame = torch.from_numpy(pixels if pixels.ndim == 4 else pixels[None])
             else:
                 frame = self.codec.decode(tokens, prev)  # (1, H, W, 3) uint8
             self.stats.decode_seconds += time.perf_counter() - t0
             prev = frame
             self.stats.frames += 1
-            yield Frame(frame[0].numpy(), StreamState(f + 1, pool, frame))
+            yield Frame(frame[0].numpy(), StreamState(f + 1, pool, frame), frame.numpy())
 
     # --- tokens ---------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate_tokens(self, plan: Plan, *, seed: int = 0,
+    def generate_tokens(self, plan: Plan, *, seed: int | list[int] = 0,
                         sampling: SamplingConfig | None = None, text: Tensor | None = None,
                         text_mask: Tensor | None = None, known: KnownTokens | None = None,
                         batch: int = 1, start: tuple[int, dict] | None = None) -> Iterator[TokenFrame]:
@@ -210,12 +246,17 @@ class Engine:
         an unconditional copy of every row runs beside it for classifier-free guidance. ``known``
         gives the tokens of the plan's known patches, which are pre-cached instead of sampled.
         ``start = (frame, pool entries)`` continues a stream at the first patch of ``frame``.
+        Rows are independent streams: row r uses ``seed[r]`` (or ``seed + r`` for an int), and gives
+        the same tokens as that stream alone.
         """
         sampling = sampling or SamplingConfig()
         model, cfg = self.model, self.model.cfg
         ph, pw, M = cfg.patch_h, cfg.patch_w, model.M
         if text is not None:
             batch = text.shape[0]
+        seeds = [seed + r for r in range(batch)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != batch:
+            raise ValueError(f"{len(seeds)} seeds for {batch} rows")
         guided = text is not None and sampling.guidance != 1.0
         rows = 2 * batch if guided else batch
         memory = self._text_memory(text, text_mask, batch, guided)
@@ -238,7 +279,7 @@ class Engine:
                     toks = known(item.pos).reshape(batch, M).to(self.device)
                     model.prefill(ws, toks.repeat(rows // batch, 1), memory)
                 else:
-                    u = patch_uniforms(seed, batch, item.pos, M)
+                    u = patch_uniforms(seeds, item.pos, M)
                     toks = self._decode_patch(ws, memory, u, sampling, guided)
                     self.stats.tokens += batch * M
                 pool.add(item.pos, model.patch_payload(ws), plan.expiry(item.pos))

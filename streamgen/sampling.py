@@ -1,6 +1,6 @@
 """Drawing tokens from logits, reproducibly and independently of batching.
 
-Every patch gets its own random numbers, derived from ``(seed, row, f, y, x)``: one uniform per token,
+Every patch gets its own random numbers, derived from ``(seed, f, y, x)``: one uniform per token,
 drawn when the patch starts. A token is then the inverse CDF of the filtered distribution at that
 uniform. So the same seed gives the same frames whatever else runs in the same batch, and a stream's
 random state is nothing but its seed and plan position (which a snapshot can store).
@@ -23,12 +23,15 @@ def patch_seed(seed: int, row: int, pos: Pos) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") >> 1
 
 
-def patch_uniforms(seed: int, rows: int, pos: Pos, tokens: int, device: torch.device | str = "cpu"
+def patch_uniforms(seeds: list[int], pos: Pos, tokens: int, device: torch.device | str = "cpu"
                    ) -> Tensor:
-    """Uniforms (rows, tokens) float64 in [0, 1) for the patch at ``pos``."""
-    out = torch.empty(rows, tokens, dtype=torch.float64)
-    for r in range(rows):
-        g = torch.Generator().manual_seed(patch_seed(seed, r, pos))
+    """Uniforms (len(seeds), tokens) float64 in [0, 1) for the patch at ``pos``, one row per stream.
+
+    A row depends only on its own stream's seed, so a stream gives the same tokens alone or batched.
+    """
+    out = torch.empty(len(seeds), tokens, dtype=torch.float64)
+    for r, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(patch_seed(seed, 0, pos))
         out[r] = torch.rand(tokens, generator=g, dtype=torch.float64)
     return out.to(device)
 

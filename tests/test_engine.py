@@ -113,3 +113,26 @@ def test_known_patches_are_pre_cached_not_sampled():
     # the next frames depend on the given frame
     other = list(eng.generate_tokens(plan, seed=0, known=lambda pos: (known(pos) + 1) % 64))
     assert not torch.equal(out[1][1], other[1][1])
+
+
+def test_streams_served_in_one_batch_give_the_frames_they_give_alone():
+    from streamgen.testing import HashTextEncoder
+
+    eng = tiny_engine(text_dim=8)
+    eng.text_encoder = HashTextEncoder(8)
+    reqs = [dict(prompt=p, height=16, width=16, frames=3, seed=s, sampling=dict(guidance=2.0))
+            for p, s in (("day hills", 1), ("night dunes with a lake", 7), ("sunset", 7))]
+    batched = list(eng.run_batch("t2v", reqs))
+    assert len(batched) == 3 and all(len(step) == 3 for step in batched)
+    for i, req in enumerate(reqs):
+        alone = list(eng.run("t2v", req))
+        for f in range(3):
+            assert np.array_equal(batched[f][i], alone[f]), (i, f)
+    assert not np.array_equal(batched[0][1], batched[0][2])  # same seed, other prompt
+
+
+def test_a_batch_must_share_its_plan(engine):
+    from streamgen import ConfigError
+
+    with pytest.raises(ConfigError, match=r"`requests\[1\]` must plan the same size"):
+        engine.run_batch("uig", [dict(height=16, width=16), dict(height=16, width=24)])
