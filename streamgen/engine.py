@@ -184,6 +184,9 @@ class Engine:
         shape = lambda j: (j.plan.rows, j.plan.cols, j.plan.frames, j.plan.extent,  # noqa: E731
                            list(j.plan.items(0)), sorted(j.given_frames))
         for i, j in enumerate(jobs[1:], 1):
+            if reqs[i].sampling != reqs[0].sampling:
+                raise bad(f"requests[{i}].sampling", "must equal requests[0].sampling to share a batch",
+                          reqs[i].sampling.model_dump())
             if shape(j) != shape(jobs[0]):
                 raise bad(f"requests[{i}]", "must plan the same size, frames, order and known patches "
                           "as requests[0] to share a batch", "a different plan")
