@@ -77,7 +77,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     data = load_config(args.config, [])
     for key in ("task", "prompt", "frames", "size", "fps", "seed", "image", "top", "left", "order",
-                "output", "realtime", "reconnect", "model", "gop", "snapshot", "snapshot_every", "resume"):
+                "output", "realtime", "reconnect", "model", "gop", "snapshot", "snapshot_every", "resume",
+                "x264_preset", "x264_tune"):
         value = getattr(args, key)
         if value is not None:
             data[key] = value
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--realtime", action="store_true", default=None, help="pace output to the wall clock")
     g.add_argument("--reconnect", type=int, help="retries of a dropped RTMP push")
     g.add_argument("--gop", type=int, help="keyframe interval in frames (pipes and RTMP)")
+    g.add_argument("--x264-preset", dest="x264_preset", help="H.264 preset of pipes and RTMP (veryfast)")
+    g.add_argument("--x264-tune", dest="x264_tune", help="H.264 tuning of pipes and RTMP (zerolatency)")
     g.add_argument("--model", help="model folder, or 'tiny' for a random test model")
     g.add_argument("--snapshot", help="save the stream's state to this file (atomically)")
     g.add_argument("--snapshot-every", dest="snapshot_every", type=int, help="frames between snapshots")

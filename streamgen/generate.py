@@ -30,7 +30,11 @@ class GenerateConfig(Strict):
     output: str = Field("out.mp4", description="file, '-' or rtmp(s):// URL")
     realtime: bool = False
     reconnect: int = Field(0, ge=0, le=100)
-    gop: int | None = Field(None, ge=1)
+    gop: int | None = Field(None, ge=1, description="keyframe interval in frames (pipes and RTMP)")
+    x264_preset: str = Field("veryfast", pattern="^(ultrafast|superfast|veryfast|faster|fast|medium|slow)$",
+                             description="H.264 speed preset of pipes and RTMP")
+    x264_tune: str = Field("zerolatency", pattern="^(zerolatency|film|animation|grain|stillimage|none)$",
+                           description="H.264 tuning of pipes and RTMP; zerolatency for live")
     buffer: int = Field(8, ge=1, le=1000, description="frames generated ahead in realtime mode")
     model: str | None = Field(None, description="model folder, 'tiny', or None for the shipped one")
     snapshot: str | None = Field(None, description="file the stream's state is saved to")
@@ -117,6 +121,8 @@ def generate(cfg: GenerateConfig) -> int:
     options: dict[str, Any] = {"reconnect": cfg.reconnect} if "://" in output else {}
     if cfg.gop:
         options["gop"] = cfg.gop
+    if output == "-" or "://" in output:
+        options.update(preset=cfg.x264_preset, tune=cfg.x264_tune)
     if resume is not None and "%" in output:
         options["start"] = resume.frames_done
     sink = open_sink(output, fps=cfg.fps, size=cfg.width_height, **options)

@@ -190,6 +190,13 @@ class SequenceSink:
         pass
 
 
+def _x264(preset: str, tune: str, gop: str) -> dict[str, str]:
+    opts = {"preset": preset, "g": gop, "bf": "0"}
+    if tune != "none":
+        opts["tune"] = tune
+    return opts
+
+
 FILE_FORMATS = {".mp4": ("mp4", "libx264"), ".mkv": ("matroska", "libx264"),
                 ".webm": ("webm", "libvpx-vp9")}
 
@@ -217,12 +224,13 @@ def file_sink(target: str, *, fps: float, size: tuple[int, int] | None = None, c
 
 
 def pipe_sink(target: str, *, fps: float, size: tuple[int, int] | None = None,
-              stream: BinaryIO | None = None, gop: int | None = None, **_: Any):
+              stream: BinaryIO | None = None, gop: int | None = None, preset: str = "veryfast",
+              tune: str = "zerolatency", **_: Any):
     """MPEG-TS with H.264 to standard output: a reader can start without seeking."""
     out = stream if stream is not None else sys.stdout.buffer
     g = str(gop or max(1, round(fps)))
     return VideoSink(out, fmt="mpegts", codec="libx264", fps=fps, label="standard output",
-                     options={"preset": "veryfast", "tune": "zerolatency", "g": g}, size=size)
+                     options=_x264(preset, tune, g), size=size)
 
 
 
@@ -241,7 +249,7 @@ class RTMPSink:
             raise bad("reconnect", "must be 0 or more", reconnect)
         self.url, self.fps, self.reconnect = url, fps, reconnect
         self.label = redact(url)
-        self.options = {"preset": preset, "tune": tune, "g": str(gop or max(1, round(fps)))}
+        self.options = _x264(preset, tune, str(gop or max(1, round(fps))))
         self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "rtmps" else 1935)
         self.frames = 0
         self.seconds = 0.0

@@ -106,10 +106,16 @@ IMAGE_TABLE = [
 
 
 @pytest.mark.parametrize("name,words", IMAGE_TABLE)
-def test_bad_images_name_the_field(files, name, words):
+@pytest.mark.parametrize("task", ["io", "ia"])
+def test_bad_images_name_the_field(files, capsys, name, words, task):
     eng = tiny_engine()
     with pytest.raises(ConfigError, match=words):
-        eng.run("io", image=str(files / name), height=32, width=32)
+        eng.run(task, image=str(files / name), height=32, width=32)
+    args = ["generate", "--model", "tiny", "--task", task, "--image", str(files / name), "--size", "32x32",
+            "-o", str(files / "out.mkv")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("streamgen: error: `") and words in err[0], err
 
 
 def test_the_table_has_at_least_thirty_rows():

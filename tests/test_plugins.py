@@ -199,3 +199,13 @@ def test_third_party_task_generates_through_the_cli(predict_plugin, tmp_path):
     assert code == 0
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 5
+
+
+def test_streamgen_tasks_lists_tasks_and_their_packages(capsys):
+    from streamgen.cli import main
+
+    assert main(["tasks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1] for line in lines}
+    assert {name: rows[name] for name in ("uig", "t2i", "io", "ia", "t2v")} == dict.fromkeys(
+        ("uig", "t2i", "io", "ia", "t2v"), "streamgen")
