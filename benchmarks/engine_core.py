@@ -110,6 +110,21 @@ def batched_speed(streams: int, frames: int) -> float:
     return rate
 
 
+def wavefront_speed(cols: int, rows: int) -> tuple[float, float]:
+    """Tokens per second on one image ``cols`` x ``rows`` patches wide: one by one, then wavefront."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(**PRESETS["bench"])
+    eng = Engine(VisionDecoder(cfg), PaletteCodec(cfg.vocab_size, factor=8))
+    out = []
+    for wave in (False, True):
+        eng.wavefront = wave
+        t0 = time.perf_counter()
+        for _ in eng.stream(height=64 * rows, width=64 * cols, frames=1, seed=0, extent=dict(w=1, h=1, f=0)):
+            pass
+        out.append(eng.stats.tokens / (time.perf_counter() - t0))
+    return out[0], out[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -138,6 +153,9 @@ def main() -> None:
     batched = batched_speed(8, 1 if args.quick else 2)
     print(f"  8 streams in one batch: {batched:.0f} tokens/s in all, "
           f"{batched / statistics.median(rates):.1f}x batch 1")
+    seq, wave = wavefront_speed(8, 8)
+    print(f"  one image 8x8 patches (512x512 px), omega order: one by one {seq:.0f} tokens/s, "
+          f"wavefront {wave:.0f} tokens/s ({wave / seq:.1f}x)")
 
 
 if __name__ == "__main__":

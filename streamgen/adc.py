@@ -81,6 +81,23 @@ def window(extent: Extent, cur: Pos) -> Iterator[Pos]:
                     yield (f - df, y + dy, x + dx)
 
 
+def wave(order: str, y: int, x: int, rows: int, cols: int, extent: Extent) -> int:
+    """Wavefront index of patch (y, x) in a frame generated in a basic order.
+
+    Patches with the same index are independent, and decoding the indices in increasing order gives
+    every patch exactly the context the sequential order gives it: in a column order a patch needs
+    the column before it down to eh rows below, hence y + (eh + 1) * x; rows likewise.
+    """
+    order = check_order(order)
+    if order == "omega":
+        return y + (extent.h + 1) * x
+    if order == "omega*":
+        return y + (extent.h + 1) * (cols - 1 - x)
+    if order == "zeta":
+        return x + (extent.w + 1) * y
+    return x + (extent.w + 1) * (rows - 1 - y)
+
+
 @dataclass(frozen=True)
 class Item:
     """One step of a plan: the patch at ``pos``, generated or (``known``) only pre-cached."""
@@ -109,6 +126,7 @@ class Plan:
         # "column" or "row" when every frame follows a column (omega) or row (zeta) order: it
         # tightens `live_bound`.
         self.sweep: str | None = None
+        self._orders: list[str] | None = None  # per-frame basic orders (cycled), when the plan has them
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -126,6 +144,7 @@ class Plan:
 
         plan = cls(rows, cols, frames, extent, items)
         orders = [check_order(o) for o in orders]
+        plan._orders = orders
         if all(o.startswith("omega") for o in orders):
             plan.sweep = "column"
         elif all(o.startswith("zeta") for o in orders):
@@ -160,6 +179,10 @@ class Plan:
         if len(got) != self.rows * self.cols:
             raise ValueError(f"frame {f} plans {len(got)} patches, expected {self.rows * self.cols}")
         return got
+
+    def frame_order(self, f: int) -> str | None:
+        """The basic order of frame ``f``, or None for composed plans."""
+        return self._orders[f % len(self._orders)] if self._orders else None
 
     def frame_start(self, f: int) -> int:
         """Global step index of frame ``f``'s first item."""

@@ -29,6 +29,14 @@ from .sampling import guide, patch_uniforms, sample
 if TYPE_CHECKING:
     from .task import Task
 
+def _rows(memory: TextMemory | None, rows: int, groups: int) -> TextMemory | None:
+    """A stream's text memory (rows R) laid out for G patches decoded together: row k*G + i."""
+    if memory is None:
+        return None
+    idx = torch.arange(rows).repeat_interleave(groups)
+    return TextMemory(memory.k[:, idx], memory.v[:, idx], memory.mask[idx])
+
+
 KnownTokens = Callable[[Pos], Tensor]  # (f, y, x) -> (B, patch_h, patch_w) int64
 
 
@@ -97,6 +105,8 @@ class Engine:
         self.codec = codec
         self.text_encoder = text_encoder
         self.stats = StreamStats()
+        # decode patches whose context is complete together (same tokens as one by one)
+        self.wavefront = True
 
     def identity(self) -> dict[str, str]:
         """Weight digests of the model and the codec: what a snapshot must match to be resumed."""
@@ -225,7 +235,7 @@ class Engine:
         start = (resume.frames_done, resume.pool) if resume is not None else None
         for f, tokens, pool in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
                                                     text_mask=text_mask, known=known, start=start,
-                                                    batch=batch):
+                                                    batch=batch, wavefront=self.wavefront):
             t0 = time.perf_counter()
             if given and f in given:
                 pixels = np.ascontiguousarray(given[f])
@@ -242,7 +252,8 @@ class Engine:
     def generate_tokens(self, plan: Plan, *, seed: int | list[int] = 0,
                         sampling: SamplingConfig | None = None, text: Tensor | None = None,
                         text_mask: Tensor | None = None, known: KnownTokens | None = None,
-                        batch: int = 1, start: tuple[int, dict] | None = None) -> Iterator[TokenFrame]:
+                        batch: int = 1, start: tuple[int, dict] | None = None,
+                        wavefront: bool = False) -> Iterator[TokenFrame]:
         """Algorithm 2: yields a `TokenFrame` ``(f, tokens (B, h, w), pool)`` as each frame completes.
 
         ``text`` (B, T, text_dim) conditions through cross-attention; with ``sampling.guidance != 1``
@@ -250,7 +261,8 @@ class Engine:
         gives the tokens of the plan's known patches, which are pre-cached instead of sampled.
         ``start = (frame, pool entries)`` continues a stream at the first patch of ``frame``.
         Rows are independent streams: row r uses ``seed[r]`` (or ``seed + r`` for an int), and gives
-        the same tokens as that stream alone.
+        the same tokens as that stream alone. ``wavefront`` (one stream) decodes the patches whose
+        NCP context is complete together, with the same tokens as one by one.
         """
         sampling = sampling or SamplingConfig()
         model, cfg = self.model, self.model.cfg
@@ -264,38 +276,79 @@ class Engine:
         rows = 2 * batch if guided else batch
         memory = self._text_memory(text, text_mask, batch, guided)
         pool = NearbyContextPool(plan.extent, model.extent)
-        ws = model.new_workspace(rows, max_context=plan.extent.num_offsets - 1)
+        max_ctx = plan.extent.num_offsets - 1
+        ws = model.new_workspace(rows, max_context=max_ctx)
+        wave_ws: dict[int, Workspace] = {}  # wavefront workspaces by group size
         frame = torch.zeros(batch, plan.rows * ph, plan.cols * pw, dtype=torch.long)
-        done_in_frame, per_frame = 0, plan.rows * plan.cols
         self.stats = StreamStats()
-        first = 0
+        f = 0
         if start is not None:
-            first = start[0]
+            f = start[0]
             pool.restore(start[1])
+        next_step = plan.frame_start(f)  # every step before this one is done: NCP.Remove up to it
+        done: set[int] = set()
         try:
-            for item in plan.iter_from(first):
-                f, y, x = item.pos
-                model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)])
-                if item.known:
-                    if known is None:
-                        raise ValueError(f"plan has known patch {item.pos} but no known tokens")
-                    toks = known(item.pos).reshape(batch, M).to(self.device)
-                    model.prefill(ws, toks.repeat(rows // batch, 1), memory)
-                else:
-                    u = patch_uniforms(seeds, item.pos, M)
-                    toks = self._decode_patch(ws, memory, u, sampling, guided)
-                    self.stats.tokens += batch * M
-                pool.add(item.pos, model.patch_payload(ws), plan.expiry(item.pos))
-                pool.remove(item.step)
-                self.stats.patches += 1
-                frame[:, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = toks.view(batch, ph, pw).cpu()
-                done_in_frame += 1
-                if done_in_frame == per_frame:
-                    done_in_frame = 0
-                    yield TokenFrame(f, frame.clone(), pool.state())
+            while plan.frames is None or f < plan.frames:
+                for group in self._groups(plan, f, wavefront and batch == 1):
+                    if len(group) == 1:
+                        item = group[0]
+                        model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)])
+                        if item.known:
+                            if known is None:
+                                raise ValueError(f"plan has known patch {item.pos} but no known tokens")
+                            toks = known(item.pos).reshape(batch, M).to(self.device)
+                            model.prefill(ws, toks.repeat(rows // batch, 1), memory)
+                        else:
+                            toks = self._decode_patch(ws, memory, patch_uniforms(seeds, item.pos, M),
+                                                      sampling, guided)
+                        payloads = [model.patch_payload(ws)]
+                    else:  # independent patches of one stream, decoded as one batch
+                        G = len(group)
+                        if G not in wave_ws:
+                            wave_ws[G] = model.new_workspace(rows * G, max_context=max_ctx)
+                        gws = wave_ws[G]
+                        model.load_context_rows(gws, [[(p, o) for _, p, o in pool.select(it.pos)]
+                                                      for it in group])
+                        u = torch.cat([patch_uniforms(seeds, it.pos, M) for it in group])
+                        toks = self._decode_patch(gws, _rows(memory, rows, G), u, sampling, guided)
+                        payload = model.patch_payload(gws)
+                        payloads = [payload[:, :, i::G].clone() for i in range(G)]
+                    for i, item in enumerate(group):
+                        _, y, x = item.pos
+                        pool.add(item.pos, payloads[i], plan.expiry(item.pos))
+                        frame[:, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = \
+                            toks[i * batch:(i + 1) * batch].view(batch, ph, pw).cpu()
+                        done.add(item.step)
+                        self.stats.patches += 1
+                        if not item.known:
+                            self.stats.tokens += batch * M
+                    while next_step in done:
+                        done.discard(next_step)
+                        next_step += 1
+                    pool.remove(next_step - 1)
+                yield TokenFrame(f, frame.clone(), pool.state())
+                f += 1
         finally:
             pool.clear()
-            del ws
+            del ws, wave_ws
+
+    @staticmethod
+    def _groups(plan: Plan, f: int, wavefront: bool) -> list[list[adc.Item]]:
+        """Frame ``f``'s items in processing groups: one by one, or by wavefront when allowed.
+
+        A wavefront groups patches whose contexts are complete and whose windows do not contain one
+        another (`adc.wave`): decoding them together gives the same tokens as the sequential plan.
+        """
+        start = plan.frame_start(f)
+        items = [adc.Item(start + i, (f, y, x), known) for i, (y, x, known) in enumerate(plan.items(f))]
+        order = plan.frame_order(f)
+        if not wavefront or order is None or any(it.known for it in items):
+            return [[it] for it in items]
+        waves: dict[int, list[adc.Item]] = {}
+        for it in items:
+            waves.setdefault(adc.wave(order, it.pos[1], it.pos[2], plan.rows, plan.cols, plan.extent),
+                             []).append(it)
+        return [waves[t] for t in sorted(waves)]
 
     def _text_memory(self, text: Tensor | None, mask: Tensor | None, batch: int,
                      guided: bool) -> TextMemory | None:

@@ -52,6 +52,8 @@ class Workspace:
     keys: list[Tensor] = field(default_factory=list)  # (B, H, Tmax, hd) views of kv
     values: list[Tensor] = field(default_factory=list)
     weights: list[tuple[Tensor, ...]] = field(default_factory=list)
+    # (B, 1, 1, Tmax) additive mask when rows hold contexts of different lengths (wavefront decoding)
+    pad_mask: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -258,6 +260,31 @@ class VisionDecoder(nn.Module):
             ws.kv[:, :, :, :, :C] = pay.view(L, 2, B, H, C, hd)
         ws.ctx_len = C
 
+    def load_context_rows(self, ws: Workspace, contexts: Sequence[Sequence[tuple[Tensor, int]]]) -> None:
+        """Load a different context into each group of rows: wavefront decoding of independent patches.
+
+        ``contexts[i]`` is patch i's NCP selection; its payloads have R rows (R = ws.batch // len(contexts),
+        2 with classifier-free guidance), and row k of patch i goes to workspace row k * G + i, the
+        layout `Engine` uses for a batch of G streams. Shorter contexts are padded and masked out.
+        """
+        L, _, B, H, _, hd = ws.kv.shape
+        G = len(contexts)
+        C = max(len(c) for c in contexts) * self.M
+        if ws.pad_mask is None:
+            ws.pad_mask = torch.zeros(B, 1, 1, ws.kv.shape[4], dtype=ws.kv.dtype, device=ws.kv.device)
+        ws.pad_mask.zero_()
+        for i, ctx in enumerate(contexts):
+            rows = slice(i, B, G)
+            c = len(ctx) * self.M
+            if ctx:
+                pay = torch.stack([p for p, _ in ctx], 4)  # (L, 2, R, H, Nc, M, hd)
+                offs = torch.tensor([o for _, o in ctx], device=pay.device)
+                e = self.rel_emb[:, offs].view(L, len(ctx), H, hd).transpose(1, 2)
+                pay[:, 0] += e[:, None, :, :, None, :]
+                ws.kv[:, :, rows, :, :c] = pay.reshape(L, 2, -1, H, c, hd)
+            ws.pad_mask[rows, :, :, c:C] = float("-inf")
+        ws.ctx_len = C
+
     def _extend(self, ws: Workspace, x: Tensor, m: int, text: TextMemory | None) -> Tensor:
         """Run positions m .. m+T-1 of the current patch, x (B, T, D); returns final states.
 
@@ -271,6 +298,9 @@ class VisionDecoder(nn.Module):
         mask = None
         if T > 1:  # causal among the new positions, everything before them visible
             mask = torch.ones(T, t1, dtype=torch.bool, device=x.device).tril(t0)
+        if ws.pad_mask is not None:  # rows whose contexts are shorter than the longest one
+            pad = ws.pad_mask[..., :t1]
+            mask = pad if mask is None else pad.masked_fill(~mask, float("-inf"))
         for l, (w, kv, k_all, v_all) in enumerate(zip(ws.weights, ws.layers, ws.keys, ws.values)):
             h = F.layer_norm(x, (D,), w[0], w[1])
             qkv = F.linear(h, w[2], w[3]).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)

@@ -136,3 +136,38 @@ def test_a_batch_must_share_its_plan(engine):
 
     with pytest.raises(ConfigError, match=r"`requests\[1\]` must plan the same size"):
         engine.run_batch("uig", [dict(height=16, width=16), dict(height=16, width=24)])
+
+
+@pytest.mark.parametrize("order", ["omega", "omega*", "zeta", "zeta*"])
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_wavefront_gives_the_tokens_of_sequential_decoding(order, guidance):
+    eng = tiny_engine(text_dim=8)
+    text = torch.randn(1, 3, 8)
+    sampling = SamplingConfig(guidance=guidance)
+    plan = lambda: Plan.basic(order, 4, 8, 2, Extent(w=1, h=1, f=1))  # noqa: E731
+    seq = [t.tokens for t in eng.generate_tokens(plan(), seed=11, text=text, sampling=sampling)]
+    patches_seq = eng.stats.patches
+    wave = [t.tokens for t in eng.generate_tokens(plan(), seed=11, text=text, sampling=sampling,
+                                                   wavefront=True)]
+    assert eng.stats.patches == patches_seq == 2 * 32
+    for a, b in zip(seq, wave):
+        assert torch.equal(a, b)
+
+
+def test_wavefront_groups_are_independent_and_complete():
+    from streamgen.adc import window
+
+    for order in ("omega", "omega*", "zeta", "zeta*"):
+        plan = Plan.basic(order, 5, 9, 1, Extent(w=1, h=1, f=0))
+        groups = engine_mod.Engine._groups(plan, 0, True)
+        assert max(len(g) for g in groups) >= 3
+        seq_rank = {it.pos: it.step for it in plan}
+        done = set()
+        for g in groups:
+            for it in g:
+                for p in window(plan.extent, it.pos):
+                    if p in seq_rank and seq_rank[p] < it.step:
+                        assert p in done, (order, it.pos, p)  # its whole context exists
+                    if p in seq_rank and seq_rank[p] > it.step:
+                        assert p not in done  # nothing sequentially later is visible
+            done.update(it.pos for it in g)
