@@ -170,4 +170,7 @@ def test_wavefront_groups_are_independent_and_complete():
                         assert p in done, (order, it.pos, p)  # its whole context exists
                     if p in seq_rank and seq_rank[p] > it.step:
                         assert p not in done  # nothing sequentially later is visible
-            done.update(it.pos for it in g)
+            members = {it.pos for it in g}
+            for it in g:  # no patch of a group is in another's window
+                assert not members & set(window(plan.extent, it.pos)), (order, it.pos)
+            done.update(members)
