@@ -8,15 +8,19 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from .config import Extent, SamplingConfig, Strict
-from .errors import StreamgenError
+from .errors import ConfigError, StreamgenError
 from .progress import Progress
+
+
+DEFAULT_SIZE = (128, 128)  # (W, H) of the default preset
 
 
 class GenerateConfig(Strict):
     task: str = Field("t2v", description="task name")
     prompt: str | None = Field(None, description="text for t2i and t2v")
     frames: int | None = Field(16, ge=1, description="frames; None (or 'inf' on the command line) is endless")
-    size: str = Field("128x128", description="WxH in pixels")
+    size: str | None = Field(None, description="WxH in pixels; default 128x128, or the input image's size "
+                             "for tasks that take it from their image (ia)")
     fps: float = Field(8.0, gt=0, le=240, allow_inf_nan=False, description="output frame rate")
     seed: int = Field(0, ge=0, lt=1 << 62)
     order: str | None = Field(None, description="ADC order inside frames")
@@ -50,22 +54,29 @@ class GenerateConfig(Strict):
 
     @field_validator("size")
     @classmethod
-    def _size(cls, v: str) -> str:
+    def _size(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         parts = v.lower().split("x")
         if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
             raise ValueError(f"`size` must look like WxH with positive integers, e.g. 128x128, but got {v!r}")
         return v
 
     @property
-    def width_height(self) -> tuple[int, int]:
+    def width_height(self) -> tuple[int, int] | None:
+        if self.size is None:
+            return None
         w, h = (int(p) for p in self.size.lower().split("x"))
         return w, h
 
 
 def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     """The task request: only the fields the task's request model has."""
-    w, h = cfg.width_height
     fields = task.Request.model_fields
+    size = cfg.width_height
+    if size is None and fields.get("height") is not None and fields["height"].default is not None:
+        size = DEFAULT_SIZE
+    w, h = size if size is not None else (None, None)
     req: dict[str, Any] = {"seed": cfg.seed, "sampling": cfg.sampling.model_dump()}
     if cfg.extent is not None:
         req["extent"] = cfg.extent.model_dump()
@@ -74,13 +85,19 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     for key, value in wanted.items():
         if key in fields and (value is not None or key == "frames"):
             req[key] = value
-    if task.name in ("io",) and cfg.image is None:
-        req.pop("image", None)
     for key in ("prompt", "image"):
         if getattr(cfg, key) is not None and key not in fields:
-            raise StreamgenError(f"`{key}` is not used by task {task.name!r}")
+            raise ConfigError(f"`{key}` is not used by task {task.name!r}, but got {getattr(cfg, key)!r}")
     req.update(cfg.request)  # validated by the task's own request model, which forbids unknown keys
     return req
+
+
+def _output_size(cfg: GenerateConfig, task: Any) -> tuple[int, int] | None:
+    """(W, H) of the frames, when known before the first frame (then the sink opens at once)."""
+    if cfg.width_height is not None:
+        return cfg.width_height
+    field = task.Request.model_fields.get("height")
+    return DEFAULT_SIZE if field is not None and field.default is not None else None
 
 
 def segment_name(output: str, frames_done: int) -> str:
@@ -125,7 +142,7 @@ def generate(cfg: GenerateConfig) -> int:
         options.update(preset=cfg.x264_preset, tune=cfg.x264_tune)
     if resume is not None and "%" in output:
         options["start"] = resume.frames_done
-    sink = open_sink(output, fps=cfg.fps, size=cfg.width_height, **options)
+    sink = open_sink(output, fps=cfg.fps, size=_output_size(cfg, task), **options)
     total = cfg.frames if task.output == "video" else 1
     bar = Progress(total, "frames")
     meta = {"request": cfg.model_dump(mode="json", exclude={"resume"}), "identity": engine.identity()}

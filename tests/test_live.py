@@ -175,3 +175,13 @@ def test_cli_bad_input_is_one_line_and_non_zero():
         out = subprocess.run([*GEN, *args, "-o", "/tmp/x.mp4"], capture_output=True, timeout=60)
         assert out.returncode != 0, args
         no_traceback_one_error_line(out.stderr.decode())
+
+
+def test_ia_takes_its_size_from_the_image(tmp_path):
+    img = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    PngSink(str(tmp_path / "in.png")).write(img)
+    out = tmp_path / "moving.mkv"
+    subprocess.run([sys.executable, "-m", "streamgen.cli", "generate", "--model", "tiny", "--task", "ia",
+                    "--image", str(tmp_path / "in.png"), "--frames", "3", "-o", str(out)],
+                   check=True, capture_output=True)
+    assert count_frames(str(out)) == (32, 24, 3)
