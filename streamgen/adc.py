@@ -50,10 +50,6 @@ def split_video(order: str, frames: int, rows: int, cols: int) -> list[Pos]:
     return [(f, y, x) for f in range(frames) for (y, x) in one]
 
 
-def num_offsets(extent: Extent) -> int:
-    return extent.num_offsets
-
-
 def rel_index(extent: Extent, ctx: Pos, cur: Pos) -> int:
     """ADC.Emb's label of context patch ``ctx`` seen from ``cur``: an index into the offset table.
 
