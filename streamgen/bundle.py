@@ -23,9 +23,8 @@ def load_model(path: str | Path) -> VisionDecoder:
     return model.eval()
 
 
-def load_engine(spec: str | Path | None = None, text_encoder: str = "minilm") -> Engine:
+def load_engine(spec: str | Path | None = None, text_encoder: str = "minilm", codec_name: str = "vqgan") -> Engine:
     """An `Engine` from ``spec``: None (the shipped default), ``"tiny"`` (random, for tests), or a folder."""
-    from .codecs.neural import NeuralCodec
     from .plugins import manager
 
     if spec == "tiny":
@@ -42,7 +41,8 @@ def load_engine(spec: str | Path | None = None, text_encoder: str = "minilm") ->
         raise ConfigError(f"`model` must be a folder holding model.safetensors, but got {str(folder)!r}")
     model = load_model(folder / "model.safetensors")
     pg = folder / "pg.safetensors"
-    codec = NeuralCodec.load(folder / "vqgan.safetensors", pg if pg.is_file() else None)
+    # the codec comes through the plugin registry, so a plugin can replace "vqgan" with its own
+    codec = manager().codecs.get(codec_name)(folder / "vqgan.safetensors", pg if pg.is_file() else None)
     encoder = None
     if model.cfg.text_dim is not None:
         encoder = manager().text_encoders.get(text_encoder)()
