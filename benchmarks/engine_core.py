@@ -135,7 +135,7 @@ def main() -> None:
     print(f"# streamgen engine core benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     mem = flat_memory(short, long)
-    print(f"tiny model, 16x16 px video, extent (1,1,1):")
+    print("tiny model, 16x16 px video, extent (1,1,1):")
     print(f"  RSS after {short} frames: {mem['rss_short']:.1f} MB; after {long}: {mem['rss_long']:.1f} MB;"
           f" ratio {mem['rss_long'] / mem['rss_short']:.3f} (target within 5%)")
     print(f"  time({long}) / time({short}) = {mem['t_long'] / mem['t_short']:.2f} "

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from streamgen import Engine, Extent, ModelConfig, PRESETS, Plan, VisionDecoder
+from streamgen import Engine, ModelConfig, PRESETS, Plan, VisionDecoder
 from streamgen.codecs import PaletteCodec
 from streamgen.config import SamplingConfig
 from streamgen.sampling import sample

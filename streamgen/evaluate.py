@@ -194,7 +194,6 @@ class BandFeatures(torch.nn.Module):
 def run_eval(engine, *, samples: int = 6, frames: int = 8, drift_frames: int = 1000, wide_patches: int = 32,
              size: int = 128, seed: int = 0, log=print) -> dict[str, float]:
     """Every measurement of the default-model issue for ``engine``; prints and returns the figures."""
-    import itertools
 
     from .codecs.neural import NeuralCodec
 

@@ -187,6 +187,21 @@ class VisionDecoder(nn.Module):
         logits = self.head(self.ln_f(x)).view(B, N, S, -1)
         return logits[:, :, :M]
 
+    def context_kv(self, context: Sequence[tuple[Tensor, int]]) -> Tensor:
+        """Keys (offset embedding added, ADC.Emb) and values of NCP-selected context patches.
+
+        ``context`` holds ``(payload, offset index)`` pairs; payloads are (L, 2, R, H, M, hd).
+        Returns (L, 2, R, H, Nc * M, hd), a new tensor (the cached payloads are never modified).
+        """
+        L, H = self.cfg.layers, self.cfg.heads
+        hd = self.cfg.width // H
+        pay = torch.stack([p for p, _ in context], 4)  # (L, 2, R, H, Nc, M, hd)
+        offs = torch.tensor([o for _, o in context], device=pay.device)
+        e = self.rel_emb[:, offs].view(L, len(context), H, hd).transpose(1, 2)  # (L, H, Nc, hd)
+        keys = pay[:, 0] + e[:, None, :, :, None, :]
+        out = torch.stack([keys, pay[:, 1]], 1)
+        return out.reshape(*out.shape[:4], -1, hd)
+
     # --- one patch at a time with gradients (Algorithm 1's patch loss) ------------------------------
     def patch_forward(self, tokens: Tensor, context: Sequence[tuple[Tensor, int]],
                       text: TextMemory | None = None) -> tuple[Tensor, Tensor]:
@@ -204,19 +219,14 @@ class VisionDecoder(nn.Module):
         S, C = self.S, len(context) * M
         mask = torch.ones(S, C + S, dtype=torch.bool, device=x.device).tril(C)
         center = adc.center_index(self.extent)
-        if context:
-            pay = torch.stack([p for p, _ in context], 4)  # (L, 2, B, H, Nc, M, hd)
-            offs = torch.tensor([o for _, o in context], device=x.device)
+        ctx = self.context_kv(context) if context else None  # (L, 2, B, H, C, hd)
         keep = []
         for l, blk in enumerate(self.blocks):
             q, k, v = (self._heads(t) for t in blk.qkv(blk.ln1(x)).chunk(3, dim=-1))
             keep.append(torch.stack([k[:, :, 1:], v[:, :, 1:]]))
             k = k + self.rel_emb[l, center].view(1, H, 1, hd)
-            if context:
-                e = self.rel_emb[l, offs].view(len(context), H, hd).transpose(0, 1)  # (H, Nc, hd)
-                ck = (pay[l, 0] + e[None, :, :, None, :]).reshape(B, H, C, hd)
-                cv = pay[l, 1].reshape(B, H, C, hd)
-                k, v = torch.cat([ck, k], 2), torch.cat([cv, v], 2)
+            if ctx is not None:
+                k, v = torch.cat([ctx[l, 0], k], 2), torch.cat([ctx[l, 1], v], 2)
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             x = x + blk.proj(a.transpose(1, 2).reshape(B, S, D))
             if text is not None:
@@ -250,14 +260,9 @@ class VisionDecoder(nn.Module):
         ``context`` holds ``(payload, offset index)`` pairs from NCP.Select; a payload is
         (L, 2, B, H, M, hd). The offset embeddings are added here, once per patch.
         """
-        L, _, B, H, _, hd = ws.kv.shape
         C = len(context) * self.M
         if C:
-            pay = torch.stack([p for p, _ in context], 4)  # (L, 2, B, H, Nc, M, hd)
-            offs = torch.tensor([o for _, o in context], device=pay.device)
-            e = self.rel_emb[:, offs].view(L, len(context), H, hd).transpose(1, 2)  # (L, H, Nc, hd)
-            pay[:, 0] += e[:, None, :, :, None, :]
-            ws.kv[:, :, :, :, :C] = pay.view(L, 2, B, H, C, hd)
+            ws.kv[:, :, :, :, :C] = self.context_kv(context)
         ws.ctx_len = C
 
     def load_context_rows(self, ws: Workspace, contexts: Sequence[Sequence[tuple[Tensor, int]]]) -> None:
@@ -267,7 +272,7 @@ class VisionDecoder(nn.Module):
         2 with classifier-free guidance), and row k of patch i goes to workspace row k * G + i, the
         layout `Engine` uses for a batch of G streams. Shorter contexts are padded and masked out.
         """
-        L, _, B, H, _, hd = ws.kv.shape
+        B = ws.kv.shape[2]
         G = len(contexts)
         C = max(len(c) for c in contexts) * self.M
         if ws.pad_mask is None:
@@ -277,11 +282,7 @@ class VisionDecoder(nn.Module):
             rows = slice(i, B, G)
             c = len(ctx) * self.M
             if ctx:
-                pay = torch.stack([p for p, _ in ctx], 4)  # (L, 2, R, H, Nc, M, hd)
-                offs = torch.tensor([o for _, o in ctx], device=pay.device)
-                e = self.rel_emb[:, offs].view(L, len(ctx), H, hd).transpose(1, 2)
-                pay[:, 0] += e[:, None, :, :, None, :]
-                ws.kv[:, :, rows, :, :c] = pay.reshape(L, 2, -1, H, c, hd)
+                ws.kv[:, :, rows, :, :c] = self.context_kv(ctx)
             ws.pad_mask[rows, :, :, c:C] = float("-inf")
         ws.ctx_len = C
 

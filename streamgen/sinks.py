@@ -8,7 +8,6 @@ Sinks register through the ``streamgen_register_sinks`` hook like every other pl
 """
 from __future__ import annotations
 
-import re
 import sys
 import time
 from fractions import Fraction
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 import numpy as np
 
-from .errors import ConfigError, StreamgenError, bad
+from .errors import StreamgenError, bad
 from .hookspecs import hookimpl
 
 PNG_MAX_SIDE = 65535  # the largest side libavcodec's PNG encoder writes

@@ -7,7 +7,6 @@ pickle are involved. ``encode(prompts)`` returns the token states the vision dec
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
