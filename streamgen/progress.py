@@ -7,8 +7,10 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, total: int | None, label: str, stream: TextIO | None = None, every: float = 0.5):
+    def __init__(self, total: int | None, label: str, stream: TextIO | None = None, every: float = 0.5,
+                 start: int = 0):
         self.total, self.label = total, label
+        self.start = start  # work already done before this bar (a resumed run): not in the rate
         self.stream = stream or sys.stderr
         self.every = every
         self.tty = self.stream.isatty()
@@ -19,7 +21,7 @@ class Progress:
         if now - self._last < self.every and done != self.total:
             return
         self._last = now
-        rate = done / max(now - self.started, 1e-9)
+        rate = (done - self.start) / max(now - self.started, 1e-9)
         parts = [f"{self.label} {done}" + (f"/{self.total}" if self.total else "")]
         if self.total:
             width = 20

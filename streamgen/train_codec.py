@@ -157,7 +157,7 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
         log(f"resumed VQGAN from {vq_path} at step {step}")
     data = Batches(cfg, cfg.seed + step)
 
-    bar = Progress(cfg.steps, "vqgan")
+    bar = Progress(cfg.steps, "vqgan", start=step)
     vq.train()
     while step < cfg.steps:
         x = to_pixels(data.sample(1)[:, 0])
@@ -190,7 +190,7 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
     pstep = ckpt.resume(pg_path, pg, popt)
     if pstep:
         log(f"resumed PG decoder from {pg_path} at step {pstep}")
-    bar = Progress(cfg.pg_steps, "pg-vqgan")
+    bar = Progress(cfg.pg_steps, "pg-vqgan", start=pstep)
     data = Batches(cfg, cfg.seed + 1_000_003 + pstep)
     while pstep < cfg.pg_steps:
         pair = data.sample(2)

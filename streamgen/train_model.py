@@ -12,6 +12,7 @@ gloo backend on CPUs): every rank draws its own samples, gradients are averaged 
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
@@ -41,6 +42,8 @@ class ModelData(Strict):
     train_frames: int = Field(3, ge=1, description="frames per training video sample")
     text_dropout: float = Field(0.15, ge=0, le=1, description="share of samples trained without caption")
     video_share: float = Field(0.6, ge=0, le=1, description="share of batches that are videos")
+    pan_tokens: float = Field(1.0, gt=0, description="camera speed of pans in codec tokens per frame: "
+                              "at a whole number, a pan shifts the token grid by whole tokens")
 
 
 class ModelTrainConfig(Strict):
@@ -52,6 +55,8 @@ class ModelTrainConfig(Strict):
     batch: int = Field(16, ge=1)
     lr: float = Field(3e-4, gt=0)
     warmup: int = Field(500, ge=0)
+    min_lr: float = Field(0.0, ge=0, description="cosine decay from lr to min_lr over `steps`; "
+                          "min_lr = lr keeps the rate constant")
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 0
     threads: int = Field(2, ge=1)
@@ -78,7 +83,8 @@ def build_tokens(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> P
         for i in range(count):
             seed = (cfg.seed * 1_000_003 + i * 2 + (kind == "image")) % (1 << 31)
             scene = L.sample_scene(seed, split="train")
-            clip = torch.from_numpy(L.render(scene, d.height, width, frames=frames))
+            clip = torch.from_numpy(L.render(scene, d.height, width, frames=frames,
+                                             speed=d.pan_tokens * codec.factor))
             toks.append(codec.encode(clip).to(torch.int16))
             attrs.append([L.ATTRIBUTES["sky"].index(scene.sky), L.ATTRIBUTES["terrain"].index(scene.terrain),
                           int(scene.lake), L.ATTRIBUTES["motion"].index(scene.motion), scene.seed])
@@ -176,7 +182,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     text_cache: dict[str, tuple[Tensor, Tensor]] = {}
     ph, pw = cfg.model.patch_h, cfg.model.patch_w
     ext: Extent = cfg.model.extent
-    bar = Progress(cfg.steps, "model") if rank == 0 else None
+    bar = Progress(cfg.steps, "model", start=step) if rank == 0 else None
     model.train()
     while step < cfg.steps:
         kind, toks, caps = data.sample()
@@ -203,7 +209,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
         for pos_, target in patches(toks, plan, ph, pw):
             if step >= cfg.steps:
                 break
-            lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            lr = learning_rate(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
             # the text memory depends on the weights: recompute it for every optimizer step
@@ -232,6 +238,14 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
         dist.barrier()
         dist.destroy_process_group()
     return path
+
+
+def learning_rate(cfg: ModelTrainConfig, step: int) -> float:
+    """Linear warmup, then cosine decay from ``cfg.lr`` to ``cfg.min_lr`` at ``cfg.steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 class PatchStep(torch.nn.Module):

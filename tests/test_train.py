@@ -10,6 +10,8 @@ import torch
 from streamgen import checkpoint as ckpt
 from streamgen.cli import main
 from streamgen.codecs import CodecConfig, VQGAN
+from streamgen.config import parse
+from streamgen.testing import tiny_config
 
 TINY_CODEC = dict(factor=8, codebook_size=16, code_dim=8, channels=[8, 8, 16, 16])
 
@@ -73,3 +75,16 @@ def test_two_gloo_ranks_hold_identical_weights(tmp_path, tiny_codec):
     assert d0 == d1 and len(d0.strip()) == 64
     # and training moved the weights away from the initial ones
     assert int(ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))["step"]) == 6
+
+
+def test_learning_rate_warms_up_then_decays_to_min_lr():
+    from streamgen.train_model import ModelTrainConfig, learning_rate
+
+    cfg = parse(ModelTrainConfig, {"model": tiny_config().model_dump(), "lr": 1e-3, "min_lr": 1e-4,
+                                   "warmup": 10, "steps": 110})
+    rates = [learning_rate(cfg, s) for s in range(111)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))  # never rises after the warmup
+    assert rates[60] == pytest.approx(5.5e-4) and rates[110] == pytest.approx(1e-4)
+    flat = cfg.model_copy(update={"min_lr": 1e-3})
+    assert {round(learning_rate(flat, s), 12) for s in range(10, 111)} == {1e-3}
