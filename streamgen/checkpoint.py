@@ -85,12 +85,19 @@ def read_config(path: str | os.PathLike, cls: type[T]) -> tuple[T, dict[str, Any
     return parse(cls, info.get("config", {}), prefix="config"), info
 
 
-def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], path: str | os.PathLike = "") -> None:
-    """Copy ``tensors`` into ``module``, refusing missing, unexpected or mis-shaped tensors."""
+def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], path: str | os.PathLike = "",
+               allow_missing: bool = False) -> list[str]:
+    """Copy ``tensors`` into ``module``, refusing missing, unexpected or mis-shaped tensors.
+
+    ``allow_missing`` accepts tensors the checkpoint lacks (they keep their values); returns their names.
+    """
     own = module.state_dict()
     weights = {k: v for k, v in tensors.items() if not k.startswith("train/")}
+    missing = [name for name in own if name not in weights]
     for name, want in own.items():
         if name not in weights:
+            if allow_missing:
+                continue
             raise CheckpointError(f"checkpoint `{path}` lacks tensor `{name}` the model needs: it was "
                                   "saved from a different model or config")
         got = weights[name]
@@ -101,7 +108,8 @@ def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], path: str | 
     extra = sorted(set(weights) - set(own))
     if extra:
         raise CheckpointError(f"checkpoint `{path}` has tensor `{extra[0]}` the model does not know")
-    module.load_state_dict(weights)
+    module.load_state_dict(weights, strict=not allow_missing)
+    return missing
 
 
 def train_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

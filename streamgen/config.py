@@ -5,7 +5,7 @@ Use `parse` to validate user data into the project's `ConfigError`.
 """
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -54,6 +54,8 @@ class ModelConfig(Strict):
     extent: Extent = Field(default_factory=Extent, description="NCP extents the model is trained for")
     text_dim: int | None = Field(None, ge=1, description="width of text token states; None: no cross-attention")
     mlp_ratio: int = Field(4, ge=1, le=16, description="feed-forward width as a multiple of D")
+    pnar: bool = Field(False, description="also trained for P-NAR local decoding (MaskGIT-style mask-predict "
+                       "inside a patch): adds the mask and P-NAR start embeddings")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
@@ -77,6 +79,10 @@ class SamplingConfig(Strict):
                                 description="keep the smallest set whose probability reaches p")
     guidance: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False,
                             description="classifier-free guidance scale; 1 disables it")
+    local: Literal["ar", "pnar"] = Field("ar", description="local decoder inside a patch: 'ar' one token per "
+                                         "step, 'pnar' mask-predict in `pnar_steps` parallel steps "
+                                         "(needs a model trained with pnar)")
+    pnar_steps: int = Field(4, ge=1, le=64, description="parallel steps per patch of the P-NAR local decoder")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -6,6 +6,7 @@ frees the pool and the workspace.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -24,7 +25,7 @@ from .config import Extent, SamplingConfig, Strict, parse
 from .errors import ConfigError, bad
 from .model import TextMemory, VisionDecoder, Workspace
 from .ncp import NearbyContextPool
-from .sampling import guide, patch_uniforms, sample
+from .sampling import filter_logits, guide, patch_uniforms, sample
 
 if TYPE_CHECKING:
     from .task import Task
@@ -274,6 +275,12 @@ class Engine:
             raise ValueError(f"{len(seeds)} seeds for {batch} rows")
         guided = text is not None and sampling.guidance != 1.0
         rows = 2 * batch if guided else batch
+        draws = 1  # uniforms per token: one per P-NAR pass
+        if sampling.local == "pnar":
+            if not cfg.pnar:
+                raise bad("sampling.local", "'pnar' needs a model trained for P-NAR (its config's pnar is "
+                          "true)", sampling.local)
+            draws = sampling.pnar_steps
         memory = self._text_memory(text, text_mask, batch, guided)
         pool = NearbyContextPool(plan.extent, model.extent)
         max_ctx = plan.extent.num_offsets - 1
@@ -299,8 +306,8 @@ class Engine:
                             toks = known(item.pos).reshape(batch, M).to(self.device)
                             model.prefill(ws, toks.repeat(rows // batch, 1), memory)
                         else:
-                            toks = self._decode_patch(ws, memory, patch_uniforms(seeds, item.pos, M),
-                                                      sampling, guided)
+                            u = patch_uniforms(seeds, item.pos, M * draws)
+                            toks = self._decode_patch(ws, memory, u, sampling, guided)
                         payloads = [model.patch_payload(ws)]
                     else:  # independent patches of one stream, decoded as one batch
                         G = len(group)
@@ -309,7 +316,7 @@ class Engine:
                         gws = wave_ws[G]
                         model.load_context_rows(gws, [[(p, o) for _, p, o in pool.select(it.pos)]
                                                       for it in group])
-                        u = torch.cat([patch_uniforms(seeds, it.pos, M) for it in group])
+                        u = torch.cat([patch_uniforms(seeds, it.pos, M * draws) for it in group])
                         toks = self._decode_patch(gws, _rows(memory, rows, G), u, sampling, guided)
                         payload = model.patch_payload(gws)
                         payloads = [payload[:, :, i::G].clone() for i in range(G)]
@@ -370,7 +377,9 @@ class Engine:
 
     def _decode_patch(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
                       sampling: SamplingConfig, guided: bool) -> Tensor:
-        """Local autoregression over one patch: M tokens (B, M) int64, one decode step each."""
+        """Tokens (B, M) int64 of one patch by the request's local decoder; leaves its cache in ``ws``."""
+        if sampling.local == "pnar":
+            return self._decode_patch_pnar(ws, memory, u, sampling, guided)
         model = self.model
         B, M = u.shape
         out = torch.empty(M, B, dtype=torch.long, device=self.device)
@@ -385,3 +394,35 @@ class Engine:
             tok = torch.cat([nxt, nxt]) if guided else nxt
         model.complete(ws, tok, memory)
         return out.t()
+
+    def _decode_patch_pnar(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
+                           sampling: SamplingConfig, guided: bool) -> Tensor:
+        """P-NAR local decoding (MaskGIT's mask-predict): K passes over the whole patch.
+
+        Pass k samples every still-masked token (uniforms u[:, k*M:(k+1)*M]) and keeps the most
+        confident of them, so that M * cos(pi/2 * (k+1)/K) tokens stay masked (none after the last
+        pass). The finished tokens are then prefilled autoregressively: the NCP gets the same kind
+        of cache as from the autoregressive decoder, so both can be mixed within one stream.
+        """
+        model, K = self.model, sampling.pnar_steps
+        B = u.shape[0]
+        M = model.M
+        rep = ws.batch // B
+        u = u.to(self.device)
+        toks = torch.zeros(B, M, dtype=torch.long, device=self.device)
+        known = torch.zeros(B, M, dtype=torch.bool, device=self.device)
+        for k in range(K):
+            logits = model.pnar_logits(ws, toks.repeat(rep, 1), (~known).repeat(rep, 1), memory)
+            if guided:
+                logits = guide(logits, sampling.guidance)
+            flat = logits.reshape(B * M, -1)
+            cand = sample(flat, u[:, k * M:(k + 1) * M].reshape(-1), sampling)
+            logp = torch.log_softmax(filter_logits(flat.float(), sampling) if sampling.temperature else flat, -1)
+            conf = logp.gather(-1, cand[:, None]).view(B, M).masked_fill(known, float("inf"))
+            still_masked = int(M * math.cos(math.pi / 2 * (k + 1) / K)) if k < K - 1 else 0
+            keep = conf.topk(M - still_masked, dim=-1).indices
+            now = torch.zeros_like(known).scatter_(1, keep, True)
+            toks = torch.where(now & ~known, cand.view(B, M), toks)
+            known = now
+        model.prefill(ws, toks.repeat(rep, 1), memory)
+        return toks

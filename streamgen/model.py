@@ -101,6 +101,8 @@ class VisionDecoder(nn.Module):
         self.pos_emb = nn.Parameter(torch.randn(self.S, d) * 0.02)  # positions inside a patch
         # ADC.Emb: one learned vector per relative offset and layer, added to the keys (Eq. 9).
         self.rel_emb = nn.Parameter(torch.randn(L, cfg.extent.num_offsets, d) * 0.02)
+        if cfg.pnar:  # P-NAR: row 0 stands for a masked token, row 1 starts a mask-predict pass
+            self.nar_emb = nn.Parameter(torch.randn(2, d) * 0.02)
         if cfg.text_dim is not None:
             self.text_proj = nn.Linear(cfg.text_dim, d)
             self.text_ln = nn.LayerNorm(d)
@@ -204,20 +206,28 @@ class VisionDecoder(nn.Module):
 
     # --- one patch at a time with gradients (Algorithm 1's patch loss) ------------------------------
     def patch_forward(self, tokens: Tensor, context: Sequence[tuple[Tensor, int]],
-                      text: TextMemory | None = None) -> tuple[Tensor, Tensor]:
+                      text: TextMemory | None = None, masked: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Teacher-forced logits (B, M, V) of one patch and its cache (L, 2, B, H, M, hd), detached.
 
         ``context`` holds ``(payload, offset index)`` pairs as NCP.Select returns them. Gradients
         flow into this patch's computation (and the offset embeddings), not into the cached context:
         the paper optimises each patch's loss as soon as the patch is predicted.
+        ``masked`` (B, M) bool switches to the P-NAR pass (`pnar_input`): logit m predicts token m
+        from the unmasked tokens, attention inside the patch is bidirectional, and the returned cache
+        is not a context payload (the pool keeps the autoregressive pass's).
         """
         B, M = tokens.shape
         H, D = self.cfg.heads, self.cfg.width
         hd = D // H
-        bos = torch.full_like(tokens[:, :1], self.bos)
-        x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
+        if masked is None:
+            bos = torch.full_like(tokens[:, :1], self.bos)
+            x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
+        else:
+            x = self.pnar_input(tokens, masked)
         S, C = self.S, len(context) * M
-        mask = torch.ones(S, C + S, dtype=torch.bool, device=x.device).tril(C)
+        mask = torch.ones(S, C + S, dtype=torch.bool, device=x.device)
+        if masked is None:
+            mask = mask.tril(C)
         center = adc.center_index(self.extent)
         ctx = self.context_kv(context) if context else None  # (L, 2, B, H, C, hd)
         keep = []
@@ -232,8 +242,18 @@ class VisionDecoder(nn.Module):
             if text is not None:
                 x = x + blk.cross(x, text.k[l], text.v[l], text.mask)
             x = x + blk.mlp(x)
-        logits = self.head(self.ln_f(x))[:, :M]
-        return logits, torch.stack(keep).detach()
+        x = x[:, :M] if masked is None else x[:, 1:]
+        return self.head(self.ln_f(x)), torch.stack(keep).detach()
+
+    def pnar_input(self, tokens: Tensor, masked: Tensor) -> Tensor:
+        """Input states (B, S, D) of a P-NAR pass: the P-NAR start, then tokens (B, M) with the
+        ``masked`` (B, M) ones replaced by the mask embedding, at the same positions as in the
+        autoregressive pass (token m at position m + 1)."""
+        if not self.cfg.pnar:
+            raise ValueError("this model has no P-NAR embeddings (its config's pnar is false)")
+        x = torch.where(masked[..., None], self.nar_emb[0], self.tok_emb(tokens))
+        start = self.nar_emb[1].expand(tokens.shape[0], 1, -1)
+        return torch.cat([start, x], 1) + self.pos_emb
 
     # --- one patch at a time against the NCP (generation) ------------------------------------------
     def new_workspace(self, batch: int, max_context: int) -> Workspace:
@@ -286,7 +306,8 @@ class VisionDecoder(nn.Module):
             ws.pad_mask[rows, :, :, c:C] = float("-inf")
         ws.ctx_len = C
 
-    def _extend(self, ws: Workspace, x: Tensor, m: int, text: TextMemory | None) -> Tensor:
+    def _extend(self, ws: Workspace, x: Tensor, m: int, text: TextMemory | None,
+                causal: bool = True) -> Tensor:
         """Run positions m .. m+T-1 of the current patch, x (B, T, D); returns final states.
 
         This is the token loop's hot path: it calls the functional ops on the weights directly
@@ -297,7 +318,7 @@ class VisionDecoder(nn.Module):
         t0 = ws.ctx_len + m
         t1 = t0 + T
         mask = None
-        if T > 1:  # causal among the new positions, everything before them visible
+        if T > 1 and causal:  # causal among the new positions, everything before them visible
             mask = torch.ones(T, t1, dtype=torch.bool, device=x.device).tril(t0)
         if ws.pad_mask is not None:  # rows whose contexts are shorter than the longest one
             pad = ws.pad_mask[..., :t1]
@@ -328,6 +349,16 @@ class VisionDecoder(nn.Module):
         """Feed the patch's last token (B,) at position M so its cache is whole; no logits."""
         x = self.tok_emb(token)[:, None] + self.pos_emb[self.M]
         self._extend(ws, x, self.M, text)
+
+    def pnar_logits(self, ws: Workspace, tokens: Tensor, masked: Tensor,
+                    text: TextMemory | None = None) -> Tensor:
+        """One P-NAR pass over the current patch: tokens (B, M), masked (B, M) bool -> logits (B, M, V).
+
+        Writes the workspace's patch positions, which the closing `prefill` of the finished tokens
+        overwrites with the autoregressive cache that the NCP keeps.
+        """
+        x = self._extend(ws, self.pnar_input(tokens, masked), 0, text, causal=False)
+        return self.head(self.ln_f(x[:, 1:]))
 
     def prefill(self, ws: Workspace, tokens: Tensor, text: TextMemory | None = None) -> Tensor:
         """Run a whole patch of known tokens (B, M) at once -> logits (B, M, V)."""

@@ -27,6 +27,7 @@ from torch import Tensor
 from . import checkpoint as ckpt
 from .adc import ORDERS, Plan
 from .config import Extent, ModelConfig, Strict
+from .errors import bad
 from .model import VisionDecoder
 from .ncp import NearbyContextPool
 from .progress import Progress
@@ -55,6 +56,10 @@ class ModelTrainConfig(Strict):
     batch: int = Field(16, ge=1)
     lr: float = Field(3e-4, gt=0)
     warmup: int = Field(500, ge=0)
+    pnar_share: float = Field(0.0, ge=0, le=1, description="share of patch steps trained with the P-NAR "
+                              "mask-predict loss instead of the autoregressive one (needs model.pnar)")
+    init: str | None = Field(None, description="start from this checkpoint's weights (a fresh optimizer at "
+                             "step 0); parameters it lacks, such as new P-NAR embeddings, keep their init")
     min_lr: float = Field(0.0, ge=0, description="cosine decay from lr to min_lr over `steps`; "
                           "min_lr = lr keeps the rate constant")
     weight_decay: float = Field(0.01, ge=0)
@@ -160,13 +165,20 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    if cfg.pnar_share and not cfg.model.pnar:
+        raise bad("pnar_share", "must be 0 unless model.pnar is true", cfg.pnar_share)
     step = ckpt.resume(path, model, opt)
+    if not step and cfg.init:
+        missing = ckpt.load_state(model, ckpt.read(cfg.init), cfg.init, allow_missing=True)
+        if rank == 0:
+            log(f"initialised from {cfg.init}" + (f"; new: {', '.join(missing)}" if missing else ""))
     if step and rank == 0:
         log(f"resumed {path} at step {step}")
     # DDP all-reduces gradients of what runs through its forward: make that the patch step
     step_fn: torch.nn.Module = PatchStep(model)
     if distributed:
-        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn)
+        # P-NAR and autoregressive steps use different embeddings: each leaves some unused
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, find_unused_parameters=cfg.model.pnar)
     net = model
 
     if rank == 0:
@@ -215,8 +227,15 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             # the text memory depends on the weights: recompute it for every optimizer step
             text = net.text_memory(st, mk) if encoder is not None else None
             ctx = [(p, o) for _, p, o in pool.select(pos_)]
-            logits, payload = step_fn(target, ctx, text)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
+                masked = mask_predict_mask(target.shape, data.rng)
+                logits, _ = step_fn(target, ctx, text, masked)
+                loss = F.cross_entropy(logits[masked], target[masked])
+                with torch.no_grad():  # the pool keeps the autoregressive pass's cache, as in generation
+                    payload = model.patch_forward(target, ctx, text)[1]
+            else:
+                logits, payload = step_fn(target, ctx, text)
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -240,6 +259,16 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     return path
 
 
+def mask_predict_mask(shape: tuple[int, int], rng: random.Random) -> Tensor:
+    """MaskGIT's training mask (B, M) bool: per row, ceil(M * cos(pi/2 * r)) random tokens, r ~ U(0, 1)."""
+    B, M = shape
+    out = torch.zeros(B, M, dtype=torch.bool)
+    for b in range(B):
+        n = max(1, math.ceil(M * math.cos(math.pi / 2 * rng.random())))
+        out[b, rng.sample(range(M), n)] = True
+    return out
+
+
 def learning_rate(cfg: ModelTrainConfig, step: int) -> float:
     """Linear warmup, then cosine decay from ``cfg.lr`` to ``cfg.min_lr`` at ``cfg.steps``."""
     if step < cfg.warmup:
@@ -255,5 +284,5 @@ class PatchStep(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: Tensor, context, text):
-        return self.model.patch_forward(tokens, context, text)
+    def forward(self, tokens: Tensor, context, text, masked=None):
+        return self.model.patch_forward(tokens, context, text, masked)

@@ -86,3 +86,40 @@ def test_a_smaller_request_extent_uses_the_model_offsets_of_the_same_patches():
         # frames do not see each other with f=0: each frame alone is the same computation
         alone = torch.cat([model(tokens[:, i:i + 4], positions[i:i + 4]) for i in (0, 4, 8)], 1)
     torch.testing.assert_close(cached, alone, atol=1e-4, rtol=0)
+
+
+def test_pnar_passes_in_the_workspace_match_the_training_pass():
+    """A P-NAR pass against NCP context equals `patch_forward(masked=...)`, and the closing prefill
+    leaves the same payload as the autoregressive decoder would."""
+    torch.manual_seed(2)
+    model = sensitive(VisionDecoder(tiny_config(text_dim=8, pnar=True)))
+    ext = Extent(w=1, h=1, f=1)
+    plan = Plan.basic("omega", 2, 2, 3, ext)
+    B, M = 2, model.M
+    text = model.text_memory(torch.randn(B, 3, 8))
+    pool = NearbyContextPool(plan.extent, model.extent)
+    ws = model.new_workspace(B, ext.num_offsets - 1)
+    checked = 0
+    with torch.no_grad():
+        for item in plan:
+            ctx = [(p, o) for _, p, o in pool.select(item.pos)]
+            toks = torch.randint(0, model.cfg.vocab_size, (B, M))
+            masked = torch.rand(B, M) < 0.5
+            model.load_context(ws, ctx)
+            got = model.pnar_logits(ws, toks, masked, text)
+            want, _ = model.patch_forward(toks, ctx, text, masked)
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+            # unmasked inputs are seen: changing one changes the logits of the others
+            flip = toks.clone()
+            flip[:, 0] = (flip[:, 0] + 1) % model.cfg.vocab_size
+            unmasked0 = ~masked[:, 0]
+            if unmasked0.any():
+                moved = model.pnar_logits(ws, flip, masked, text)
+                assert not torch.allclose(moved[unmasked0], got[unmasked0])
+            model.prefill(ws, toks, text)
+            payload = model.patch_payload(ws)
+            torch.testing.assert_close(payload, model.patch_forward(toks, ctx, text)[1], atol=1e-4, rtol=0)
+            pool.add(item.pos, payload, plan.expiry(item.pos))
+            pool.remove(item.step)
+            checked += len(ctx) > 0
+    assert checked >= 8

@@ -88,3 +88,26 @@ def test_learning_rate_warms_up_then_decays_to_min_lr():
     assert rates[60] == pytest.approx(5.5e-4) and rates[110] == pytest.approx(1e-4)
     flat = cfg.model_copy(update={"min_lr": 1e-3})
     assert {round(learning_rate(flat, s), 12) for s in range(10, 111)} == {1e-3}
+
+
+def test_pnar_training_starts_from_an_autoregressive_checkpoint(tmp_path, tiny_codec, capsys):
+    ar = tmp_path / "ar"
+    run_cli(*model_args(ar, tiny_codec, 5))
+    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, pnar=True)
+    args = [a for a in model_args(tmp_path / "pnar", tiny_codec, 12) if not a.startswith("model=")]
+    run_cli(*args, f"model={json.dumps(model)}", f"init={ar}/model.safetensors", "pnar_share=0.5",
+            f"data.tokens={ar}/tokens.safetensors")
+    assert "new: nar_emb" in capsys.readouterr().err
+    before, after = ckpt.read(ar / "model.safetensors"), ckpt.read(tmp_path / "pnar" / "model.safetensors")
+    assert "nar_emb" in after and "nar_emb" not in before
+    # the shared weights went on training from the autoregressive checkpoint
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+    state = ckpt.train_state(after)
+    assert int(state["step"]) == 12
+
+
+def test_pnar_share_needs_a_pnar_model(tmp_path, tiny_codec, capsys):
+    assert main(model_args(tmp_path, tiny_codec, 2) + ["pnar_share=0.5"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pnar_share" in err[0] and "model.pnar" in err[0] and "0.5" in err[0]
+    assert not (tmp_path / "model.safetensors").exists()
