@@ -77,6 +77,9 @@ class Frame:
     batch: np.ndarray  # (B, H, W, 3) uint8, every stream's frame
 
 
+PRECISIONS = ("fp32", "mixed")
+
+
 @dataclass
 class StreamStats:
     """Counters of one stream, updated as it runs (for progress reports and benchmarks)."""
@@ -108,6 +111,8 @@ class Engine:
         self.stats = StreamStats()
         # decode patches whose context is complete together (same tokens as one by one)
         self.wavefront = True
+        # "fp32", or "mixed": bfloat16 where this CPU runs it faster (VisionDecoder.new_workspace)
+        self.precision = "fp32"
 
     def identity(self) -> dict[str, str]:
         """Weight digests of the model and the codec: what a snapshot must match to be resumed."""
@@ -284,7 +289,8 @@ class Engine:
         memory = self._text_memory(text, text_mask, batch, guided)
         pool = NearbyContextPool(plan.extent, model.extent)
         max_ctx = plan.extent.num_offsets - 1
-        ws = model.new_workspace(rows, max_context=max_ctx)
+        mixed = self._mixed()
+        ws = model.new_workspace(rows, max_context=max_ctx, mixed=mixed)
         wave_ws: dict[int, Workspace] = {}  # wavefront workspaces by group size
         frame = torch.zeros(batch, plan.rows * ph, plan.cols * pw, dtype=torch.long)
         self.stats = StreamStats()
@@ -312,7 +318,7 @@ class Engine:
                     else:  # independent patches of one stream, decoded as one batch
                         G = len(group)
                         if G not in wave_ws:
-                            wave_ws[G] = model.new_workspace(rows * G, max_context=max_ctx)
+                            wave_ws[G] = model.new_workspace(rows * G, max_context=max_ctx, mixed=mixed)
                         gws = wave_ws[G]
                         model.load_context_rows(gws, [[(p, o) for _, p, o in pool.select(it.pos)]
                                                       for it in group])
@@ -338,6 +344,11 @@ class Engine:
         finally:
             pool.clear()
             del ws, wave_ws
+
+    def _mixed(self) -> bool:
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", self.precision)
+        return self.precision == "mixed"
 
     @staticmethod
     def _groups(plan: Plan, f: int, wavefront: bool) -> list[list[adc.Item]]:

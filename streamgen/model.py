@@ -54,10 +54,19 @@ class Workspace:
     weights: list[tuple[Tensor, ...]] = field(default_factory=list)
     # (B, 1, 1, Tmax) additive mask when rows hold contexts of different lengths (wavefront decoding)
     pad_mask: Tensor | None = None
+    # bfloat16 copies of the matmul weights for passes over a whole patch (mixed precision), or None
+    weights_lp: list[tuple[Tensor, ...]] | None = None
+    head_lp: Tensor | None = None
 
     @property
     def batch(self) -> int:
         return self.kv.shape[2]
+
+
+# Indices of the matmul weights and biases in a Workspace.weights entry (the rest are layer norms).
+_MATMUL = (2, 3, 4, 5, 8, 9, 10, 11)
+# Passes of at least this many positions per row use the bfloat16 matmuls of a mixed workspace.
+LP_MIN_POSITIONS = 16
 
 
 class Block(nn.Module):
@@ -256,8 +265,15 @@ class VisionDecoder(nn.Module):
         return torch.cat([start, x], 1) + self.pos_emb
 
     # --- one patch at a time against the NCP (generation) ------------------------------------------
-    def new_workspace(self, batch: int, max_context: int) -> Workspace:
-        """Buffers for ``batch`` rows and up to ``max_context`` context patches, allocated once."""
+    def new_workspace(self, batch: int, max_context: int, mixed: bool = False) -> Workspace:
+        """Buffers for ``batch`` rows and up to ``max_context`` context patches, allocated once.
+
+        ``mixed`` chooses bfloat16 per operation where this CPU runs it faster (benchmarks/speed.py
+        measures both): the cached keys and values and the attention over them (half the bytes to
+        read), and the matmuls of passes over a whole patch (prefill, P-NAR), which bfloat16 matrix
+        units run several times faster. Single-token steps keep fp32 matmuls, which are faster for a
+        few rows; layer norms, softmax of the logits and the residual stream stay fp32.
+        """
         cfg, p = self.cfg, self.pos_emb
         L, H, D = cfg.layers, cfg.heads, cfg.width
         T = max_context * self.M + self.S
@@ -266,13 +282,18 @@ class VisionDecoder(nn.Module):
             e = self.rel_emb[:, center].detach()  # (L, D)
             bias = torch.stack([blk.qkv.bias.detach() for blk in self.blocks]).clone()  # (L, 3D)
             bias[:, D:2 * D] += e  # K + e = LN(h) Wk + (bk + e): Eq. 9's pre-feeding, fused
-        kv = torch.zeros(L, 2, batch, H, T, D // H, dtype=p.dtype, device=p.device)
+        kv = torch.zeros(L, 2, batch, H, T, D // H, dtype=torch.bfloat16 if mixed else p.dtype, device=p.device)
         weights = [(b.ln1.weight, b.ln1.bias, b.qkv.weight, bias[l], b.proj.weight, b.proj.bias,
                     b.ln2.weight, b.ln2.bias, b.fc1.weight, b.fc1.bias, b.fc2.weight, b.fc2.bias)
                    for l, b in enumerate(self.blocks)]
-        return Workspace(kv=kv, qkv_bias=bias, e_center=e.view(L, 1, H, 1, D // H).clone(),
-                         layers=list(kv), keys=list(kv[:, 0]), values=list(kv[:, 1]),
-                         weights=weights)
+        ws = Workspace(kv=kv, qkv_bias=bias, e_center=e.view(L, 1, H, 1, D // H).clone(),
+                       layers=list(kv), keys=list(kv[:, 0]), values=list(kv[:, 1]), weights=weights)
+        if mixed:
+            with torch.no_grad():
+                ws.weights_lp = [tuple(t.detach().to(torch.bfloat16) if i in _MATMUL else t for i, t in enumerate(w))
+                                 for w in weights]
+                ws.head_lp = self.head.weight.detach().to(torch.bfloat16)
+        return ws
 
     def load_context(self, ws: Workspace, context: Sequence[tuple[Tensor, int]]) -> None:
         """Fill the workspace with the keys and values of the selected context patches.
@@ -323,19 +344,30 @@ class VisionDecoder(nn.Module):
         if ws.pad_mask is not None:  # rows whose contexts are shorter than the longest one
             pad = ws.pad_mask[..., :t1]
             mask = pad if mask is None else pad.masked_fill(~mask, float("-inf"))
-        for l, (w, kv, k_all, v_all) in enumerate(zip(ws.weights, ws.layers, ws.keys, ws.values)):
+        weights, mm = ws.weights, F.linear
+        if ws.weights_lp is not None and T >= LP_MIN_POSITIONS:
+            weights, mm = ws.weights_lp, _linear_lp
+        for l, (w, kv, k_all, v_all) in enumerate(zip(weights, ws.layers, ws.keys, ws.values)):
             h = F.layer_norm(x, (D,), w[0], w[1])
-            qkv = F.linear(h, w[2], w[3]).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+            qkv = mm(h, w[2], w[3]).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
             kv.narrow(3, t0, T).copy_(qkv.narrow(0, 1, 2))
-            a = F.scaled_dot_product_attention(qkv[0], k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1),
+            q = qkv[0] if kv.dtype == qkv.dtype else qkv[0].to(kv.dtype)
+            a = F.scaled_dot_product_attention(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1),
                                                attn_mask=mask)  # (B, H, T, hd)
             a = a.view(B, 1, D) if T == 1 else a.transpose(1, 2).reshape(B, T, D)
-            x = x + F.linear(a, w[4], w[5])
+            x = x + mm(a if mm is _linear_lp else a.to(x.dtype), w[4], w[5])
             if text is not None:
                 x = x + self.blocks[l].cross(x, text.k[l], text.v[l], text.mask)
-            h = F.gelu(F.linear(F.layer_norm(x, (D,), w[6], w[7]), w[8], w[9]), approximate="tanh")
-            x = x + F.linear(h, w[10], w[11])
+            h = F.gelu(mm(F.layer_norm(x, (D,), w[6], w[7]), w[8], w[9]), approximate="tanh")
+            x = x + mm(h, w[10], w[11])
         return x
+
+    def _logits(self, ws: Workspace, x: Tensor) -> Tensor:
+        """The head over final states x (B, T, D) -> (B, T, V) fp32, bfloat16 matmul for long passes."""
+        h = F.layer_norm(x, (x.shape[-1],), self.ln_f.weight, self.ln_f.bias)
+        if ws.head_lp is not None and x.shape[1] >= LP_MIN_POSITIONS:
+            return _linear_lp(h, ws.head_lp, None)
+        return F.linear(h, self.head.weight)
 
     def decode_step(self, ws: Workspace, token: Tensor, m: int,
                     text: TextMemory | None = None) -> Tensor:
@@ -358,13 +390,13 @@ class VisionDecoder(nn.Module):
         overwrites with the autoregressive cache that the NCP keeps.
         """
         x = self._extend(ws, self.pnar_input(tokens, masked), 0, text, causal=False)
-        return self.head(self.ln_f(x[:, 1:]))
+        return self._logits(ws, x[:, 1:])
 
     def prefill(self, ws: Workspace, tokens: Tensor, text: TextMemory | None = None) -> Tensor:
         """Run a whole patch of known tokens (B, M) at once -> logits (B, M, V)."""
         bos = torch.full_like(tokens[:, :1], self.bos)
         x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
-        return self.head(self.ln_f(self._extend(ws, x, 0, text)))[:, :self.M]
+        return self._logits(ws, self._extend(ws, x, 0, text)[:, :self.M])
 
     def patch_payload(self, ws: Workspace) -> Tensor:
         """The finished patch's cache for NCP.Add: (L, 2, B, H, M, hd), a fresh tensor.
@@ -375,6 +407,11 @@ class VisionDecoder(nn.Module):
         out = ws.kv[:, :, :, :, c + 1:c + self.S].clone()
         out[:, 0] -= ws.e_center
         return out
+
+
+def _linear_lp(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """A bfloat16 matmul (w, b already bfloat16) of fp32 inputs, returning fp32."""
+    return F.linear(x.to(torch.bfloat16), w, b).float()
 
 
 @lru_cache(maxsize=64)

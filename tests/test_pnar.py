@@ -63,3 +63,38 @@ def test_pnar_on_a_model_not_trained_for_it_names_the_parameter():
         frames(eng, sampling=dict(local="pnar"))
     with pytest.raises(ConfigError, match=r"pnar_steps"):
         frames(pnar_engine(), sampling=dict(local="pnar", pnar_steps=0))
+
+
+def test_mixed_precision_keeps_the_guarantees_and_stays_close_to_fp32():
+    """bfloat16 attention and whole-patch matmuls: deterministic, the same tokens batched, by
+    wavefront and alone, and logits within bfloat16 rounding of the fp32 ones."""
+    eng = pnar_engine()
+    eng.precision = "mixed"
+    for sampling in (dict(top_k=8), dict(local="pnar", top_k=8)):
+        a = frames(eng, sampling=sampling)
+        eng.wavefront = False
+        assert np.array_equal(a, frames(eng, sampling=sampling))
+        eng.wavefront = True
+        batch = list(eng.run_batch("t2v", [dict(prompt="a red hill", height=8, width=16, frames=3, seed=s,
+                                                sampling=sampling) for s in (4, 5)]))
+        assert np.array_equal(np.stack([fr[1] for fr in batch]), a)
+    model = eng.model
+    with torch.no_grad():
+        toks = torch.randint(0, model.cfg.vocab_size, (2, model.M))
+        masked = torch.rand(2, model.M) < 0.5
+        out = {}
+        for mixed in (False, True):
+            ws = model.new_workspace(2, 0, mixed=mixed)
+            model.load_context(ws, [])
+            out[mixed] = (model.prefill(ws, toks), model.pnar_logits(ws, toks, masked))
+    for full, mixed in zip(out[False], out[True]):
+        assert mixed.dtype == torch.float32
+        torch.testing.assert_close(mixed, full, atol=0.05 * float(full.abs().max()), rtol=0)
+        assert not torch.equal(mixed, full)  # bfloat16 did run
+
+
+def test_an_unknown_precision_names_the_parameter():
+    eng = pnar_engine()
+    eng.precision = "fp8"
+    with pytest.raises(ConfigError, match=r"precision.*fp32, mixed.*fp8"):
+        frames(eng)
