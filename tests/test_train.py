@@ -111,3 +111,23 @@ def test_pnar_share_needs_a_pnar_model(tmp_path, tiny_codec, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pnar_share" in err[0] and "model.pnar" in err[0] and "0.5" in err[0]
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_pg_training_chains_the_decoder_on_its_own_outputs(tmp_path, monkeypatch):
+    from streamgen.codecs.vqgan import PixelGuidedDecoder
+
+    calls = []
+    orig = PixelGuidedDecoder.forward
+
+    def counted(self, q, prev):
+        calls.append(torch.is_grad_enabled())
+        return orig(self, q, prev)
+    monkeypatch.setattr(PixelGuidedDecoder, "forward", counted)
+    base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
+            "data.render_height=32", "data.crop=32", "data.pan_px=8", "steps=1", "threads=1"]
+    run_cli(*base, "pg_steps=12", "pg_chain=3")
+    trained, chained = calls.count(True), calls.count(False)
+    assert trained == 12 and chained > 0  # some previous frames were the decoder's own outputs
+    calls.clear()
+    run_cli(*base, "pg_steps=16", f"out={tmp_path}/plain")
+    assert calls == [True] * 16  # without pg_chain: always the true previous frame
