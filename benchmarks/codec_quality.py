@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from streamgen.codecs import NeuralCodec
+from streamgen.evaluate import temporal_errors
 from streamgen.data.folder import read_frames
 from streamgen.train_codec import HELD_OUT_CLIPS
 
@@ -83,9 +84,7 @@ def main() -> None:
         pg = torch.cat(pg)
         p_plain, s_plain = metrics(plain, x)
         p_pg, s_pg = metrics(pg, x)
-        true_d = x[1:].float() - x[:-1].float()
-        err_plain = (plain[1:].float() - plain[:-1].float() - true_d).abs().mean().item()
-        err_pg = (pg[1:].float() - pg[:-1].float() - true_d).abs().mean().item()
+        err_plain, err_pg = temporal_errors(codec, x)
         print(f"clip {clip:17s} {args.size}px  plain PSNR {p_plain:5.2f} SSIM {s_plain:.3f} | PG PSNR "
               f"{p_pg:5.2f} SSIM {s_pg:.3f} | temporal error (grey levels) plain {err_plain:.2f}, "
               f"PG {err_pg:.2f} ({'PG better' if err_pg < err_plain else 'PG not better'})")

@@ -95,8 +95,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     engine = load_engine(args.model)
+    engine.precision = args.precision
     run_eval(engine, samples=args.samples, frames=args.frames, drift_frames=args.drift_frames,
-             wide_patches=args.wide_patches, size=args.size, seed=args.seed)
+             drift_videos=args.drift_videos, wide_patches=args.wide_patches, size=args.size, seed=args.seed,
+             local=args.local)
     return 0
 
 
@@ -115,9 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     tm.set_defaults(func=cmd_train_model)
     ev = sub.add_parser("eval", help="measure a model: codec, attributes, motion, seams, drift, FID")
     ev.add_argument("--model", help="model folder, or 'tiny'; default: the shipped model")
-    ev.add_argument("--samples", type=int, default=12, help="generated samples per measurement")
+    ev.add_argument("--samples", type=int, default=30, help="generated samples per measurement")
     ev.add_argument("--frames", type=int, default=8, help="frames per video for camera motion")
     ev.add_argument("--drift-frames", dest="drift_frames", type=int, default=1000)
+    ev.add_argument("--drift-videos", dest="drift_videos", type=int, default=3)
+    ev.add_argument("--local", choices=("ar", "pnar"), default="ar", help="local decoder inside patches")
+    ev.add_argument("--precision", choices=("fp32", "mixed"), default="fp32")
     ev.add_argument("--wide-patches", dest="wide_patches", type=int, default=32)
     ev.add_argument("--size", type=int, default=128)
     ev.add_argument("--seed", type=int, default=0)

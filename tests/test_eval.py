@@ -36,3 +36,39 @@ def test_eval_command_runs_end_to_end(capsys):
     for what in ("classifier sky accuracy on ground truth", "camera-motion accuracy", "seam score", "FID",
                  "Block-FID", "drift"):
         assert what in out
+
+
+@pytest.mark.parametrize("motion", ["pan left", "pan right", "still"])
+def test_camera_motion_reads_token_aligned_pans(motion):
+    # the default model's training pans: one 16 px token per frame at 128 px
+    for seed in range(2):
+        scene = L.Scene("night", "desert dunes", True, motion, seed)
+        assert E.camera_motion(L.render(scene, 128, 128, frames=4, speed=16)) == motion
+
+
+def test_unseen_wordings_are_not_training_captions():
+    for i in range(40):
+        scene = L.sample_scene(i)
+        text = E.unseen_caption(scene, i)
+        seen = {L.caption(scene, v, video=v % 2 == 0) for v in range(2 * L.paraphrase_count())}
+        assert text not in seen and scene.terrain in text
+
+
+def test_temporal_error_of_a_still_clip_is_zero_for_the_plain_decoder():
+    import torch
+
+    from streamgen.codecs import CodecConfig, VQGAN
+    from streamgen.codecs.neural import NeuralCodec
+    from streamgen.codecs.vqgan import PixelGuidedDecoder
+
+    torch.manual_seed(0)
+    vq = VQGAN(CodecConfig(factor=8, codebook_size=16, code_dim=8, channels=[8, 8, 16, 16]))
+    pg = PixelGuidedDecoder.from_vqgan(vq)
+    with torch.no_grad():  # a PG decoder that uses its guide: the chained output drifts
+        for p in pg.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    codec = NeuralCodec(vq, pg)
+    still = torch.from_numpy(L.render(L.Scene("day", "grassy hills", False, "still", 3), 32, 32, frames=4))
+    still[1:] = still[0]
+    plain, chained = E.temporal_errors(codec, still)
+    assert plain == 0.0 and chained > 0.0
