@@ -3,9 +3,10 @@ model cards.
 
     python scripts/export_bundle.py --codec runs/codec --model runs/model --out streamgen/weights
 
-Writes model.safetensors, vqgan.safetensors, pg.safetensors, their JSON configs, and MODEL_CARD.md
-holding what the checkpoints' records say (steps) plus the figures passed with --card-notes (a text
-file with the data, time and metrics). Optimizer state is dropped: only weights are shipped.
+Writes model.safetensors, vqgan.safetensors, pg.safetensors, their JSON configs, and a model card
+for each (model.md, vqgan.md, pg.md): what the checkpoint's record says (steps, size, config) plus
+the notes in --cards DIR/<name>.md (data, training time, metrics), and an index MODEL_CARD.md.
+Optimizer state is dropped: only weights are shipped.
 """
 from __future__ import annotations
 
@@ -34,19 +35,24 @@ def main() -> None:
     ap.add_argument("--codec", default="runs/codec")
     ap.add_argument("--model", default="runs/model")
     ap.add_argument("--out", default="streamgen/weights")
-    ap.add_argument("--card-notes", help="a text file with data, time and metrics for the model card")
+    ap.add_argument("--cards", help="folder with model.md, vqgan.md, pg.md: data, time and metrics of each")
     args = ap.parse_args()
     out = Path(args.out)
     rows = [export(Path(args.model) / "model.safetensors", out / "model.safetensors"),
             export(Path(args.codec) / "vqgan.safetensors", out / "vqgan.safetensors")]
     if (Path(args.codec) / "pg.safetensors").exists():
         rows.append(export(Path(args.codec) / "pg.safetensors", out / "pg.safetensors"))
-    card = ["# streamgen default model", "", "| file | training steps | size | config |", "|---|---|---|---|"]
+    index = ["# streamgen default model", "", "| file | training steps | size | card |", "|---|---|---|---|"]
     for r in rows:
-        card.append(f"| {r['file']} | {r['steps']} | {r['bytes'] / 1e6:.1f} MB | `{json.dumps(r['config'])}` |")
-    if args.card_notes:
-        card += ["", Path(args.card_notes).read_text()]
-    (out / "MODEL_CARD.md").write_text("\n".join(card) + "\n")
+        name = r["file"].removesuffix(".safetensors")
+        card = [f"# {r['file']}", "", f"- training steps: {r['steps']}", f"- size: {r['bytes'] / 1e6:.1f} MB",
+                f"- config: `{json.dumps(r['config'])}`"]
+        notes = Path(args.cards) / f"{name}.md" if args.cards else None
+        if notes is not None and notes.is_file():
+            card += ["", notes.read_text().strip()]
+        (out / f"{name}.md").write_text("\n".join(card) + "\n")
+        index.append(f"| {r['file']} | {r['steps']} | {r['bytes'] / 1e6:.1f} MB | [{name}.md]({name}.md) |")
+    (out / "MODEL_CARD.md").write_text("\n".join(index) + "\n")
     print(f"exported {len(rows)} checkpoints to {out} ({sum(r['bytes'] for r in rows) / 1e6:.1f} MB)")
     if shutil.which("git"):
         print("remember: the shipped total must stay under 100 MB")

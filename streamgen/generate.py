@@ -27,7 +27,9 @@ class GenerateConfig(Strict):
     image: str | None = Field(None, description="input image file for io and ia")
     top: int | None = None
     left: int | None = None
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(top_k=64, guidance=3.0),
+                                     description="the default preset samples the 64 likeliest tokens with "
+                                     "classifier-free guidance 3 (what `streamgen eval` measures)")
     extent: Extent | None = Field(None, description="NCP window; at most the model's")
     request: dict[str, Any] = Field(default_factory=dict, description="further fields of the task's "
                                     "request, for tasks with options of their own (request.images=[...])")
