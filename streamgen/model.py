@@ -45,7 +45,7 @@ class Workspace:
 
     kv: Tensor  # (L, 2, B, H, Cmax + S, hd) keys (relative-offset embedding added) and values
     qkv_bias: Tensor  # (L, 3D) the qkv bias with the offset-(0,0,0) embedding folded into the keys
-    e_center: Tensor  # (L, 1, H, 1, hd) embedding of offset (0, 0, 0)
+    e_center: Tensor  # (2, L, 1, H, 1, hd) key and value embeddings of offset (0, 0, 0)
     ctx_len: int = 0  # C: context tokens loaded for the current patch
     # Per-layer views and weights for the token loop, looked up once instead of every step.
     layers: list[Tensor] = field(default_factory=list)  # (2, B, H, Tmax, hd) views of kv
@@ -110,6 +110,11 @@ class VisionDecoder(nn.Module):
         self.pos_emb = nn.Parameter(torch.randn(self.S, d) * 0.02)  # positions inside a patch
         # ADC.Emb: one learned vector per relative offset and layer, added to the keys (Eq. 9).
         self.rel_emb = nn.Parameter(torch.randn(L, cfg.extent.num_offsets, d) * 0.02)
+        # The same offsets added to the values (streamgen's addition to Eq. 9): a key offset only
+        # changes how much a context patch is attended to, so with one context patch the model
+        # cannot tell above from below; an offset in the value carries the direction into the
+        # result. Zero at init: a model starts as the paper's.
+        self.rel_emb_v = nn.Parameter(torch.zeros(L, cfg.extent.num_offsets, d))
         if cfg.pnar:  # P-NAR: row 0 stands for a masked token, row 1 starts a mask-predict pass
             self.nar_emb = nn.Parameter(torch.randn(2, d) * 0.02)
         if cfg.text_dim is not None:
@@ -189,8 +194,14 @@ class VisionDecoder(nn.Module):
             q, k, v = (self._heads(t) for t in blk.qkv(blk.ln1(x)).chunk(3, dim=-1))
             e = self.rel_emb[l].view(-1, H, hd)  # (O, H, hd)
             qe = torch.einsum("bhqd,ohd->bhqo", q, e)  # (B, H, NS, O)
-            bias = qe.gather(-1, offs.expand(B, H, -1, -1)) * scale + neg  # (B, H, NS, NS)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            scores = torch.matmul(q, k.transpose(-1, -2)) * scale + qe.gather(-1, offs.expand(B, H, -1, -1)) * scale
+            probs = (scores + neg).softmax(-1)  # (B, H, NS, NS)
+            # each key's value gets the (query patch, key patch) offset's embedding: sum the
+            # probabilities per offset, then mix the value embeddings
+            per_offset = torch.zeros(*probs.shape[:3], e.shape[0], dtype=probs.dtype, device=probs.device)
+            per_offset.scatter_add_(-1, offs.expand(B, H, -1, -1), probs)
+            a = torch.matmul(probs, v) + torch.einsum("bhqo,ohd->bhqd", per_offset,
+                                                       self.rel_emb_v[l].view(-1, H, hd))
             x = x + blk.proj(a.transpose(1, 2).reshape(B, N * S, -1))
             if text is not None:
                 x = x + blk.cross(x, text.k[l], text.v[l], text.mask)
@@ -209,8 +220,10 @@ class VisionDecoder(nn.Module):
         pay = torch.stack([p for p, _ in context], 4)  # (L, 2, R, H, Nc, M, hd)
         offs = torch.tensor([o for _, o in context], device=pay.device)
         e = self.rel_emb[:, offs].view(L, len(context), H, hd).transpose(1, 2)  # (L, H, Nc, hd)
+        ev = self.rel_emb_v[:, offs].view(L, len(context), H, hd).transpose(1, 2)
         keys = pay[:, 0] + e[:, None, :, :, None, :]
-        out = torch.stack([keys, pay[:, 1]], 1)
+        values = pay[:, 1] + ev[:, None, :, :, None, :]
+        out = torch.stack([keys, values], 1)
         return out.reshape(*out.shape[:4], -1, hd)
 
     # --- one patch at a time with gradients (Algorithm 1's patch loss) ------------------------------
@@ -244,6 +257,7 @@ class VisionDecoder(nn.Module):
             q, k, v = (self._heads(t) for t in blk.qkv(blk.ln1(x)).chunk(3, dim=-1))
             keep.append(torch.stack([k[:, :, 1:], v[:, :, 1:]]))
             k = k + self.rel_emb[l, center].view(1, H, 1, hd)
+            v = v + self.rel_emb_v[l, center].view(1, H, 1, hd)
             if ctx is not None:
                 k, v = torch.cat([ctx[l, 0], k], 2), torch.cat([ctx[l, 1], v], 2)
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -280,13 +294,15 @@ class VisionDecoder(nn.Module):
         center = adc.center_index(self.extent)
         with torch.no_grad():
             e = self.rel_emb[:, center].detach()  # (L, D)
+            ev = self.rel_emb_v[:, center].detach()
             bias = torch.stack([blk.qkv.bias.detach() for blk in self.blocks]).clone()  # (L, 3D)
             bias[:, D:2 * D] += e  # K + e = LN(h) Wk + (bk + e): Eq. 9's pre-feeding, fused
+            bias[:, 2 * D:] += ev  # likewise the values' offset embedding
         kv = torch.zeros(L, 2, batch, H, T, D // H, dtype=torch.bfloat16 if mixed else p.dtype, device=p.device)
         weights = [(b.ln1.weight, b.ln1.bias, b.qkv.weight, bias[l], b.proj.weight, b.proj.bias,
                     b.ln2.weight, b.ln2.bias, b.fc1.weight, b.fc1.bias, b.fc2.weight, b.fc2.bias)
                    for l, b in enumerate(self.blocks)]
-        ws = Workspace(kv=kv, qkv_bias=bias, e_center=e.view(L, 1, H, 1, D // H).clone(),
+        ws = Workspace(kv=kv, qkv_bias=bias, e_center=torch.stack([e, ev]).view(2, L, 1, H, 1, D // H).clone(),
                        layers=list(kv), keys=list(kv[:, 0]), values=list(kv[:, 1]), weights=weights)
         if mixed:
             with torch.no_grad():
@@ -401,11 +417,12 @@ class VisionDecoder(nn.Module):
     def patch_payload(self, ws: Workspace) -> Tensor:
         """The finished patch's cache for NCP.Add: (L, 2, B, H, M, hd), a fresh tensor.
 
-        Keys are stored without the offset embedding, which `load_context` adds per selection.
+        Keys and values are stored without the offset embeddings, which `load_context` adds per
+        selection.
         """
         c = ws.ctx_len
         out = ws.kv[:, :, :, :, c + 1:c + self.S].clone()
-        out[:, 0] -= ws.e_center
+        out -= ws.e_center.transpose(0, 1).to(out.dtype)
         return out
 
 

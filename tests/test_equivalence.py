@@ -123,3 +123,23 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
             pool.remove(item.step)
             checked += len(ctx) > 0
     assert checked >= 8
+
+
+def test_value_offsets_carry_the_direction_of_a_single_context_patch():
+    """Key offsets alone only reweigh a lone context patch; the value offsets tell above from below."""
+    from streamgen.adc import rel_index
+
+    torch.manual_seed(3)
+    model = sensitive(VisionDecoder(tiny_config()))
+    ext = model.extent
+    up, down = rel_index(ext, (0, 0, 0), (0, 1, 0)), rel_index(ext, (0, 1, 0), (0, 0, 0))
+    toks = torch.randint(0, model.cfg.vocab_size, (1, model.M))
+    with torch.no_grad():
+        _, pay = model.patch_forward(toks, [])
+        model.rel_emb.zero_()
+        model.rel_emb_v.zero_()
+        same = [model.patch_forward(toks, [(pay, o)])[0] for o in (up, down)]
+        torch.testing.assert_close(same[0], same[1])  # no offset embeddings: direction-blind
+        model.rel_emb_v.normal_(0, 0.5)
+        differ = [model.patch_forward(toks, [(pay, o)])[0] for o in (up, down)]
+    assert (differ[0] - differ[1]).abs().max() > 1e-2
