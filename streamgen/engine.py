@@ -80,6 +80,10 @@ class Frame:
 PRECISIONS = ("fp32", "mixed")
 
 
+def _is_cuda(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
 @dataclass
 class StreamStats:
     """Counters of one stream, updated as it runs (for progress reports and benchmarks)."""
@@ -113,6 +117,8 @@ class Engine:
         self.wavefront = True
         # "fp32", or "mixed": bfloat16 where this CPU runs it faster (VisionDecoder.new_workspace)
         self.precision = "fp32"
+        # "sdpa" (torch's kernels) or "xformers" (CUDA with the xformers package; untested here)
+        self.attention = "sdpa"
 
     def identity(self) -> dict[str, str]:
         """Weight digests of the model and the codec: what a snapshot must match to be resumed."""
@@ -289,8 +295,9 @@ class Engine:
         memory = self._text_memory(text, text_mask, batch, guided)
         pool = NearbyContextPool(plan.extent, model.extent)
         max_ctx = plan.extent.num_offsets - 1
-        mixed = self._mixed()
+        mixed, attend = self._mixed(), self._attend()
         ws = model.new_workspace(rows, max_context=max_ctx, mixed=mixed)
+        ws.attend = attend
         wave_ws: dict[int, Workspace] = {}  # wavefront workspaces by group size
         frame = torch.zeros(batch, plan.rows * ph, plan.cols * pw, dtype=torch.long)
         self.stats = StreamStats()
@@ -319,6 +326,7 @@ class Engine:
                         G = len(group)
                         if G not in wave_ws:
                             wave_ws[G] = model.new_workspace(rows * G, max_context=max_ctx, mixed=mixed)
+                            wave_ws[G].attend = attend
                         gws = wave_ws[G]
                         model.load_context_rows(gws, [[(p, o) for _, p, o in pool.select(it.pos)]
                                                       for it in group])
@@ -349,6 +357,23 @@ class Engine:
         if self.precision not in PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", self.precision)
         return self.precision == "mixed"
+
+    def _attend(self) -> Callable[..., Tensor]:
+        if self.attention == "sdpa":
+            return F.scaled_dot_product_attention
+        if self.attention != "xformers":
+            raise bad("attention", "must be 'sdpa' or 'xformers'", self.attention)
+        try:
+            import xformers.ops  # noqa: F401
+        except ImportError:
+            raise bad("attention", "'xformers' needs the xformers package (pip install streamgen[cuda])",
+                      self.attention) from None
+        if not _is_cuda(self.device):
+            raise bad("attention", f"'xformers' needs a CUDA device; this engine runs on {self.device.type}",
+                      self.attention)
+        from .model import xformers_attention
+
+        return xformers_attention
 
     @staticmethod
     def _groups(plan: Plan, f: int, wavefront: bool) -> list[list[adc.Item]]:

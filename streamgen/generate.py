@@ -43,6 +43,8 @@ class GenerateConfig(Strict):
                            description="H.264 tuning of pipes and RTMP; zerolatency for live")
     buffer: int = Field(8, ge=1, le=1000, description="frames generated ahead in realtime mode")
     model: str | None = Field(None, description="model folder, 'tiny', or None for the shipped one")
+    attention: Literal["sdpa", "xformers"] = Field("sdpa", description="attention kernel; 'xformers' needs "
+                                                   "CUDA and the xformers package (untested by this project)")
     precision: Literal["fp32", "mixed"] = Field("fp32", description="'mixed': bfloat16 attention and "
                                                 "whole-patch matmuls where this CPU runs them faster")
     snapshot: str | None = Field(None, description="file the stream's state is saved to")
@@ -132,7 +134,7 @@ def generate(cfg: GenerateConfig) -> int:
         output = segment_name(cfg.output, resume.frames_done)
     task = manager().tasks.get(cfg.task)
     engine = load_engine(cfg.model)
-    engine.precision = cfg.precision
+    engine.precision, engine.attention = cfg.precision, cfg.attention
     if resume is not None:
         snap.check_identity(info, engine.identity(), cfg.resume)
         if cfg.frames is not None and resume.frames_done >= cfg.frames:

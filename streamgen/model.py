@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,8 @@ class Workspace:
     # bfloat16 copies of the matmul weights for passes over a whole patch (mixed precision), or None
     weights_lp: list[tuple[Tensor, ...]] | None = None
     head_lp: Tensor | None = None
+    # the attention kernel of the token loop: F.scaled_dot_product_attention's signature
+    attend: Callable[..., Tensor] = F.scaled_dot_product_attention
 
     @property
     def batch(self) -> int:
@@ -368,8 +370,7 @@ class VisionDecoder(nn.Module):
             qkv = mm(h, w[2], w[3]).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
             kv.narrow(3, t0, T).copy_(qkv.narrow(0, 1, 2))
             q = qkv[0] if kv.dtype == qkv.dtype else qkv[0].to(kv.dtype)
-            a = F.scaled_dot_product_attention(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1),
-                                               attn_mask=mask)  # (B, H, T, hd)
+            a = ws.attend(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1), attn_mask=mask)  # (B, H, T, hd)
             a = a.view(B, 1, D) if T == 1 else a.transpose(1, 2).reshape(B, T, D)
             x = x + mm(a if mm is _linear_lp else a.to(x.dtype), w[4], w[5])
             if text is not None:
@@ -424,6 +425,26 @@ class VisionDecoder(nn.Module):
         out = ws.kv[:, :, :, :, c + 1:c + self.S].clone()
         out -= ws.e_center.transpose(0, 1).to(out.dtype)
         return out
+
+
+def xformers_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """`F.scaled_dot_product_attention`'s contract ((B, H, T, hd) tensors, a bool or additive mask)
+    through xformers' memory-efficient kernel, which takes (B, T, H, hd) and an additive bias.
+
+    For CUDA devices with the optional ``xformers`` package (``pip install streamgen[cuda]``). Not run
+    on a GPU by this project: its machines have none; the tests check the layout with a stand-in.
+    """
+    import xformers.ops as xops
+
+    bias = None
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill(
+                ~attn_mask, float("-inf"))
+        bias = attn_mask.to(q.dtype).expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                          attn_bias=bias)
+    return out.transpose(1, 2)
 
 
 def _linear_lp(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:

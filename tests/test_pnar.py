@@ -98,3 +98,47 @@ def test_an_unknown_precision_names_the_parameter():
     eng.precision = "fp8"
     with pytest.raises(ConfigError, match=r"precision.*fp32, mixed.*fp8"):
         frames(eng)
+
+
+def test_xformers_attention_glue_matches_sdpa_with_a_stand_in(monkeypatch):
+    """The xformers path (CUDA only, not run here) converts layouts and masks right: with a stand-in
+    module computing xformers' contract on the CPU, generation gives the same frames as sdpa."""
+    import sys
+    import types
+
+    import torch.nn.functional as F
+
+    from streamgen import engine as engine_mod
+
+    def memory_efficient_attention(q, k, v, attn_bias=None):  # xformers' layout: (B, T, H, hd)
+        assert attn_bias is None or attn_bias.shape == (q.shape[0], q.shape[2], q.shape[1], k.shape[1])
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=attn_bias)
+        return out.transpose(1, 2)
+
+    ops = types.ModuleType("xformers.ops")
+    ops.memory_efficient_attention = memory_efficient_attention
+    pkg = types.ModuleType("xformers")
+    pkg.ops = ops
+    eng = pnar_engine()
+    want = frames(eng, sampling=dict(top_k=8, guidance=2.0))
+    eng.attention = "xformers"
+    with pytest.raises(ConfigError, match=r"attention.*xformers package"):
+        frames(eng)
+    monkeypatch.setitem(sys.modules, "xformers", pkg)
+    monkeypatch.setitem(sys.modules, "xformers.ops", ops)
+    with pytest.raises(ConfigError, match=r"attention.*CUDA device.*cpu"):
+        frames(eng)
+    monkeypatch.setattr(engine_mod, "_is_cuda", lambda device: True)  # the kernel itself runs on the CPU
+    eng.wavefront = False  # prefill and decode steps with causal and padding masks both go through it
+    got = []
+    orig = eng.model.new_workspace
+
+    def spy(*a, **k):
+        ws = orig(*a, **k)
+        got.append(ws)
+        return ws
+    monkeypatch.setattr(eng.model, "new_workspace", spy)
+    out = frames(eng, sampling=dict(top_k=8, guidance=2.0))
+    assert got and all(ws.attend.__name__ == "xformers_attention" for ws in got)
+    assert np.array_equal(out, want)
