@@ -1,0 +1,61 @@
+"""The default model shipped inside the package: present, small, and running all five tasks through the
+command line exactly as a user on a fresh install would (no --model)."""
+import json
+
+import av
+import pytest
+
+from streamgen.bundle import SHIPPED
+from streamgen.cli import main
+
+FILES = ("model", "vqgan", "pg")
+
+
+def test_the_shipped_weights_are_safetensors_with_cards_and_fit_the_budget():
+    total = 0
+    for name in FILES:
+        weights = SHIPPED / f"{name}.safetensors"
+        head = weights.read_bytes()[:8]
+        assert int.from_bytes(head, "little") < 10_000_000  # a safetensors header length, not a pickle
+        assert json.loads((SHIPPED / f"{name}.json").read_text())["config"]
+        card = (SHIPPED / f"{name}.md").read_text()
+        assert "training steps" in card and len(card) > 300
+        total += weights.stat().st_size
+    assert total <= 100e6
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    from streamgen.data import landscapes as L
+
+    from streamgen.sinks import open_sink
+
+    path = tmp_path_factory.mktemp("img") / "day.png"
+    sink = open_sink(str(path), fps=1, size=(128, 128))
+    sink.write(L.render(L.Scene("day", "grassy hills", False, "still", 1), 128, 128)[0])
+    sink.close()
+    return path
+
+
+def read(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize("task,args", [
+    ("uig", ["--size", "128x64"]),
+    ("t2i", ["--prompt", "a sunset over desert dunes"]),
+    ("io", ["--image", "IMG", "--size", "192x128"]),
+    ("ia", ["--image", "IMG", "--frames", "3"]),
+    ("t2v", ["--prompt", "a night sky over snowy mountains, the camera pans left", "--frames", "3"]),
+])
+def test_every_task_runs_out_of_the_box(task, args, photo, tmp_path):
+    video = task in ("ia", "t2v")
+    out = tmp_path / ("out.mp4" if video else "out.png")
+    args = [str(photo) if a == "IMG" else a for a in args]
+    assert main(["generate", "--task", task, *args, "-o", str(out)]) == 0
+    frames = read(out)
+    if video:
+        assert len(frames) == 3 and frames[0].shape == (128, 128, 3)
+    else:
+        assert len(frames) == 1 and frames[0].std() > 5  # a picture, not a flat fill
