@@ -61,7 +61,8 @@ def flat_memory(frames_short: int, frames_long: int) -> dict:
 def matmul_bound(cfg: ModelConfig, reps: int = 300) -> float:
     """Tokens per second if a decode step did nothing but its matmuls (batch 1, fp32)."""
     D, Fw, V = cfg.width, cfg.mlp_ratio * cfg.width, cfg.vocab_size
-    shapes = [(3 * D, D), (D, D), (Fw, D), (D, Fw)] * cfg.layers + [(V, D)]
+    per_layer = [(3 * D, D), (D, D), (Fw, D), (D, Fw)] + ([(D, D), (D, D)] if cfg.text_dim else [])
+    shapes = per_layer * cfg.layers + [(V, D)]  # text models: the cross-attention's query and output
     ws = [torch.randn(o, i) for o, i in shapes]
     xs = [torch.randn(1, i) for _, i in shapes]
     for _ in range(20):

@@ -60,6 +60,7 @@ class Workspace:
     # the same weights with the matmul ones as transposed views, for addmm in the decode step
     weights_t: list[tuple[Tensor, ...]] = field(default_factory=list)
     head_t: Tensor | None = None
+    cross_t: list[tuple[Tensor, ...]] = field(default_factory=list)  # the cross-attention's, likewise
     # the attention kernel of the token loop: F.scaled_dot_product_attention's signature
     attend: Callable[..., Tensor] = F.scaled_dot_product_attention
 
@@ -309,6 +310,8 @@ class VisionDecoder(nn.Module):
                    for l, b in enumerate(self.blocks)]
         ws = Workspace(weights_t=[tuple(t.t() if i in (2, 4, 8, 10) else t for i, t in enumerate(w)) for w in weights],
                        head_t=self.head.weight.t(),
+                       cross_t=[(b.ln_x.weight, b.ln_x.bias, b.xq.weight.t(), b.xq.bias, b.xproj.weight.t(),
+                                 b.xproj.bias) for b in self.blocks] if cfg.text_dim is not None else [],
                        kv=kv, qkv_bias=bias, e_center=torch.stack([e, ev]).view(2, L, 1, H, 1, D // H).clone(),
                        layers=list(kv), keys=list(kv[:, 0]), values=list(kv[:, 1]), weights=weights)
         if mixed:
@@ -406,11 +409,15 @@ class VisionDecoder(nn.Module):
         for l, (w, kv, k_all, v_all) in enumerate(zip(ws.weights_t, ws.layers, ws.keys, ws.values)):
             qkv = torch.addmm(w[3], F.layer_norm(x, (D,), w[0], w[1]), w[2]).view(B, 3, H, 1, D // H)
             kv.narrow(3, t0, 1).copy_(qkv[:, 1:].transpose(0, 1))
-            q = qkv[:, 0] if kv.dtype == qkv.dtype else qkv[:, 0].to(kv.dtype)
+            mixed = kv.dtype != qkv.dtype
+            q = qkv[:, 0].to(kv.dtype) if mixed else qkv[:, 0]
             a = ws.attend(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1), attn_mask=mask)  # (B, H, 1, hd)
-            x = torch.addmm(w[5], a.view(B, D).to(x.dtype), w[4]).add_(x)
-            if text is not None:
-                x = x + self.blocks[l].cross(x[:, None], text.k[l], text.v[l], text.mask)[:, 0]
+            x = torch.addmm(w[5], a.view(B, D).to(x.dtype) if mixed else a.view(B, D), w[4]).add_(x)
+            if text is not None:  # Eq. 10, the same ops as Block.cross
+                c = ws.cross_t[l]
+                q = torch.addmm(c[3], F.layer_norm(x, (D,), c[0], c[1]), c[2]).view(B, H, 1, D // H)
+                a = F.scaled_dot_product_attention(q, text.k[l], text.v[l], attn_mask=text.mask)
+                x = torch.addmm(c[5], a.view(B, D), c[4]).add_(x)
             h = F.gelu(torch.addmm(w[9], F.layer_norm(x, (D,), w[6], w[7]), w[8]), approximate="tanh")
             x = torch.addmm(w[11], h, w[10]).add_(x)
         return x
