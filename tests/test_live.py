@@ -185,3 +185,46 @@ def test_ia_takes_its_size_from_the_image(tmp_path):
                     "--image", str(tmp_path / "in.png"), "--frames", "3", "-o", str(out)],
                    check=True, capture_output=True)
     assert count_frames(str(out)) == (32, 24, 3)
+
+
+def test_realtime_generates_on_the_calling_thread_and_writes_on_the_clock():
+    import threading
+    import time
+
+    from streamgen.live import pump
+
+    seen, times = [], []
+
+    def frames():
+        for i in range(6):
+            seen.append(threading.current_thread())
+            yield np.full((8, 8, 3), i, np.uint8)
+
+    class Sink:
+        def write(self, frame):
+            times.append((time.perf_counter(), int(frame[0, 0, 0])))
+
+    stats = pump(frames(), Sink(), fps=20, realtime=True, buffer=2)
+    assert stats.frames == 6 and [v for _, v in times] == list(range(6))
+    assert set(seen) == {threading.current_thread()}  # torch's workers serve the thread that started them
+    gaps = [b - a for (a, _), (b, _) in zip(times, times[1:])]
+    assert min(gaps) > 0.04  # paced at 20 frames/s
+
+
+def test_realtime_writer_failure_stops_generation_with_its_error():
+    from streamgen.live import pump
+
+    made = []
+
+    def frames():
+        for i in range(1000):
+            made.append(i)
+            yield np.zeros((8, 8, 3), np.uint8)
+
+    class Broken:
+        def write(self, frame):
+            raise BrokenPipeError("receiver went away")
+
+    with pytest.raises(BrokenPipeError):
+        pump(frames(), Broken(), fps=100, realtime=True, buffer=2)
+    assert len(made) < 10
