@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from streamgen.codecs import NeuralCodec
-from streamgen.evaluate import temporal_errors
+from streamgen.evaluate import decode_both, temporal_errors
 from streamgen.data.folder import read_frames
 from streamgen.train_codec import HELD_OUT_CLIPS
 
@@ -76,12 +76,7 @@ def main() -> None:
         print(f"photo {name:10s} {args.photo_size}px  PSNR {p:5.2f} dB  SSIM {s:.3f}")
     for clip in HELD_OUT_CLIPS:
         x = clip_frames(clip, args.size, args.frames)  # (F, S, S, 3) uint8
-        tok = codec.encode(x)
-        plain = codec.decode(tok)
-        pg = [plain[:1]]
-        for t in range(1, len(x)):
-            pg.append(codec.decode(tok[t:t + 1], pg[-1]))
-        pg = torch.cat(pg)
+        plain, pg = decode_both(codec, codec.encode(x))
         p_plain, s_plain = metrics(plain, x)
         p_pg, s_pg = metrics(pg, x)
         err_plain, err_pg = temporal_errors(codec, x)

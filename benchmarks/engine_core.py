@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _common import rss_mb
+from _common import rss_mb, steady_rate
 from streamgen import Engine, ModelConfig, PRESETS, VisionDecoder
 from streamgen.codecs import PaletteCodec
 from streamgen.testing import tiny_engine
@@ -101,14 +101,7 @@ def batched_speed(streams: int, frames: int) -> float:
     eng = Engine(VisionDecoder(cfg), PaletteCodec(cfg.vocab_size, factor=8))
     plan = Plan.basic("omega", 2, 2, None, Extent(w=1, h=1, f=1))
     gen = eng.generate_tokens(plan, seed=list(range(streams)), batch=streams)
-    for _ in range(2):
-        next(gen)
-    tok0, t0 = eng.stats.tokens, time.perf_counter()
-    for _ in range(frames):
-        next(gen)
-    rate = (eng.stats.tokens - tok0) / (time.perf_counter() - t0)
-    gen.close()
-    return rate
+    return steady_rate(eng, gen, 2, frames)
 
 
 def wavefront_speed(cols: int, rows: int) -> tuple[float, float]:

@@ -34,6 +34,7 @@ import time
 
 import torch
 
+from _common import steady_rate
 from engine_core import matmul_bound
 from streamgen import Engine, ModelConfig, PRESETS, Plan, VisionDecoder
 from streamgen.adc import rel_index
@@ -63,14 +64,7 @@ def tokens_per_frame(eng: Engine) -> int:
 def stream_rate(eng: Engine, frames: int, warm: int = 2, **req) -> float:
     """Steady-state tokens/s of one unconditional stream (after ``warm`` frames of growing context)."""
     gen = eng.generate_tokens(Plan.basic("omega", *eng.grid(SIZE, SIZE), None, eng.model.extent), **req)
-    for _ in range(warm):
-        next(gen)
-    tok0, t0 = eng.stats.tokens, time.perf_counter()
-    for _ in range(frames):
-        next(gen)
-    rate = (eng.stats.tokens - tok0) / (time.perf_counter() - t0)
-    gen.close()
-    return rate
+    return steady_rate(eng, gen, warm, frames)
 
 
 def decoding_rows(eng: Engine, frames: int, windows: int) -> tuple[list[tuple[str, float]], list[float]]:

@@ -205,15 +205,20 @@ def unseen_caption(scene: L.Scene, variant: int) -> str:
     return text + (", with a lake" if scene.lake else "")
 
 
+def decode_both(codec, tok: Tensor) -> tuple[Tensor, Tensor]:
+    """Frames of tokens (F, h, w) by the plain decoder, and by the pixel-guided decoder chained on
+    its own output from the plain first frame, as a video is decoded in generation."""
+    plain = codec.decode(tok)
+    pg = [plain[:1]]
+    for t in range(1, len(tok)):
+        pg.append(codec.decode(tok[t:t + 1], pg[-1]))
+    return plain, torch.cat(pg)
+
+
 def temporal_errors(codec, clip: Tensor) -> tuple[float, float]:
     """Mean |decoded frame difference - true frame difference| (grey levels) of the plain decoder and
     of the pixel-guided decoder chained on its own output (as in generation), on uint8 (F, H, W, 3)."""
-    tok = codec.encode(clip)
-    plain = codec.decode(tok)
-    pg = [plain[:1]]
-    for t in range(1, len(clip)):
-        pg.append(codec.decode(tok[t:t + 1], pg[-1]))
-    pg = torch.cat(pg)
+    plain, pg = decode_both(codec, codec.encode(clip))
     true_d = clip[1:].float() - clip[:-1].float()
 
     def err(x: Tensor) -> float:
