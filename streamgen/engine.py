@@ -78,6 +78,7 @@ class Frame:
 
 
 PRECISIONS = ("fp32", "mixed")
+_UNFILTERED = SamplingConfig()  # for logits already through filter_logits
 
 
 def _is_cuda(device: torch.device) -> bool:
@@ -452,8 +453,13 @@ class Engine:
             if guided:
                 logits = guide(logits, sampling.guidance)
             flat = logits.reshape(B * M, -1)
-            cand = sample(flat, u[:, k * M:(k + 1) * M].reshape(-1), sampling)
-            logp = torch.log_softmax(filter_logits(flat.float(), sampling) if sampling.temperature else flat, -1)
+            uk = u[:, k * M:(k + 1) * M].reshape(-1)
+            if sampling.temperature:  # filter once; the confidences come from the same distribution
+                flat = filter_logits(flat.float(), sampling)
+                cand = sample(flat, uk, _UNFILTERED)
+            else:
+                cand = sample(flat, uk, sampling)
+            logp = torch.log_softmax(flat, -1)
             conf = logp.gather(-1, cand[:, None]).view(B, M).masked_fill(known, float("inf"))
             still_masked = int(M * math.cos(math.pi / 2 * (k + 1) / K)) if k < K - 1 else 0
             keep = conf.topk(M - still_masked, dim=-1).indices

@@ -44,7 +44,7 @@ class Workspace:
     """Preallocated attention buffers for decoding one patch at a time (one per stream)."""
 
     kv: Tensor  # (L, 2, B, H, Cmax + S, hd) keys (relative-offset embedding added) and values
-    qkv_bias: Tensor  # (L, 3D) the qkv bias with the offset-(0,0,0) embedding folded into the keys
+    qkv_bias: Tensor  # (L, 3D) the qkv bias with the offset-(0,0,0) embeddings folded into keys and values
     e_center: Tensor  # (2, L, 1, H, 1, hd) key and value embeddings of offset (0, 0, 0)
     ctx_len: int = 0  # C: context tokens loaded for the current patch
     # Per-layer views and weights for the token loop, looked up once instead of every step.
@@ -367,7 +367,7 @@ class VisionDecoder(nn.Module):
         if T == 1:
             return self._extend_one(ws, x.view(B, D), t0, text).view(B, 1, D)
         mask = None
-        if T > 1 and causal:  # causal among the new positions, everything before them visible
+        if causal:  # causal among the new positions, everything before them visible
             mask = torch.ones(T, t1, dtype=torch.bool, device=x.device).tril(t0)
         if ws.pad_mask is not None:  # rows whose contexts are shorter than the longest one
             pad = ws.pad_mask[..., :t1]
@@ -381,7 +381,7 @@ class VisionDecoder(nn.Module):
             kv.narrow(3, t0, T).copy_(qkv.narrow(0, 1, 2))
             q = qkv[0] if kv.dtype == qkv.dtype else qkv[0].to(kv.dtype)
             a = ws.attend(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1), attn_mask=mask)  # (B, H, T, hd)
-            a = a.view(B, 1, D) if T == 1 else a.transpose(1, 2).reshape(B, T, D)
+            a = a.transpose(1, 2).reshape(B, T, D)
             x = x + mm(a if mm is _linear_lp else a.to(x.dtype), w[4], w[5])
             if text is not None:
                 x = x + self.blocks[l].cross(x, text.k[l], text.v[l], text.mask)
@@ -406,10 +406,10 @@ class VisionDecoder(nn.Module):
         H = self.cfg.heads
         t1 = t0 + 1
         mask = ws.pad_mask[..., :t1] if ws.pad_mask is not None else None
+        mixed = ws.kv.dtype != x.dtype  # bfloat16 keys and values: attention in bfloat16
         for l, (w, kv, k_all, v_all) in enumerate(zip(ws.weights_t, ws.layers, ws.keys, ws.values)):
             qkv = torch.addmm(w[3], F.layer_norm(x, (D,), w[0], w[1]), w[2]).view(B, 3, H, 1, D // H)
             kv.narrow(3, t0, 1).copy_(qkv[:, 1:].transpose(0, 1))
-            mixed = kv.dtype != qkv.dtype
             q = qkv[:, 0].to(kv.dtype) if mixed else qkv[:, 0]
             a = ws.attend(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1), attn_mask=mask)  # (B, H, 1, hd)
             x = torch.addmm(w[5], a.view(B, D).to(x.dtype) if mixed else a.view(B, D), w[4]).add_(x)
