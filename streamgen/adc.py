@@ -77,6 +77,21 @@ def window(extent: Extent, cur: Pos) -> Iterator[Pos]:
                     yield (f - df, y + dy, x + dx)
 
 
+# Canvas borders a patch touches, as bits of `edges`; every combination has its own embedding.
+TOP, BOTTOM, LEFT, RIGHT = 1, 2, 4, 8
+EDGE_KINDS = 16
+
+
+def edges(y: int, x: int, rows: int, cols: int) -> int:
+    """The canvas borders patch (y, x) of a rows x cols grid touches: a sum of TOP, BOTTOM, LEFT, RIGHT.
+
+    Models trained with ``edges`` learn where a patch is from these bits alone: a patch decoded first,
+    with no context, still knows whether it is at the top (sky) or the bottom (ground) of the frame.
+    """
+    return (TOP * (y == 0) + BOTTOM * (y == rows - 1)
+            + LEFT * (x == 0) + RIGHT * (x == cols - 1))
+
+
 def wave(order: str, y: int, x: int, rows: int, cols: int, extent: Extent) -> int:
     """Wavefront index of patch (y, x) in a frame generated in a basic order.
 

@@ -56,6 +56,14 @@ class ModelConfig(Strict):
     mlp_ratio: int = Field(4, ge=1, le=16, description="feed-forward width as a multiple of D")
     pnar: bool = Field(False, description="also trained for P-NAR local decoding (MaskGIT-style mask-predict "
                        "inside a patch): adds the mask and P-NAR start embeddings")
+    rel_bias: bool = Field(False, description="a learned attention bias per layer and head for every token "
+                           "displacement (frames, rows, columns) between the token a query predicts and the "
+                           "token a key holds, across the whole extent window (a relative position bias in "
+                           "token units): copying a still frame or a pan by whole tokens is one number a head "
+                           "learns")
+    edges: bool = Field(False, description="tell each patch which canvas borders it touches (top, bottom, left, "
+                        "right): a learned vector per combination added to the patch's start position, so "
+                        "a patch without context knows whether it is sky or ground in a fixed-height frame")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":

@@ -313,7 +313,8 @@ class Engine:
                 for group in self._groups(plan, f, wavefront and batch == 1):
                     if len(group) == 1:
                         item = group[0]
-                        model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)])
+                        model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)],
+                                           adc.edges(*item.pos[1:], plan.rows, plan.cols))
                         if item.known:
                             if known is None:
                                 raise ValueError(f"plan has known patch {item.pos} but no known tokens")
@@ -330,7 +331,8 @@ class Engine:
                             wave_ws[G].attend = attend
                         gws = wave_ws[G]
                         model.load_context_rows(gws, [[(p, o) for _, p, o in pool.select(it.pos)]
-                                                      for it in group])
+                                                      for it in group],
+                                                [adc.edges(*it.pos[1:], plan.rows, plan.cols) for it in group])
                         u = torch.cat([patch_uniforms(seeds, it.pos, M * draws) for it in group])
                         toks = self._decode_patch(gws, _rows(memory, rows, G), u, sampling, guided)
                         payload = model.patch_payload(gws)

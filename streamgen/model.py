@@ -63,6 +63,12 @@ class Workspace:
     cross_t: list[tuple[Tensor, ...]] = field(default_factory=list)  # the cross-attention's, likewise
     # the attention kernel of the token loop: F.scaled_dot_product_attention's signature
     attend: Callable[..., Tensor] = F.scaled_dot_product_attention
+    # (B or 1, D) added to the current patch's start position: its canvas borders (`edges` models)
+    start: Tensor | None = None
+    # (L, B or 1, H, S, Tmax) additive attention bias of the current patch (`rel_bias` models): token
+    # displacements, and -inf over the padding of rows with shorter contexts; the P-NAR pass's in `bias_nar`
+    bias: Tensor | None = None
+    bias_nar: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -123,6 +129,12 @@ class VisionDecoder(nn.Module):
         self.rel_emb_v = nn.Parameter(torch.zeros(L, cfg.extent.num_offsets, d))
         if cfg.pnar:  # P-NAR: row 0 stands for a masked token, row 1 starts a mask-predict pass
             self.nar_emb = nn.Parameter(torch.randn(2, d) * 0.02)
+        if cfg.rel_bias:  # one number per layer, head and token displacement; zero at init
+            self.rel_bias = nn.Parameter(torch.zeros(L, cfg.heads, _bias_size(cfg)))
+            for name, nar in (("bias_index", False), ("bias_index_nar", True)):
+                self.register_buffer(name, _bias_index(_bias_key(cfg), nar), persistent=False)
+        if cfg.edges:  # one vector per set of canvas borders a patch touches (adc.edges); zero at init
+            self.edge_emb = nn.Parameter(torch.zeros(adc.EDGE_KINDS, d))
         if cfg.text_dim is not None:
             self.text_proj = nn.Linear(cfg.text_dim, d)
             self.text_ln = nn.LayerNorm(d)
@@ -181,8 +193,9 @@ class VisionDecoder(nn.Module):
 
     # --- teacher forcing over a whole plan (training) -----------------------------------------------
     def forward(self, tokens: Tensor, positions: Sequence[Pos],
-                text: TextMemory | None = None) -> Tensor:
-        """Logits (B, N, M, V) for tokens (B, N, M) of patches processed in order ``positions``."""
+                text: TextMemory | None = None, edges: Sequence[int] | None = None) -> Tensor:
+        """Logits (B, N, M, V) for tokens (B, N, M) of patches processed in order ``positions``
+        (``edges``: each patch's `adc.edges`, for models with ``cfg.edges``)."""
         B, N, M = tokens.shape
         S, H = self.S, self.cfg.heads
         if len(positions) != N or M != self.M:
@@ -192,8 +205,14 @@ class VisionDecoder(nn.Module):
         mask, offs = mask.to(tokens.device), offs.to(tokens.device)
         bos = torch.full((B, N, 1), self.bos, dtype=tokens.dtype, device=tokens.device)
         inp = torch.cat([bos, tokens], -1)  # (B, N, S)
-        x = (self.tok_emb(inp) + self.pos_emb).reshape(B, N * S, -1)
+        x = self.tok_emb(inp) + self.pos_emb  # (B, N, S, D)
+        if edges is not None and self.cfg.edges:
+            x[:, :, 0] += self.edge_emb[torch.as_tensor(edges, device=x.device)]
+        x = x.reshape(B, N * S, -1)
         neg = torch.zeros(mask.shape, device=x.device).masked_fill(~mask, float("-inf"))
+        if self.cfg.rel_bias:  # (L, H, NS, NS): each pair's displacement, from its patches' offset
+            q = torch.arange(N * S, device=x.device) % S
+            tok_bias = self._bias_table()[:, :, self.bias_index[offs[0, 0], q[:, None], q[None, :]]]
         hd = self.cfg.width // H
         scale = 1.0 / math.sqrt(hd)
         for l, blk in enumerate(self.blocks):
@@ -201,6 +220,8 @@ class VisionDecoder(nn.Module):
             e = self.rel_emb[l].view(-1, H, hd)  # (O, H, hd)
             qe = torch.einsum("bhqd,ohd->bhqo", q, e)  # (B, H, NS, O)
             scores = torch.matmul(q, k.transpose(-1, -2)) * scale + qe.gather(-1, offs.expand(B, H, -1, -1)) * scale
+            if self.cfg.rel_bias:
+                scores = scores + tok_bias[l]
             probs = (scores + neg).softmax(-1)  # (B, H, NS, NS)
             # each key's value gets the (query patch, key patch) offset's embedding: sum the
             # probabilities per offset, then mix the value embeddings
@@ -234,7 +255,8 @@ class VisionDecoder(nn.Module):
 
     # --- one patch at a time with gradients (Algorithm 1's patch loss) ------------------------------
     def patch_forward(self, tokens: Tensor, context: Sequence[tuple[Tensor, int]],
-                      text: TextMemory | None = None, masked: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                      text: TextMemory | None = None, masked: Tensor | None = None,
+                      edges: int | Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Teacher-forced logits (B, M, V) of one patch and its cache (L, 2, B, H, M, hd), detached.
 
         ``context`` holds ``(payload, offset index)`` pairs as NCP.Select returns them. Gradients
@@ -243,6 +265,7 @@ class VisionDecoder(nn.Module):
         ``masked`` (B, M) bool switches to the P-NAR pass (`pnar_input`): logit m predicts token m
         from the unmasked tokens, attention inside the patch is bidirectional, and the returned cache
         is not a context payload (the pool keeps the autoregressive pass's).
+        ``edges`` (an int or (B,) long): the patch's `adc.edges`, for models with ``cfg.edges``.
         """
         B, M = tokens.shape
         H, D = self.cfg.heads, self.cfg.width
@@ -252,10 +275,14 @@ class VisionDecoder(nn.Module):
             x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
         else:
             x = self.pnar_input(tokens, masked)
+        start = self.start_vector(edges)
+        if start is not None:
+            x = torch.cat([x[:, :1] + start[:, None], x[:, 1:]], 1)
         S, C = self.S, len(context) * M
         mask = torch.ones(S, C + S, dtype=torch.bool, device=x.device)
         if masked is None:
             mask = mask.tril(C)
+        bias = self.attn_bias([o for _, o in context], nar=masked is not None)  # (L, H, S, C + S) or None
         center = adc.center_index(self.extent)
         ctx = self.context_kv(context) if context else None  # (L, 2, B, H, C, hd)
         keep = []
@@ -266,13 +293,36 @@ class VisionDecoder(nn.Module):
             v = v + self.rel_emb_v[l, center].view(1, H, 1, hd)
             if ctx is not None:
                 k, v = torch.cat([ctx[l, 0], k], 2), torch.cat([ctx[l, 1], v], 2)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            m = mask if bias is None else bias[l].masked_fill(~mask, float("-inf"))
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
             x = x + blk.proj(a.transpose(1, 2).reshape(B, S, D))
             if text is not None:
                 x = x + blk.cross(x, text.k[l], text.v[l], text.mask)
             x = x + blk.mlp(x)
         x = x[:, :M] if masked is None else x[:, 1:]
         return self.head(self.ln_f(x)), torch.stack(keep).detach()
+
+    def _bias_table(self) -> Tensor:
+        """(L, H, R + 1): the learned displacement biases and a constant 0 for "no displacement"
+        (start positions, which stand for no token)."""
+        return F.pad(self.rel_bias, (0, 1))
+
+    def attn_bias(self, offsets: Sequence[int], nar: bool = False) -> Tensor | None:
+        """(L, H, S, C + S) additive attention bias of a patch whose context patches have these offset
+        indices (NCP.Select's order), its own positions last; None for models without ``rel_bias``."""
+        if not self.cfg.rel_bias:
+            return None
+        idx = self.bias_index_nar if nar else self.bias_index  # (O, S, S)
+        cols = [idx[o, :, 1:] for o in offsets] + [idx[adc.center_index(self.extent)]]
+        return self._bias_table()[:, :, torch.cat(cols, -1)]
+
+    def start_vector(self, edges: int | Sequence[int] | Tensor | None) -> Tensor | None:
+        """What a patch's start position gets added for its canvas borders: (1 or B, D), or None for
+        models without ``cfg.edges`` (and when ``edges`` is None)."""
+        if edges is None or not self.cfg.edges:
+            return None
+        idx = torch.as_tensor(edges, dtype=torch.long, device=self.edge_emb.device).reshape(-1)
+        return self.edge_emb[idx]
 
     def pnar_input(self, tokens: Tensor, masked: Tensor) -> Tensor:
         """Input states (B, S, D) of a P-NAR pass: the P-NAR start, then tokens (B, M) with the
@@ -314,6 +364,9 @@ class VisionDecoder(nn.Module):
                                  b.xproj.bias) for b in self.blocks] if cfg.text_dim is not None else [],
                        kv=kv, qkv_bias=bias, e_center=torch.stack([e, ev]).view(2, L, 1, H, 1, D // H).clone(),
                        layers=list(kv), keys=list(kv[:, 0]), values=list(kv[:, 1]), weights=weights)
+        if cfg.rel_bias:
+            ws.bias = torch.zeros(L, batch, H, self.S, T, dtype=kv.dtype, device=p.device)
+            ws.bias_nar = torch.zeros_like(ws.bias) if cfg.pnar else None
         if mixed:
             with torch.no_grad():
                 ws.weights_lp = [tuple(t.detach().to(torch.bfloat16) if i in _MATMUL else t for i, t in enumerate(w))
@@ -321,23 +374,32 @@ class VisionDecoder(nn.Module):
                 ws.head_lp = self.head.weight.detach().to(torch.bfloat16)
         return ws
 
-    def load_context(self, ws: Workspace, context: Sequence[tuple[Tensor, int]]) -> None:
+    def load_context(self, ws: Workspace, context: Sequence[tuple[Tensor, int]], edges: int | None = None) -> None:
         """Fill the workspace with the keys and values of the selected context patches.
 
         ``context`` holds ``(payload, offset index)`` pairs from NCP.Select; a payload is
-        (L, 2, B, H, M, hd). The offset embeddings are added here, once per patch.
+        (L, 2, B, H, M, hd). The offset embeddings are added here, once per patch. ``edges`` is the
+        patch's `adc.edges` (used by models with ``cfg.edges``).
         """
         C = len(context) * self.M
         if C:
             ws.kv[:, :, :, :, :C] = self.context_kv(context)
         ws.ctx_len = C
+        ws.start = self.start_vector(edges)
+        if self.cfg.rel_bias:
+            offsets = [o for _, o in context]
+            for buf, nar in ((ws.bias, False), (ws.bias_nar, True)):
+                if buf is not None:
+                    buf[:, :, :, :, :C + self.S] = self.attn_bias(offsets, nar)[:, None]
 
-    def load_context_rows(self, ws: Workspace, contexts: Sequence[Sequence[tuple[Tensor, int]]]) -> None:
+    def load_context_rows(self, ws: Workspace, contexts: Sequence[Sequence[tuple[Tensor, int]]],
+                          edges: Sequence[int] | None = None) -> None:
         """Load a different context into each group of rows: wavefront decoding of independent patches.
 
         ``contexts[i]`` is patch i's NCP selection; its payloads have R rows (R = ws.batch // len(contexts),
         2 with classifier-free guidance), and row k of patch i goes to workspace row k * G + i, the
         layout `Engine` uses for a batch of G streams. Shorter contexts are padded and masked out.
+        ``edges[i]`` is patch i's `adc.edges`.
         """
         B = ws.kv.shape[2]
         G = len(contexts)
@@ -352,6 +414,19 @@ class VisionDecoder(nn.Module):
                 ws.kv[:, :, rows, :, :c] = self.context_kv(ctx)
             ws.pad_mask[rows, :, :, c:C] = float("-inf")
         ws.ctx_len = C
+        start = self.start_vector(edges)
+        ws.start = None if start is None else start.repeat(B // G, 1)
+        if self.cfg.rel_bias:  # each row's own displacements, and its padding masked
+            for buf, nar in ((ws.bias, False), (ws.bias_nar, True)):
+                if buf is None:
+                    continue
+                for i, ctx in enumerate(contexts):
+                    c = len(ctx) * self.M
+                    b = self.attn_bias([o for _, o in ctx], nar)  # (L, H, S, c + S)
+                    rows = buf[:, i::G]
+                    rows[..., :c] = b[:, None, ..., :c]
+                    rows[..., c:C] = float("-inf")
+                    rows[..., C:C + self.S] = b[:, None, ..., c:]
 
     def _extend(self, ws: Workspace, x: Tensor, m: int, text: TextMemory | None,
                 causal: bool = True) -> Tensor:
@@ -369,7 +444,11 @@ class VisionDecoder(nn.Module):
         mask = None
         if causal:  # causal among the new positions, everything before them visible
             mask = torch.ones(T, t1, dtype=torch.bool, device=x.device).tril(t0)
-        if ws.pad_mask is not None:  # rows whose contexts are shorter than the longest one
+        bias = (ws.bias if causal else ws.bias_nar) if ws.bias is not None else None
+        if bias is not None:  # per layer: (L, B, H, T, t1), the rows' padding already in it
+            bias = bias[..., m:m + T, :t1]
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        elif ws.pad_mask is not None:  # rows whose contexts are shorter than the longest one
             pad = ws.pad_mask[..., :t1]
             mask = pad if mask is None else pad.masked_fill(~mask, float("-inf"))
         weights, mm = ws.weights, F.linear
@@ -380,7 +459,8 @@ class VisionDecoder(nn.Module):
             qkv = mm(h, w[2], w[3]).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
             kv.narrow(3, t0, T).copy_(qkv.narrow(0, 1, 2))
             q = qkv[0] if kv.dtype == qkv.dtype else qkv[0].to(kv.dtype)
-            a = ws.attend(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1), attn_mask=mask)  # (B, H, T, hd)
+            a = ws.attend(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1),
+                          attn_mask=mask if bias is None else mask[l])  # (B, H, T, hd)
             a = a.transpose(1, 2).reshape(B, T, D)
             x = x + mm(a if mm is _linear_lp else a.to(x.dtype), w[4], w[5])
             if text is not None:
@@ -406,12 +486,15 @@ class VisionDecoder(nn.Module):
         H = self.cfg.heads
         t1 = t0 + 1
         mask = ws.pad_mask[..., :t1] if ws.pad_mask is not None else None
+        if ws.bias is not None:  # (L, B, H, 1, t1): this position's displacement biases (and padding)
+            mask = ws.bias[..., t0 - ws.ctx_len:t1 - ws.ctx_len, :t1]
         mixed = ws.kv.dtype != x.dtype  # bfloat16 keys and values: attention in bfloat16
         for l, (w, kv, k_all, v_all) in enumerate(zip(ws.weights_t, ws.layers, ws.keys, ws.values)):
             qkv = torch.addmm(w[3], F.layer_norm(x, (D,), w[0], w[1]), w[2]).view(B, 3, H, 1, D // H)
             kv.narrow(3, t0, 1).copy_(qkv[:, 1:].transpose(0, 1))
             q = qkv[:, 0].to(kv.dtype) if mixed else qkv[:, 0]
-            a = ws.attend(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1), attn_mask=mask)  # (B, H, 1, hd)
+            a = ws.attend(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1),
+                          attn_mask=mask if ws.bias is None else mask[l])  # (B, H, 1, hd)
             x = torch.addmm(w[5], a.view(B, D).to(x.dtype) if mixed else a.view(B, D), w[4]).add_(x)
             if text is not None:  # Eq. 10, the same ops as Block.cross
                 c = ws.cross_t[l]
@@ -426,6 +509,8 @@ class VisionDecoder(nn.Module):
                     text: TextMemory | None = None) -> Tensor:
         """Feed position ``m`` (token (B,), the previous token or the start token) -> logits (B, V)."""
         x = F.embedding(token, self.tok_emb.weight) + self.pos_emb[m]  # (B, D)
+        if m == 0 and ws.start is not None:
+            x = x + ws.start
         x = self._extend_one(ws, x, ws.ctx_len + m, text)
         return torch.mm(F.layer_norm(x, (x.shape[-1],), self.ln_f.weight, self.ln_f.bias), ws.head_t)
 
@@ -441,13 +526,18 @@ class VisionDecoder(nn.Module):
         Writes the workspace's patch positions, which the closing `prefill` of the finished tokens
         overwrites with the autoregressive cache that the NCP keeps.
         """
-        x = self._extend(ws, self.pnar_input(tokens, masked), 0, text, causal=False)
+        x = self.pnar_input(tokens, masked)
+        if ws.start is not None:
+            x = torch.cat([x[:, :1] + ws.start[:, None], x[:, 1:]], 1)
+        x = self._extend(ws, x, 0, text, causal=False)
         return self._logits(ws, x[:, 1:])
 
     def prefill(self, ws: Workspace, tokens: Tensor, text: TextMemory | None = None) -> Tensor:
         """Run a whole patch of known tokens (B, M) at once -> logits (B, M, V)."""
         bos = torch.full_like(tokens[:, :1], self.bos)
         x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
+        if ws.start is not None:
+            x = torch.cat([x[:, :1] + ws.start[:, None], x[:, 1:]], 1)
         return self._logits(ws, self._extend(ws, x, 0, text)[:, :self.M])
 
     def patch_payload(self, ws: Workspace) -> Tensor:
@@ -515,3 +605,43 @@ def _structure(positions: tuple[Pos, ...], extent: Extent, M: int) -> tuple[Tens
         mask[n * S:(n + 1) * S, n * S:(n + 1) * S] = causal
     offs = patch_off.repeat_interleave(S, 0).repeat_interleave(S, 1)
     return mask, offs[None, None]
+
+
+def _bias_key(cfg: ModelConfig) -> tuple[int, int, int, int, int]:
+    return cfg.extent.f, cfg.extent.h, cfg.extent.w, cfg.patch_h, cfg.patch_w
+
+
+def _bias_size(cfg: ModelConfig) -> int:
+    """R: token displacements (frames, rows, columns) inside the extent window."""
+    ef, eh, ew, ph, pw = _bias_key(cfg)
+    return (ef + 1) * (2 * (eh + 1) * ph - 1) * (2 * (ew + 1) * pw - 1)
+
+
+@lru_cache(maxsize=16)
+def _bias_index(key: tuple[int, int, int, int, int], nar: bool) -> Tensor:
+    """(O, S, S) long: for context offset o, query position q and key position k, the index of their
+    token displacement in the bias table, or R ("none", a constant 0) where a position holds no token.
+
+    A key position k >= 1 holds token k - 1 of its patch. A query holds the token it predicts: token q
+    in the autoregressive pass (position M predicts nothing), token q - 1 in the P-NAR pass.
+    """
+    ef, eh, ew, ph, pw = key
+    M, S = ph * pw, ph * pw + 1
+    ry, rx = (eh + 1) * ph - 1, (ew + 1) * pw - 1
+    R = (ef + 1) * (2 * ry + 1) * (2 * rx + 1)
+    ext = Extent(f=ef, h=eh, w=ew)
+    idx = torch.full((ext.num_offsets, S, S), R, dtype=torch.long)
+    pos = torch.arange(S)
+    qtok = pos - 1 if nar else pos
+    qok = (qtok >= 0) & (qtok < M)
+    qy, qx = qtok.clamp(0, M - 1) // pw, qtok.clamp(0, M - 1) % pw
+    ky, kx = (pos - 1).clamp(0) // pw, (pos - 1).clamp(0) % pw
+    ok = qok[:, None] & (pos >= 1)[None, :]
+    for df in range(ef + 1):
+        for dy in range(-eh, eh + 1):
+            for dx in range(-ew, ew + 1):
+                o = adc.rel_index(ext, (-df, dy, dx), (0, 0, 0))
+                ty = dy * ph + ky[None, :] - qy[:, None] + ry
+                tx = dx * pw + kx[None, :] - qx[:, None] + rx
+                idx[o] = torch.where(ok, (df * (2 * ry + 1) + ty) * (2 * rx + 1) + tx, R)
+    return idx

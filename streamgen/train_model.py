@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import Tensor
 
 from . import checkpoint as ckpt
+from . import adc
 from .adc import ORDERS, Plan
 from .config import Extent, ModelConfig, Strict
 from .errors import bad
@@ -227,14 +228,15 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             # the text memory depends on the weights: recompute it for every optimizer step
             text = net.text_memory(st, mk) if encoder is not None else None
             ctx = [(p, o) for _, p, o in pool.select(pos_)]
+            edges = adc.edges(pos_[1], pos_[2], plan.rows, plan.cols)
             if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
                 masked = mask_predict_mask(target.shape, data.rng)
-                logits, _ = step_fn(target, ctx, text, masked)
+                logits, _ = step_fn(target, ctx, text, masked, edges)
                 loss = F.cross_entropy(logits[masked], target[masked])
                 with torch.no_grad():  # the pool keeps the autoregressive pass's cache, as in generation
-                    payload = model.patch_forward(target, ctx, text)[1]
+                    payload = model.patch_forward(target, ctx, text, edges=edges)[1]
             else:
-                logits, payload = step_fn(target, ctx, text)
+                logits, payload = step_fn(target, ctx, text, None, edges)
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -284,5 +286,5 @@ class PatchStep(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: Tensor, context, text, masked=None):
-        return self.model.patch_forward(tokens, context, text, masked)
+    def forward(self, tokens: Tensor, context, text, masked=None, edges=None):
+        return self.model.patch_forward(tokens, context, text, masked, edges)

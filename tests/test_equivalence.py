@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from streamgen import Extent, NearbyContextPool, Plan, VisionDecoder
+from streamgen.adc import edges
 
 from streamgen.testing import tiny_config
 
@@ -29,10 +30,12 @@ def cached_logits(model, plan, tokens, text, mode):
     ws = model.new_workspace(B, plan.extent.num_offsets - 1)
     out, evicted = [], 0
     for item in plan:
-        model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)])
+        e = edges(*item.pos[1:], plan.rows, plan.cols)
+        model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)], e)
         toks = tokens[:, item.step]
         if mode == "patch":
-            logits, payload = model.patch_forward(toks, [(p, o) for _, p, o in pool.select(item.pos)], text)
+            logits, payload = model.patch_forward(toks, [(p, o) for _, p, o in pool.select(item.pos)], text,
+                                                  edges=e)
             out.append(logits)
             pool.add(item.pos, payload, plan.expiry(item.pos))
             evicted += pool.remove(item.step)
@@ -54,21 +57,23 @@ def cached_logits(model, plan, tokens, text, mode):
 
 
 @pytest.mark.parametrize("mode", ["decode", "prefill", "patch"])
+@pytest.mark.parametrize("extra", [{}, dict(edges=True, rel_bias=True)], ids=["paper", "edges+bias"])
 @pytest.mark.parametrize("orders,ext", [
     ("omega", Extent(w=1, h=1, f=1)),
     (["zeta", "omega*", "zeta*", "omega"], Extent(w=1, h=1, f=1)),
     ("zeta*", Extent(w=1, h=0, f=2)),
 ])
-def test_cached_decoding_matches_teacher_forcing(mode, orders, ext):
+def test_cached_decoding_matches_teacher_forcing(mode, extra, orders, ext):
     torch.manual_seed(0)
-    model = sensitive(VisionDecoder(tiny_config(text_dim=8, extent=ext.model_dump())))
+    model = sensitive(VisionDecoder(tiny_config(text_dim=8, extent=ext.model_dump(), **extra)))
     plan = Plan.basic(orders, 2, 3, FRAMES, ext)
     positions = [item.pos for item in plan]
+    kinds = [edges(y, x, 2, 3) for _, y, x in positions]
     B, N, M = 2, len(positions), model.M
     tokens = torch.randint(0, model.cfg.vocab_size, (B, N, M))
     text = model.text_memory(torch.randn(B, 3, 8), torch.tensor([[1, 1, 0], [0, 0, 0]]).bool())
     with torch.no_grad():
-        full = model(tokens, positions, text)
+        full = model(tokens, positions, text, kinds)
         cached = cached_logits(model, plan, tokens, text, mode)
     assert full.shape == cached.shape == (B, N, M, model.cfg.vocab_size)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=0)
@@ -92,7 +97,7 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
     """A P-NAR pass against NCP context equals `patch_forward(masked=...)`, and the closing prefill
     leaves the same payload as the autoregressive decoder would."""
     torch.manual_seed(2)
-    model = sensitive(VisionDecoder(tiny_config(text_dim=8, pnar=True)))
+    model = sensitive(VisionDecoder(tiny_config(text_dim=8, pnar=True, edges=True, rel_bias=True)))
     ext = Extent(w=1, h=1, f=1)
     plan = Plan.basic("omega", 2, 2, 3, ext)
     B, M = 2, model.M
@@ -105,9 +110,10 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
             ctx = [(p, o) for _, p, o in pool.select(item.pos)]
             toks = torch.randint(0, model.cfg.vocab_size, (B, M))
             masked = torch.rand(B, M) < 0.5
-            model.load_context(ws, ctx)
+            e = edges(*item.pos[1:], plan.rows, plan.cols)
+            model.load_context(ws, ctx, e)
             got = model.pnar_logits(ws, toks, masked, text)
-            want, _ = model.patch_forward(toks, ctx, text, masked)
+            want, _ = model.patch_forward(toks, ctx, text, masked, e)
             torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
             # unmasked inputs are seen: changing one changes the logits of the others
             flip = toks.clone()
@@ -118,7 +124,7 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
                 assert not torch.allclose(moved[unmasked0], got[unmasked0])
             model.prefill(ws, toks, text)
             payload = model.patch_payload(ws)
-            torch.testing.assert_close(payload, model.patch_forward(toks, ctx, text)[1], atol=1e-4, rtol=0)
+            torch.testing.assert_close(payload, model.patch_forward(toks, ctx, text, edges=e)[1], atol=1e-4, rtol=0)
             pool.add(item.pos, payload, plan.expiry(item.pos))
             pool.remove(item.step)
             checked += len(ctx) > 0
@@ -143,3 +149,39 @@ def test_value_offsets_carry_the_direction_of_a_single_context_patch():
         model.rel_emb_v.normal_(0, 0.5)
         differ = [model.patch_forward(toks, [(pay, o)])[0] for o in (up, down)]
     assert (differ[0] - differ[1]).abs().max() > 1e-2
+
+
+def test_edges_tell_a_lone_patch_where_it_is():
+    """Without context a patch of an `edges` model still knows the canvas borders it touches; a model
+    without them (or edges not given) computes the same for every place."""
+    torch.manual_seed(4)
+    model = sensitive(VisionDecoder(tiny_config(edges=True)))
+    toks = torch.randint(0, model.cfg.vocab_size, (1, model.M))
+    top, bottom = edges(0, 0, 2, 2), edges(1, 0, 2, 2)
+    assert top != bottom and edges(0, 1, 1, 3) == edges(0, 1, 1, 3)
+    with torch.no_grad():
+        at_top, at_bottom = (model.patch_forward(toks, [], edges=e)[0] for e in (top, bottom))
+        assert (at_top - at_bottom).abs().max() > 1e-2
+        model.edge_emb.zero_()  # as initialised: an edges model starts as one without
+        torch.testing.assert_close(model.patch_forward(toks, [], edges=top)[0], model.patch_forward(toks, [])[0])
+
+
+def test_displacement_bias_makes_copying_the_previous_frame_one_number():
+    """With ``rel_bias``, one learned number per head raises attention to the token at the same place
+    one frame back, whichever context patch holds it and wherever it sits in the patch."""
+    from streamgen.adc import rel_index
+    from streamgen.model import _bias_index, _bias_key
+
+    cfg = tiny_config(rel_bias=True)
+    model = VisionDecoder(cfg)
+    idx = _bias_index(_bias_key(cfg), False)
+    ext, M = cfg.extent, model.M
+    prev = rel_index(ext, (-1, 0, 0), (0, 0, 0))
+    same = {idx[prev, m, m + 1].item() for m in range(M)}  # query predicts token m, key m + 1 holds it
+    assert len(same) == 1
+    others = {idx[o, q, k].item() for o in range(ext.num_offsets) for q in range(M) for k in range(1, M + 1)}
+    assert len(others) == model.rel_bias.shape[-1]  # every displacement in the window, each once
+    left = rel_index(ext, (0, 0, -1), (0, 0, 0))  # the last column of the left patch is one token left
+    assert idx[left, 0, cfg.patch_w].item() == idx[rel_index(ext, (0, 0, 0), (0, 0, 0)), 1, 1].item()
+    assert (idx[:, M] == model.rel_bias.shape[-1]).all()  # position M predicts nothing
+    assert (idx[:, :, 0] == model.rel_bias.shape[-1]).all()  # the start position holds no token

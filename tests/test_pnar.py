@@ -8,7 +8,10 @@ from streamgen.testing import HashTextEncoder, tiny_engine
 
 
 def pnar_engine(**over):
-    eng = tiny_engine(seed=3, pnar=True, text_dim=8, **over)
+    eng = tiny_engine(seed=3, pnar=True, text_dim=8, edges=True, rel_bias=True, **over)
+    with torch.no_grad():
+        eng.model.edge_emb.normal_(0, 1.0)
+        eng.model.rel_bias.normal_(0, 1.0)
     eng.text_encoder = HashTextEncoder(8)
     return eng
 
