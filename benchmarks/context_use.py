@@ -8,8 +8,11 @@ loss (nats per token, unconditional) of one patch is printed:
 - the bottom-left patch of a still image with its upper neighbour as context, labelled with the
   right offset ("up") and with the opposite one ("down"): equal losses mean the model cannot tell
   above from below;
-- the same patch in frame 1 of a still-camera clip (most tokens equal frame 0's) without context and
-  with frame 0's patch at the same place: a model that copies drives the second loss towards 0.
+- the top-left patch in frame 1 of a still-camera clip (most tokens equal frame 0's) without context,
+  with frame 0's patch at the same place, and with all four patches of frame 0 (as in generation, where
+  the model must also pick the right one): a model that copies drives the last two towards 0.
+
+Models trained with ``edges`` are told each patch's canvas borders, as in generation.
 """
 from __future__ import annotations
 
@@ -18,13 +21,13 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from streamgen.adc import rel_index
+from streamgen.adc import edges, rel_index
 from streamgen.bundle import SHIPPED, load_engine
 from streamgen.data import landscapes as L
 
 
-def patch_loss(model, target, context, memory) -> float:
-    logits, _ = model.patch_forward(target, context, memory)
+def patch_loss(model, target, context, memory, edges) -> float:
+    logits, _ = model.patch_forward(target, context, memory, edges=edges)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1)).item()
 
 
@@ -53,19 +56,26 @@ def main() -> None:
         return tok[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].reshape(n, -1)
 
     top, bottom = patch(0, 0, 0), patch(0, 1, 0)
-    _, top_cache = model.patch_forward(top, [], memory)
+    at_top, at_bottom = edges(0, 0, 2, 2), edges(1, 0, 2, 2)
+    _, top_cache = model.patch_forward(top, [], memory, edges=at_top)
     up = rel_index(ext, (0, 0, 0), (0, 1, 0))
     down = rel_index(ext, (0, 2, 0), (0, 1, 0))
     print(f"# context use, {args.model or 'shipped model'}, {n} scenes, {size}x{size} px, nats per token")
-    print(f"bottom patch: no context {patch_loss(model, bottom, [], memory):.3f} | upper neighbour labelled "
-          f"'up' {patch_loss(model, bottom, [(top_cache, up)], memory):.3f} | labelled 'down' "
-          f"{patch_loss(model, bottom, [(top_cache, down)], memory):.3f}")
+    print(f"bottom patch: no context {patch_loss(model, bottom, [], memory, at_bottom):.3f} | upper neighbour "
+          f"labelled 'up' {patch_loss(model, bottom, [(top_cache, up)], memory, at_bottom):.3f} | labelled 'down' "
+          f"{patch_loss(model, bottom, [(top_cache, down)], memory, at_bottom):.3f}")
     now = patch(1, 0, 0)
     same = (now == top).float().mean().item()
     prev = rel_index(ext, (0, 0, 0), (1, 0, 0))
+    frame0 = []  # frame 0's four patches, each as a context payload with its offset from (1, 0, 0)
+    for y in range(2):
+        for x in range(2):
+            _, cache = model.patch_forward(patch(0, y, x), [], memory, edges=edges(y, x, 2, 2))
+            frame0.append((cache, rel_index(ext, (0, y, x), (1, 0, 0))))
     print(f"still clip, frame 1 top-left patch ({100 * same:.0f}% of its tokens equal frame 0's): no context "
-          f"{patch_loss(model, now, [], memory):.3f} | frame 0's patch as context "
-          f"{patch_loss(model, now, [(top_cache, prev)], memory):.3f}")
+          f"{patch_loss(model, now, [], memory, at_top):.3f} | frame 0's patch as context "
+          f"{patch_loss(model, now, [(top_cache, prev)], memory, at_top):.3f} | all of frame 0 "
+          f"{patch_loss(model, now, frame0, memory, at_top):.3f}")
 
 
 if __name__ == "__main__":

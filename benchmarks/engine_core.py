@@ -58,20 +58,34 @@ def flat_memory(frames_short: int, frames_long: int) -> dict:
                 frames_long, t_long=t_long)
 
 
-def matmul_bound(cfg: ModelConfig, reps: int = 300) -> float:
-    """Tokens per second if a decode step did nothing but its matmuls (batch 1, fp32)."""
+def matmul_bound(cfg: ModelConfig, reps: int = 300, keys: int = 0) -> float:
+    """Tokens per second if a decode step did nothing but its matmuls (batch 1, fp32, warm caches).
+
+    ``keys=0``: the weight matmuls only (projections, feed-forward, head). ``keys > 0`` adds each
+    layer's two attention products over that many keys (scores q K^T and the mix p V per head, in the
+    workspace's (H, T, hd) layout): every matmul a decode step does, at that context length.
+    """
     D, Fw, V = cfg.width, cfg.mlp_ratio * cfg.width, cfg.vocab_size
     per_layer = [(3 * D, D), (D, D), (Fw, D), (D, Fw)] + ([(D, D), (D, D)] if cfg.text_dim else [])
     shapes = per_layer * cfg.layers + [(V, D)]  # text models: the cross-attention's query and output
     ws = [torch.randn(o, i) for o, i in shapes]
     xs = [torch.randn(1, i) for _, i in shapes]
-    for _ in range(20):
+    H, hd = cfg.heads, cfg.width // cfg.heads
+    kv = [torch.randn(2, 1, H, keys, hd) for _ in range(cfg.layers if keys else 0)]
+    q, p = torch.randn(1, H, 1, hd), torch.randn(1, H, 1, keys)
+
+    def step():
         for w, x in zip(ws, xs):
             F.linear(x, w)
+        for k, v in kv:
+            torch.matmul(q, k.transpose(-1, -2))
+            torch.matmul(p, v)
+
+    for _ in range(20):
+        step()
     t0 = time.perf_counter()
     for _ in range(reps):
-        for w, x in zip(ws, xs):
-            F.linear(x, w)
+        step()
     return reps / (time.perf_counter() - t0)
 
 

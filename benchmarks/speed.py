@@ -8,8 +8,9 @@ Video is 128x128 px. Printed, as Markdown tables:
 
 - decoding: tokens/s and frames/s at batch 1 and with 8 streams in one batch, in fp32 and in
   "mixed" precision (bfloat16 attention and whole-patch matmuls, fp32 single-token matmuls: see
-  VisionDecoder.new_workspace), and with the P-NAR local decoder; this machine's
-  matmul bound for the model (a decode step that did nothing but its matmuls) beside them;
+  VisionDecoder.new_workspace), with the decode step's static parts compiled by torch.compile
+  (inductor), and with the P-NAR local decoder; this machine's matmul bound for the model (a decode
+  step that did nothing but its matmuls, with and without the attention's two products) beside them;
 - peak RSS after 10, 100 and 1,000 frames (each in a fresh process) and time(1,000) / time(100);
 - the share of wall time spent in codec decoding and in encoding (H.264 into an .mp4);
 - two reference decoders built from the same weights: "recompute" re-runs the model over the
@@ -73,6 +74,7 @@ def decoding_rows(eng: Engine, frames: int, windows: int) -> tuple[list[tuple[st
     configs = {
         "batch 1, fp32": dict(precision="fp32", batch=1, sampling=None),
         "batch 1, mixed": dict(precision="mixed", batch=1, sampling=None),
+        "batch 1, fp32, compiled (inductor)": dict(precision="fp32", batch=1, sampling=None, compile="inductor"),
         "8 streams, fp32": dict(precision="fp32", batch=8, sampling=None),
         "8 streams, mixed": dict(precision="mixed", batch=8, sampling=None),
     }
@@ -81,15 +83,33 @@ def decoding_rows(eng: Engine, frames: int, windows: int) -> tuple[list[tuple[st
         configs["batch 1, P-NAR (4 passes), fp32"] = dict(precision="fp32", batch=1, sampling=pn)
         configs["batch 1, P-NAR (4 passes), mixed"] = dict(precision="mixed", batch=1, sampling=pn)
     rates: dict[str, list[float]] = {k: [] for k in configs}
-    bounds = [matmul_bound(eng.model.cfg)]
+    keys = round(steady_keys(eng))
+    bounds = [(matmul_bound(eng.model.cfg), matmul_bound(eng.model.cfg, keys=keys))]
     for _ in range(windows):
         for label, c in configs.items():
-            eng.precision = c["precision"]
+            eng.precision, eng.compile = c["precision"], c.get("compile")
             seeds = list(range(c["batch"]))
             rates[label].append(stream_rate(eng, frames, seed=seeds, batch=c["batch"], sampling=c["sampling"]))
-        bounds.append(matmul_bound(eng.model.cfg))
-    eng.precision = "fp32"
+        bounds.append((matmul_bound(eng.model.cfg), matmul_bound(eng.model.cfg, keys=keys)))
+    eng.precision, eng.compile = "fp32", None
     return [(k, statistics.median(v)) for k, v in rates.items()], bounds
+
+
+def steady_keys(eng: Engine) -> float:
+    """Keys a decoded token attends to on average once a video is past its first frames: the
+    context tokens of its patch plus its own earlier positions (what `stream_rate` decodes)."""
+    from streamgen import NearbyContextPool
+
+    model = eng.model
+    plan = Plan.basic("omega", *eng.grid(SIZE, SIZE), 3, model.extent)
+    pool = NearbyContextPool(plan.extent, model.extent)
+    context = []
+    for item in plan:
+        if item.pos[0] == 2:
+            context.append(len(pool.select(item.pos)) * model.M)
+        pool.add(item.pos, None, plan.expiry(item.pos))
+        pool.remove(item.step)
+    return sum(context) / len(context) + (model.M + 1) / 2
 
 
 def child_run(spec: str | None, frames: int) -> None:
@@ -235,14 +255,19 @@ def main() -> None:
           f"{tpf} tokens a frame\n")
 
     rows, bounds = decoding_rows(eng, 1 if args.quick else 2, 2 if args.quick else 3)
-    bound = statistics.median(bounds)
+    weights_only = statistics.median(b for b, _ in bounds)
+    bound = statistics.median(b for _, b in bounds)
     base = rows[0][1]
-    print("| decoding | tokens/s | frames/s | x batch 1 | / matmul bound |")
-    print("|---|---|---|---|---|")
+    print("| decoding | tokens/s | frames/s | x batch 1 | / matmul bound | / weight-matmul bound |")
+    print("|---|---|---|---|---|---|")
     for label, rate in rows:
-        print(f"| {label} | {rate:.0f} | {rate / tpf:.2f} | {rate / base:.2f}x | {rate / bound:.2f} |")
-    print(f"\nmatmul bound (batch 1, fp32, the decode step's matmuls only): {bound:.0f} tokens/s "
-          f"(measured {len(bounds)} times between the windows: {min(bounds):.0f}-{max(bounds):.0f})\n")
+        print(f"| {label} | {rate:.0f} | {rate / tpf:.2f} | {rate / base:.2f}x | {rate / bound:.2f} | "
+              f"{rate / weights_only:.2f} |")
+    print(f"\nmatmul bound (batch 1, fp32, warm caches, nothing but the decode step's matmuls): {bound:.0f} "
+          f"tokens/s with the attention's two products over the {round(steady_keys(eng))} keys a token attends "
+          f"to on average, {weights_only:.0f} tokens/s for the weight matmuls alone (each measured "
+          f"{len(bounds)} times between the windows: {min(b for _, b in bounds):.0f}-{max(b for _, b in bounds):.0f}, "
+          f"{min(b for b, _ in bounds):.0f}-{max(b for b, _ in bounds):.0f})\n")
 
     lengths = [10, 100, 1000] if not args.quick else [10, 30, 100]
     rss = rss_rows(args.model, lengths, args.threads)

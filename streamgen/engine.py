@@ -23,7 +23,7 @@ from .adc import Plan, Pos
 from .codec import Codec
 from .config import Extent, SamplingConfig, Strict, parse
 from .errors import ConfigError, bad
-from .model import TextMemory, VisionDecoder, Workspace
+from .model import EAGER_PARTS, StepParts, TextMemory, VisionDecoder, Workspace, compiled_parts
 from .ncp import NearbyContextPool
 from .sampling import filter_logits, guide, patch_uniforms, sample
 
@@ -120,6 +120,9 @@ class Engine:
         self.precision = "fp32"
         # "sdpa" (torch's kernels) or "xformers" (CUDA with the xformers package; untested here)
         self.attention = "sdpa"
+        # None, or a torch.compile backend ("inductor") for the decode step's static-shape parts
+        self.compile: str | None = None
+        self._compiled: dict[str, StepParts] = {}
 
     def identity(self) -> dict[str, str]:
         """Weight digests of the model and the codec: what a snapshot must match to be resumed."""
@@ -296,9 +299,9 @@ class Engine:
         memory = self._text_memory(text, text_mask, batch, guided)
         pool = NearbyContextPool(plan.extent, model.extent)
         max_ctx = plan.extent.num_offsets - 1
-        mixed, attend = self._mixed(), self._attend()
+        mixed, attend, parts = self._mixed(), self._attend(), self._parts()
         ws = model.new_workspace(rows, max_context=max_ctx, mixed=mixed)
-        ws.attend = attend
+        ws.attend, ws.parts = attend, parts
         wave_ws: dict[int, Workspace] = {}  # wavefront workspaces by group size
         frame = torch.zeros(batch, plan.rows * ph, plan.cols * pw, dtype=torch.long)
         self.stats = StreamStats()
@@ -328,7 +331,7 @@ class Engine:
                         G = len(group)
                         if G not in wave_ws:
                             wave_ws[G] = model.new_workspace(rows * G, max_context=max_ctx, mixed=mixed)
-                            wave_ws[G].attend = attend
+                            wave_ws[G].attend, wave_ws[G].parts = attend, parts
                         gws = wave_ws[G]
                         model.load_context_rows(gws, [[(p, o) for _, p, o in pool.select(it.pos)]
                                                       for it in group],
@@ -377,6 +380,20 @@ class Engine:
         from .model import xformers_attention
 
         return xformers_attention
+
+    def _parts(self) -> StepParts:
+        """The decode step's static-shape parts: eager, or compiled once per backend and kept."""
+        if self.compile is None:
+            return EAGER_PARTS
+        if self.compile not in self._compiled:
+            import torch._dynamo
+
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            if self.compile not in backends:
+                raise bad("compile", f"must be None or a torch.compile backend ({', '.join(backends)})",
+                          self.compile)
+            self._compiled[self.compile] = compiled_parts(self.compile)
+        return self._compiled[self.compile]
 
     @staticmethod
     def _groups(plan: Plan, f: int, wavefront: bool) -> list[list[adc.Item]]:

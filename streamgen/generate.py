@@ -47,6 +47,9 @@ class GenerateConfig(Strict):
                                                    "CUDA and the xformers package (untested by this project)")
     precision: Literal["fp32", "mixed"] = Field("fp32", description="'mixed': bfloat16 attention and "
                                                 "whole-patch matmuls where this CPU runs them faster")
+    compile: str | None = Field(None, description="torch.compile backend for the decode step's static-shape "
+                                "parts ('inductor'); None runs eagerly, which is faster on this project's CPUs "
+                                "(benchmarks/speed.py measures both; untested on CUDA)")
     snapshot: str | None = Field(None, description="file the stream's state is saved to")
     snapshot_every: int = Field(100, ge=1, description="frames between snapshots")
     resume: str | None = Field(None, description="snapshot to continue from")
@@ -134,7 +137,7 @@ def generate(cfg: GenerateConfig) -> int:
         output = segment_name(cfg.output, resume.frames_done)
     task = manager().tasks.get(cfg.task)
     engine = load_engine(cfg.model)
-    engine.precision, engine.attention = cfg.precision, cfg.attention
+    engine.precision, engine.attention, engine.compile = cfg.precision, cfg.attention, cfg.compile
     if resume is not None:
         snap.check_identity(info, engine.identity(), cfg.resume)
         if cfg.frames is not None and resume.frames_done >= cfg.frames:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +69,12 @@ class Workspace:
     # displacements, and -inf over the padding of rows with shorter contexts; the P-NAR pass's in `bias_nar`
     bias: Tensor | None = None
     bias_nar: Tensor | None = None
+    # the decode step's static-shape parts (see `StepParts`): plain functions, or torch.compile'd ones
+    parts: "StepParts" = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.parts is None:
+            self.parts = EAGER_PARTS
 
     @property
     def batch(self) -> int:
@@ -489,20 +495,20 @@ class VisionDecoder(nn.Module):
         if ws.bias is not None:  # (L, B, H, 1, t1): this position's displacement biases (and padding)
             mask = ws.bias[..., t0 - ws.ctx_len:t1 - ws.ctx_len, :t1]
         mixed = ws.kv.dtype != x.dtype  # bfloat16 keys and values: attention in bfloat16
+        fn = ws.parts
         for l, (w, kv, k_all, v_all) in enumerate(zip(ws.weights_t, ws.layers, ws.keys, ws.values)):
-            qkv = torch.addmm(w[3], F.layer_norm(x, (D,), w[0], w[1]), w[2]).view(B, 3, H, 1, D // H)
+            qkv = fn.qkv(x, w[0], w[1], w[2], w[3]).view(B, 3, H, 1, D // H)
             kv.narrow(3, t0, 1).copy_(qkv[:, 1:].transpose(0, 1))
             q = qkv[:, 0].to(kv.dtype) if mixed else qkv[:, 0]
             a = ws.attend(q, k_all.narrow(2, 0, t1), v_all.narrow(2, 0, t1),
                           attn_mask=mask if ws.bias is None else mask[l])  # (B, H, 1, hd)
-            x = torch.addmm(w[5], a.view(B, D).to(x.dtype) if mixed else a.view(B, D), w[4]).add_(x)
+            x = fn.out(x, a.view(B, D).to(x.dtype) if mixed else a.view(B, D), w[4], w[5])
             if text is not None:  # Eq. 10, the same ops as Block.cross
                 c = ws.cross_t[l]
-                q = torch.addmm(c[3], F.layer_norm(x, (D,), c[0], c[1]), c[2]).view(B, H, 1, D // H)
+                q = fn.qkv(x, c[0], c[1], c[2], c[3]).view(B, H, 1, D // H)
                 a = F.scaled_dot_product_attention(q, text.k[l], text.v[l], attn_mask=text.mask)
-                x = torch.addmm(c[5], a.view(B, D), c[4]).add_(x)
-            h = F.gelu(torch.addmm(w[9], F.layer_norm(x, (D,), w[6], w[7]), w[8]), approximate="tanh")
-            x = torch.addmm(w[11], h, w[10]).add_(x)
+                x = fn.out(x, a.view(B, D), c[4], c[5])
+            x = fn.mlp(x, w[6], w[7], w[8], w[9], w[10], w[11])
         return x
 
     def decode_step(self, ws: Workspace, token: Tensor, m: int,
@@ -550,6 +556,50 @@ class VisionDecoder(nn.Module):
         out = ws.kv[:, :, :, :, c + 1:c + self.S].clone()
         out -= ws.e_center.transpose(0, 1).to(out.dtype)
         return out
+
+
+# --- the decode step's static-shape parts --------------------------------------------------------------
+# Everything in a decode step but the attention over the growing context has the same shapes at every
+# step: a normed projection, an output projection added to the residual, the feed-forward. These are
+# the parts `Engine.compile` hands to torch.compile (the attention keeps its eager kernel: its length
+# changes every step). The matmul weights come transposed (Workspace.weights_t), for addmm.
+
+def _step_qkv(x: Tensor, g: Tensor, b: Tensor, w_t: Tensor, bias: Tensor) -> Tensor:
+    """LayerNorm(x) @ w_t + bias: the step's query/key/value (or cross-attention query) projection."""
+    return torch.addmm(bias, F.layer_norm(x, (x.shape[-1],), g, b), w_t)
+
+
+def _step_out(x: Tensor, a: Tensor, w_t: Tensor, bias: Tensor) -> Tensor:
+    """x + a @ w_t + bias: an attention's output projection onto the residual stream."""
+    return torch.addmm(bias, a, w_t).add_(x)
+
+
+def _step_mlp(x: Tensor, g: Tensor, b: Tensor, w1_t: Tensor, b1: Tensor, w2_t: Tensor, b2: Tensor) -> Tensor:
+    """x + the feed-forward of LayerNorm(x)."""
+    h = F.gelu(torch.addmm(b1, F.layer_norm(x, (x.shape[-1],), g, b), w1_t), approximate="tanh")
+    return torch.addmm(b2, h, w2_t).add_(x)
+
+
+class StepParts(NamedTuple):
+    qkv: Callable[..., Tensor]
+    out: Callable[..., Tensor]
+    mlp: Callable[..., Tensor]
+
+
+EAGER_PARTS = StepParts(_step_qkv, _step_out, _step_mlp)
+
+
+def compiled_parts(backend: str = "inductor", mode: str | None = None) -> StepParts:
+    """The decode step's static-shape parts through ``torch.compile`` (static shapes: one graph per
+    batch size and width). Out-of-place adds: compiled graphs take no in-place updates of inputs."""
+    def out(x: Tensor, a: Tensor, w_t: Tensor, bias: Tensor) -> Tensor:
+        return torch.addmm(bias, a, w_t) + x
+
+    def mlp(x: Tensor, g: Tensor, b: Tensor, w1_t: Tensor, b1: Tensor, w2_t: Tensor, b2: Tensor) -> Tensor:
+        h = F.gelu(torch.addmm(b1, F.layer_norm(x, (x.shape[-1],), g, b), w1_t), approximate="tanh")
+        return torch.addmm(b2, h, w2_t) + x
+
+    return StepParts(*(torch.compile(f, backend=backend, mode=mode, dynamic=False) for f in (_step_qkv, out, mlp)))
 
 
 def xformers_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:

@@ -79,6 +79,7 @@ TABLE = [
     (["sampling.pnar_steps=0"], ["sampling.pnar_steps", "0"]),
     (["precision=fp8"], ["precision", "fp8"]),
     (["attention=xformers"], ["attention", "xformers"]),
+    (["compile=fastest"], ["compile", "torch.compile backend", "inductor", "fastest"]),
     (["--seed", "-3"], ["seed", "-3"]),
     (["--config", "{d}/unknown.json"], ["colour", "Extra inputs are not permitted", "red"]),
     (["--config", "{d}/broken.json"], ["--config", "not valid JSON"]),

@@ -145,3 +145,32 @@ def test_xformers_attention_glue_matches_sdpa_with_a_stand_in(monkeypatch):
     out = frames(eng, sampling=dict(top_k=8, guidance=2.0))
     assert got and all(ws.attend.__name__ == "xformers_attention" for ws in got)
     assert np.array_equal(out, want)
+
+
+def test_compiled_step_parts_give_the_same_frames():
+    """`Engine.compile`: the decode step's static-shape parts go through torch.compile. Dynamo's
+    "eager" backend captures the same graphs without code generation: the frames must not change,
+    in fp32 and mixed precision, one patch at a time and by wavefront (benchmarks/speed.py runs and
+    times inductor)."""
+    from streamgen.model import EAGER_PARTS
+
+    eng = pnar_engine()
+    req = dict(sampling=dict(top_k=8, guidance=2.0))
+    for precision in ("fp32", "mixed"):
+        eng.precision, eng.compile = precision, None
+        want = frames(eng, **req)
+        eng.compile = "eager"
+        seen = []
+        orig = eng.model.new_workspace
+
+        def spy(*a, **k):
+            ws = orig(*a, **k)
+            seen.append(ws)
+            return ws
+        eng.model.new_workspace = spy
+        try:
+            got = frames(eng, **req)
+        finally:
+            del eng.model.new_workspace
+        assert seen and all(ws.parts is not EAGER_PARTS for ws in seen)
+        assert np.array_equal(got, want)
