@@ -44,6 +44,9 @@ class ModelData(Strict):
     train_frames: int = Field(3, ge=1, description="frames per training video sample")
     text_dropout: float = Field(0.15, ge=0, le=1, description="share of samples trained without caption")
     video_share: float = Field(0.6, ge=0, le=1, description="share of batches that are videos")
+    motions: list[str] | None = Field(None, description="camera motions of the video samples (of "
+                                      "'pan left', 'pan right', 'still'); None: all. A curriculum can start "
+                                      "with still clips, where a frame is mostly a copy of the one before")
     pan_tokens: float = Field(1.0, gt=0, description="camera speed of pans in codec tokens per frame: "
                               "at a whole number, a pan shifts the token grid by whole tokens")
 
@@ -53,7 +56,11 @@ class ModelTrainConfig(Strict):
     codec: str = Field("runs/codec/vqgan.safetensors", description="the trained VQGAN checkpoint")
     data: ModelData = Field(default_factory=ModelData)
     out: str = Field("runs/model", description="folder of the checkpoints")
-    steps: int = Field(20000, ge=0, description="optimizer steps (one per patch)")
+    steps: int = Field(20000, ge=0, description="optimizer steps (one per `patches_per_step` patches)")
+    patches_per_step: int = Field(1, ge=1, description="patches whose gradients one optimizer step takes: "
+                                  "1 is the paper's patch loss; more keeps the cached context of a sample "
+                                  "closer to the weights that read it (each patch's loss is still computed "
+                                  "and backpropagated as soon as the patch is predicted)")
     batch: int = Field(16, ge=1)
     lr: float = Field(3e-4, gt=0)
     warmup: int = Field(500, ge=0)
@@ -114,6 +121,16 @@ class TokenBatches:
         t = ckpt.read(cfg.data.tokens)
         self.videos, self.vattrs = t["video/tokens"].long(), t["video/attrs"]
         self.images, self.iattrs = t["image/tokens"].long(), t["image/attrs"]
+        if cfg.data.motions is not None:
+            names = L.ATTRIBUTES["motion"]
+            if not cfg.data.motions or any(m not in names for m in cfg.data.motions):
+                raise bad("data.motions", f"must list some of {', '.join(repr(n) for n in names)}",
+                          cfg.data.motions)
+            keep = torch.isin(self.vattrs[:, 3], torch.tensor([names.index(m) for m in cfg.data.motions]))
+            if not keep.any():
+                raise bad("data.motions", f"selects none of the {len(keep)} clips in {cfg.data.tokens}",
+                          cfg.data.motions)
+            self.videos, self.vattrs = self.videos[keep], self.vattrs[keep]
 
     def _scene(self, a: Tensor):
         L = self.L
@@ -218,13 +235,18 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             st = torch.cat([F.pad(s, (0, 0, 0, T - s.shape[1])) for s in states])
             mk = torch.cat([F.pad(m, (0, T - m.shape[1])) for m in masks])
         pool = NearbyContextPool(ext)
-        total = 0.0
-        for pos_, target in patches(toks, plan, ph, pw):
+        todo = patches(toks, plan, ph, pw)
+        k = cfg.patches_per_step
+        group_loss = 0.0
+        for i, (pos_, target) in enumerate(todo):
             if step >= cfg.steps:
                 break
-            lr = learning_rate(cfg, step)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            if i % k == 0:
+                lr = learning_rate(cfg, step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                group = min(k, len(todo) - i)  # patches in this optimizer step
             # the text memory depends on the weights: recompute it for every optimizer step
             text = net.text_memory(st, mk) if encoder is not None else None
             ctx = [(p, o) for _, p, o in pool.select(pos_)]
@@ -238,16 +260,18 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             else:
                 logits, payload = step_fn(target, ctx, text, None, edges)
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss / group).backward()
+            group_loss += loss.item() / group
+            pool.add(pos_, payload, plan.expiry(pos_))
+            pool.remove(plan.step_of(pos_))
+            if i % k != k - 1 and i != len(todo) - 1:
+                continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
-            total += loss.item()
-            pool.add(pos_, payload, plan.expiry(pos_))
-            pool.remove(plan.step_of(pos_))
             if bar:
-                bar.update(step, loss=loss.item(), kind=kind, lr=lr)
+                bar.update(step, loss=group_loss, kind=kind, lr=lr)
+            group_loss = 0.0
             if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
                 extra = {"step": torch.tensor(step), **ckpt.optimizer_tensors(opt)}
                 ckpt.save(path, model, cfg.model, extra, meta={"steps": step})

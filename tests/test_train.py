@@ -134,3 +134,38 @@ def test_pg_training_chains_the_decoder_on_its_own_outputs(tmp_path, monkeypatch
     calls.clear()
     run_cli(*base, "pg_steps=16", f"out={tmp_path}/plain")
     assert calls == [True] * 16  # without pg_chain: always the true previous frame
+
+
+def test_a_curriculum_can_train_on_still_clips_only(tmp_path, tiny_codec, capsys):
+    from streamgen.data import landscapes as L
+    from streamgen.train_model import ModelTrainConfig, TokenBatches
+
+    run_cli(*model_args(tmp_path, tiny_codec, 0))  # the token file
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in model_args(tmp_path, tiny_codec, 0)[2:]}
+    base = {"model": json.loads(args["model"]), "data": {"tokens": args["data.tokens"]}}
+    cfg = parse(ModelTrainConfig, {**base, "data": {**base["data"], "motions": ["still"]}})
+    data = TokenBatches(cfg, __import__("random").Random(0))
+    still = L.ATTRIBUTES["motion"].index("still")
+    assert len(data.vattrs) and (data.vattrs[:, 3] == still).all()
+    everything = TokenBatches(parse(ModelTrainConfig, base), __import__("random").Random(0))
+    assert len(everything.vattrs) > len(data.vattrs)
+    assert main(model_args(tmp_path, tiny_codec, 2) + ['data.motions=["zoom"]']) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "data.motions" in err[-1] and "zoom" in err[-1] and "'still'" in err[-1]
+
+
+def test_patches_per_step_takes_several_patches_per_optimizer_step(tmp_path, tiny_codec, capsys, monkeypatch):
+    from streamgen.train_model import PatchStep
+
+    calls = []
+    orig = PatchStep.forward
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return orig(self, *a, **k)
+    monkeypatch.setattr(PatchStep, "forward", counted)
+    run_cli(*model_args(tmp_path, tiny_codec, 3), "patches_per_step=4")
+    assert "model 3/3" in capsys.readouterr().err
+    assert len(calls) == 12  # three optimizer steps of four patches each
+    state = ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))
+    assert int(state["step"]) == 3
