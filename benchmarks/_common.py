@@ -23,3 +23,20 @@ def steady_rate(eng, gen, warm: int, frames: int) -> float:
     rate = (eng.stats.tokens - tok0) / (time.perf_counter() - t0)
     gen.close()
     return rate
+
+
+def steady_keys(eng, size: int) -> float:
+    """Keys a decoded token attends to on average in a size x size video once it is past its first
+    frames: the context tokens of its patch plus its own earlier positions."""
+    from streamgen import NearbyContextPool, Plan
+
+    model = eng.model
+    plan = Plan.basic("omega", *eng.grid(size, size), 3, model.extent)
+    pool = NearbyContextPool(plan.extent, model.extent)
+    context = []
+    for item in plan:
+        if item.pos[0] == 2:
+            context.append(len(pool.select(item.pos)) * model.M)
+        pool.add(item.pos, None, plan.expiry(item.pos))
+        pool.remove(item.step)
+    return sum(context) / len(context) + (model.M + 1) / 2

@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _common import rss_mb, steady_rate
+from _common import rss_mb, steady_keys, steady_rate
 from streamgen import Engine, ModelConfig, PRESETS, VisionDecoder
 from streamgen.codecs import PaletteCodec
 from streamgen.testing import tiny_engine
@@ -149,14 +149,18 @@ def main() -> None:
     print(f"  time({long}) / time({short}) = {mem['t_long'] / mem['t_short']:.2f} "
           f"(target {long / short:.0f} within 15%)")
     cfg = ModelConfig(**PRESETS["bench"])
-    bound = matmul_bound(cfg)
+    keys = round(steady_keys(Engine(VisionDecoder(cfg), PaletteCodec(cfg.vocab_size, factor=8)), 128))
+    bound, full = matmul_bound(cfg), matmul_bound(cfg, keys=keys)
     rates = decode_speed(3 if args.quick else 5, 2 if args.quick else 4)
-    bound_after = matmul_bound(cfg)
+    bound_after, full_after = matmul_bound(cfg), matmul_bound(cfg, keys=keys)
     print(f"bench preset (width {cfg.width}, {cfg.layers} layers, {cfg.patch_h}x{cfg.patch_w}-token "
           f"patches, {cfg.vocab_size} codes), 128x128 px video, fp32, batch 1:")
     print(f"  steady-state tokens/s: median {statistics.median(rates):.0f}, best {max(rates):.0f}, "
           f"windows {[round(r) for r in rates]} (target 1000)")
-    print(f"  matmul bound tokens/s (before, after): {bound:.0f}, {bound_after:.0f}; "
+    print(f"  matmul bound tokens/s, every matmul of the step incl. attention over {keys} keys (before, "
+          f"after): {full:.0f}, {full_after:.0f}; median / bound = "
+          f"{statistics.median(rates) / ((full + full_after) / 2):.2f}")
+    print(f"  weight matmuls alone (before, after): {bound:.0f}, {bound_after:.0f}; "
           f"median / bound = {statistics.median(rates) / ((bound + bound_after) / 2):.2f}")
     batched = batched_speed(8, 1 if args.quick else 2)
     print(f"  8 streams in one batch: {batched:.0f} tokens/s in all, "

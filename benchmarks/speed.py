@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from _common import steady_rate
+from _common import steady_keys, steady_rate
 from engine_core import matmul_bound
 from streamgen import Engine, ModelConfig, PRESETS, Plan, VisionDecoder
 from streamgen.adc import rel_index
@@ -83,7 +83,7 @@ def decoding_rows(eng: Engine, frames: int, windows: int) -> tuple[list[tuple[st
         configs["batch 1, P-NAR (4 passes), fp32"] = dict(precision="fp32", batch=1, sampling=pn)
         configs["batch 1, P-NAR (4 passes), mixed"] = dict(precision="mixed", batch=1, sampling=pn)
     rates: dict[str, list[float]] = {k: [] for k in configs}
-    keys = round(steady_keys(eng))
+    keys = round(steady_keys(eng, SIZE))
     bounds = [(matmul_bound(eng.model.cfg), matmul_bound(eng.model.cfg, keys=keys))]
     for _ in range(windows):
         for label, c in configs.items():
@@ -93,23 +93,6 @@ def decoding_rows(eng: Engine, frames: int, windows: int) -> tuple[list[tuple[st
         bounds.append((matmul_bound(eng.model.cfg), matmul_bound(eng.model.cfg, keys=keys)))
     eng.precision, eng.compile = "fp32", None
     return [(k, statistics.median(v)) for k, v in rates.items()], bounds
-
-
-def steady_keys(eng: Engine) -> float:
-    """Keys a decoded token attends to on average once a video is past its first frames: the
-    context tokens of its patch plus its own earlier positions (what `stream_rate` decodes)."""
-    from streamgen import NearbyContextPool
-
-    model = eng.model
-    plan = Plan.basic("omega", *eng.grid(SIZE, SIZE), 3, model.extent)
-    pool = NearbyContextPool(plan.extent, model.extent)
-    context = []
-    for item in plan:
-        if item.pos[0] == 2:
-            context.append(len(pool.select(item.pos)) * model.M)
-        pool.add(item.pos, None, plan.expiry(item.pos))
-        pool.remove(item.step)
-    return sum(context) / len(context) + (model.M + 1) / 2
 
 
 def child_run(spec: str | None, frames: int) -> None:
@@ -264,7 +247,7 @@ def main() -> None:
         print(f"| {label} | {rate:.0f} | {rate / tpf:.2f} | {rate / base:.2f}x | {rate / bound:.2f} | "
               f"{rate / weights_only:.2f} |")
     print(f"\nmatmul bound (batch 1, fp32, warm caches, nothing but the decode step's matmuls): {bound:.0f} "
-          f"tokens/s with the attention's two products over the {round(steady_keys(eng))} keys a token attends "
+          f"tokens/s with the attention's two products over the {round(steady_keys(eng, SIZE))} keys a token attends "
           f"to on average, {weights_only:.0f} tokens/s for the weight matmuls alone (each measured "
           f"{len(bounds)} times between the windows: {min(b for _, b in bounds):.0f}-{max(b for _, b in bounds):.0f}, "
           f"{min(b for b, _ in bounds):.0f}-{max(b for b, _ in bounds):.0f})\n")
