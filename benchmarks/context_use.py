@@ -12,6 +12,9 @@ loss (nats per token, unconditional) of one patch is printed:
   with frame 0's patch at the same place, and with all four patches of frame 0 (as in generation, where
   the model must also pick the right one): a model that copies drives the last two towards 0.
 
+- per-frame loss of 4-frame still clips run through the Nearby Context Pool as in training and
+  generation (every patch, omega order): frames 1-3 well below frame 0 mean the model copies.
+
 Models trained with ``edges`` are told each patch's canvas borders, as in generation.
 """
 from __future__ import annotations
@@ -21,7 +24,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from streamgen.adc import edges, rel_index
+from streamgen.adc import Plan, edges, rel_index
+from streamgen.ncp import NearbyContextPool
 from streamgen.bundle import SHIPPED, load_engine
 from streamgen.data import landscapes as L
 
@@ -76,6 +80,33 @@ def main() -> None:
           f"{patch_loss(model, now, [], memory, at_top):.3f} | frame 0's patch as context "
           f"{patch_loss(model, now, [(top_cache, prev)], memory, at_top):.3f} | all of frame 0 "
           f"{patch_loss(model, now, frame0, memory, at_top):.3f}")
+    print(f"still clips, 4 frames through the NCP, omega order, loss per frame: "
+          f"{' | '.join(f'{v:.3f}' for v in frame_losses(model, codec, args.scenes, size))}")
+
+
+def frame_losses(model, codec, scenes: int, size: int) -> list[float]:
+    """Teacher-forced loss per frame of still clips, every patch with its NCP context."""
+    ph, pw = model.cfg.patch_h, model.cfg.patch_w
+    clips = []
+    for i in range(scenes):
+        s = L.sample_scene(30_000 + i, split="train")
+        clips.append(codec.encode(torch.from_numpy(L.render(L.Scene(s.sky, s.terrain, s.lake, "still", s.seed),
+                                                             size, size, frames=4))))
+    tok = torch.stack(clips)  # (n, 4, h, w)
+    n, frames, h, w = tok.shape
+    plan = Plan.basic("omega", h // ph, w // pw, frames, model.extent)
+    pool = NearbyContextPool(plan.extent, model.extent)
+    memory = model.text_memory(None, batch=n)
+    per = [[] for _ in range(frames)]
+    for item in plan:
+        f, y, x = item.pos
+        target = tok[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].reshape(n, -1)
+        logits, payload = model.patch_forward(target, [(p, o) for _, p, o in pool.select(item.pos)], memory,
+                                              edges=edges(y, x, plan.rows, plan.cols))
+        per[f].append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1)).item())
+        pool.add(item.pos, payload, plan.expiry(item.pos))
+        pool.remove(item.step)
+    return [sum(v) / len(v) for v in per]
 
 
 if __name__ == "__main__":
