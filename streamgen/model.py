@@ -591,15 +591,8 @@ EAGER_PARTS = StepParts(_step_qkv, _step_out, _step_mlp)
 
 def compiled_parts(backend: str = "inductor", mode: str | None = None) -> StepParts:
     """The decode step's static-shape parts through ``torch.compile`` (static shapes: one graph per
-    batch size and width). Out-of-place adds: compiled graphs take no in-place updates of inputs."""
-    def out(x: Tensor, a: Tensor, w_t: Tensor, bias: Tensor) -> Tensor:
-        return torch.addmm(bias, a, w_t) + x
-
-    def mlp(x: Tensor, g: Tensor, b: Tensor, w1_t: Tensor, b1: Tensor, w2_t: Tensor, b2: Tensor) -> Tensor:
-        h = F.gelu(torch.addmm(b1, F.layer_norm(x, (x.shape[-1],), g, b), w1_t), approximate="tanh")
-        return torch.addmm(b2, h, w2_t) + x
-
-    return StepParts(*(torch.compile(f, backend=backend, mode=mode, dynamic=False) for f in (_step_qkv, out, mlp)))
+    batch size and width)."""
+    return StepParts(*(torch.compile(f, backend=backend, mode=mode, dynamic=False) for f in EAGER_PARTS))
 
 
 def xformers_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
