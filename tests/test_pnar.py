@@ -16,6 +16,18 @@ def pnar_engine(**over):
     return eng
 
 
+def workspaces(monkeypatch, eng) -> list:
+    """Every workspace the engine's model allocates from now on, collected into the returned list."""
+    seen = []
+    orig = eng.model.new_workspace
+
+    def spy(*a, **k):
+        seen.append(orig(*a, **k))
+        return seen[-1]
+    monkeypatch.setattr(eng.model, "new_workspace", spy)
+    return seen
+
+
 def frames(eng, **req):
     return np.stack(list(eng.run("t2v", prompt="a red hill", height=8, width=16, frames=3, seed=5, **req)))
 
@@ -134,20 +146,13 @@ def test_xformers_attention_glue_matches_sdpa_with_a_stand_in(monkeypatch):
         frames(eng)
     monkeypatch.setattr(engine_mod, "_is_cuda", lambda device: True)  # the kernel itself runs on the CPU
     eng.wavefront = False  # prefill and decode steps with causal and padding masks both go through it
-    got = []
-    orig = eng.model.new_workspace
-
-    def spy(*a, **k):
-        ws = orig(*a, **k)
-        got.append(ws)
-        return ws
-    monkeypatch.setattr(eng.model, "new_workspace", spy)
+    got = workspaces(monkeypatch, eng)
     out = frames(eng, sampling=dict(top_k=8, guidance=2.0))
     assert got and all(ws.attend.__name__ == "xformers_attention" for ws in got)
     assert np.array_equal(out, want)
 
 
-def test_compiled_step_parts_give_the_same_frames():
+def test_compiled_step_parts_give_the_same_frames(monkeypatch):
     """`Engine.compile`: the decode step's static-shape parts go through torch.compile. Dynamo's
     "eager" backend captures the same graphs without code generation: the frames must not change,
     in fp32 and mixed precision, one patch at a time and by wavefront (benchmarks/speed.py runs and
@@ -160,17 +165,8 @@ def test_compiled_step_parts_give_the_same_frames():
         eng.precision, eng.compile = precision, None
         want = frames(eng, **req)
         eng.compile = "eager"
-        seen = []
-        orig = eng.model.new_workspace
-
-        def spy(*a, **k):
-            ws = orig(*a, **k)
-            seen.append(ws)
-            return ws
-        eng.model.new_workspace = spy
-        try:
+        with monkeypatch.context() as m:
+            seen = workspaces(m, eng)
             got = frames(eng, **req)
-        finally:
-            del eng.model.new_workspace
         assert seen and all(ws.parts is not EAGER_PARTS for ws in seen)
         assert np.array_equal(got, want)
