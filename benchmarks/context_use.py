@@ -61,7 +61,12 @@ def main() -> None:
 
     top, bottom = patch(0, 0, 0), patch(0, 1, 0)
     at_top, at_bottom = edges(0, 0, 2, 2), edges(1, 0, 2, 2)
-    _, top_cache = model.patch_forward(top, [], memory, edges=at_top)
+    frame0 = []  # frame 0's four patches, each as a context payload with its offset from (1, 0, 0)
+    for y in range(2):
+        for x in range(2):
+            _, cache = model.patch_forward(patch(0, y, x), [], memory, edges=edges(y, x, 2, 2))
+            frame0.append((cache, rel_index(ext, (0, y, x), (1, 0, 0))))
+    top_cache = frame0[0][0]
     up = rel_index(ext, (0, 0, 0), (0, 1, 0))
     down = rel_index(ext, (0, 2, 0), (0, 1, 0))
     print(f"# context use, {args.model or 'shipped model'}, {n} scenes, {size}x{size} px, nats per token")
@@ -71,11 +76,6 @@ def main() -> None:
     now = patch(1, 0, 0)
     same = (now == top).float().mean().item()
     prev = rel_index(ext, (0, 0, 0), (1, 0, 0))
-    frame0 = []  # frame 0's four patches, each as a context payload with its offset from (1, 0, 0)
-    for y in range(2):
-        for x in range(2):
-            _, cache = model.patch_forward(patch(0, y, x), [], memory, edges=edges(y, x, 2, 2))
-            frame0.append((cache, rel_index(ext, (0, y, x), (1, 0, 0))))
     print(f"still clip, frame 1 top-left patch ({100 * same:.0f}% of its tokens equal frame 0's): no context "
           f"{patch_loss(model, now, [], memory, at_top):.3f} | frame 0's patch as context "
           f"{patch_loss(model, now, [(top_cache, prev)], memory, at_top):.3f} | all of frame 0 "

@@ -68,7 +68,7 @@ def stream_rate(eng: Engine, frames: int, warm: int = 2, **req) -> float:
     return steady_rate(eng, gen, warm, frames)
 
 
-def decoding_rows(eng: Engine, frames: int, windows: int) -> tuple[list[tuple[str, float]], list[float]]:
+def decoding_rows(eng: Engine, frames: int, windows: int, keys: int) -> tuple[list[tuple[str, float]], list]:
     """(label, tokens/s) per configuration, interleaved window by window against drift; bounds."""
     pnar = eng.model.cfg.pnar
     configs = {
@@ -83,7 +83,6 @@ def decoding_rows(eng: Engine, frames: int, windows: int) -> tuple[list[tuple[st
         configs["batch 1, P-NAR (4 passes), fp32"] = dict(precision="fp32", batch=1, sampling=pn)
         configs["batch 1, P-NAR (4 passes), mixed"] = dict(precision="mixed", batch=1, sampling=pn)
     rates: dict[str, list[float]] = {k: [] for k in configs}
-    keys = round(steady_keys(eng, SIZE))
     bounds = [(matmul_bound(eng.model.cfg), matmul_bound(eng.model.cfg, keys=keys))]
     for _ in range(windows):
         for label, c in configs.items():
@@ -237,7 +236,8 @@ def main() -> None:
           f"{cfg.patch_h}x{cfg.patch_w}-token patches, {cfg.vocab_size} codes; {SIZE}x{SIZE} px video, "
           f"{tpf} tokens a frame\n")
 
-    rows, bounds = decoding_rows(eng, 1 if args.quick else 2, 2 if args.quick else 3)
+    keys = round(steady_keys(eng, SIZE))
+    rows, bounds = decoding_rows(eng, 1 if args.quick else 2, 2 if args.quick else 3, keys)
     weights_only = statistics.median(b for b, _ in bounds)
     bound = statistics.median(b for _, b in bounds)
     base = rows[0][1]
@@ -247,7 +247,7 @@ def main() -> None:
         print(f"| {label} | {rate:.0f} | {rate / tpf:.2f} | {rate / base:.2f}x | {rate / bound:.2f} | "
               f"{rate / weights_only:.2f} |")
     print(f"\nmatmul bound (batch 1, fp32, warm caches, nothing but the decode step's matmuls): {bound:.0f} "
-          f"tokens/s with the attention's two products over the {round(steady_keys(eng, SIZE))} keys a token attends "
+          f"tokens/s with the attention's two products over the {keys} keys a token attends "
           f"to on average, {weights_only:.0f} tokens/s for the weight matmuls alone (each measured "
           f"{len(bounds)} times between the windows: {min(b for _, b in bounds):.0f}-{max(b for _, b in bounds):.0f}, "
           f"{min(b for b, _ in bounds):.0f}-{max(b for b, _ in bounds):.0f})\n")

@@ -36,7 +36,7 @@ def pump(frames: Iterator[Any], sink: Any, *, fps: float, realtime: bool = False
     stats = PumpStats()
     start = time.perf_counter()
 
-    def write(i: int, frame: Any) -> None:
+    def write(frame: Any) -> None:
         sink.write(getattr(frame, "pixels", frame))
         if written:
             written(frame)
@@ -47,8 +47,8 @@ def pump(frames: Iterator[Any], sink: Any, *, fps: float, realtime: bool = False
 
     try:
         if not realtime:
-            for i, frame in enumerate(frames):
-                write(i, frame)
+            for frame in frames:
+                write(frame)
             return stats
         _paced(frames, write, fps, buffer, stats, warn)
         return stats
@@ -58,7 +58,18 @@ def pump(frames: Iterator[Any], sink: Any, *, fps: float, realtime: bool = False
             close()
 
 
-def _paced(frames: Iterator[Any], write: Callable[[int, Any], None], fps: float, buffer: int,
+def _offer(buf: queue.Queue, item: Any, give_up: Callable[[], bool]) -> bool:
+    """Put ``item`` into ``buf``, waiting for room unless ``give_up()``; whether it went in."""
+    while not give_up():
+        try:
+            buf.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _paced(frames: Iterator[Any], write: Callable[[Any], None], fps: float, buffer: int,
            stats: PumpStats, warn: TextIO) -> None:
     """Generate on this thread, at most ``buffer`` frames ahead of a writer thread on the clock."""
     buf: queue.Queue = queue.Queue(maxsize=buffer)
@@ -87,7 +98,7 @@ def _paced(frames: Iterator[Any], write: Callable[[int, Any], None], fps: float,
                         warn.write(f"streamgen: generation is {lag:.2f} s behind real time at frame {i}\n")
                         warn.flush()
                         last_warn = now
-                write(i, frame)
+                write(frame)
                 i += 1
         except BaseException as exc:  # handed to the generating thread, raised there
             failed.append(exc)
@@ -98,30 +109,14 @@ def _paced(frames: Iterator[Any], write: Callable[[int, Any], None], fps: float,
     t.start()
     try:
         for frame in frames:
-            while not done.is_set():
-                try:
-                    buf.put(frame, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if done.is_set():
+            if not _offer(buf, frame, done.is_set) or done.is_set():
                 break
-        while not done.is_set():  # the end marker, once there is room
-            try:
-                buf.put(_END, timeout=0.1)
-                break
-            except queue.Full:
-                continue
+        _offer(buf, _END, done.is_set)  # the end marker, once there is room
         t.join()
     finally:
         if t.is_alive():  # stopping early (an error or KeyboardInterrupt here): the writer writes
             deadline = time.perf_counter() + 5  # what is buffered, then stops
-            while t.is_alive() and time.perf_counter() < deadline:
-                try:
-                    buf.put(_END, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            _offer(buf, _END, lambda: not t.is_alive() or time.perf_counter() >= deadline)
             t.join(timeout=max(0.0, deadline - time.perf_counter()))
     if failed:
         raise failed[0]

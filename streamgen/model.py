@@ -30,6 +30,37 @@ from .adc import Pos
 from .config import Extent, ModelConfig
 
 
+# --- the decode step's static-shape parts --------------------------------------------------------------
+# Everything in a decode step but the attention over the growing context has the same shapes at every
+# step: a normed projection, an output projection added to the residual, the feed-forward. These are
+# the parts `Engine.compile` hands to torch.compile (the attention keeps its eager kernel: its length
+# changes every step). The matmul weights come transposed (Workspace.weights_t), for addmm.
+
+def _step_qkv(x: Tensor, g: Tensor, b: Tensor, w_t: Tensor, bias: Tensor) -> Tensor:
+    """LayerNorm(x) @ w_t + bias: the step's query/key/value (or cross-attention query) projection."""
+    return torch.addmm(bias, F.layer_norm(x, (x.shape[-1],), g, b), w_t)
+
+
+def _step_out(x: Tensor, a: Tensor, w_t: Tensor, bias: Tensor) -> Tensor:
+    """x + a @ w_t + bias: an attention's output projection onto the residual stream."""
+    return torch.addmm(bias, a, w_t).add_(x)
+
+
+def _step_mlp(x: Tensor, g: Tensor, b: Tensor, w1_t: Tensor, b1: Tensor, w2_t: Tensor, b2: Tensor) -> Tensor:
+    """x + the feed-forward of LayerNorm(x)."""
+    h = F.gelu(torch.addmm(b1, F.layer_norm(x, (x.shape[-1],), g, b), w1_t), approximate="tanh")
+    return torch.addmm(b2, h, w2_t).add_(x)
+
+
+class StepParts(NamedTuple):
+    qkv: Callable[..., Tensor]
+    out: Callable[..., Tensor]
+    mlp: Callable[..., Tensor]
+
+
+EAGER_PARTS = StepParts(_step_qkv, _step_out, _step_mlp)
+
+
 @dataclass
 class TextMemory:
     """Per-layer cross-attention keys and values of the text, computed once per request."""
@@ -69,12 +100,8 @@ class Workspace:
     # displacements, and -inf over the padding of rows with shorter contexts; the P-NAR pass's in `bias_nar`
     bias: Tensor | None = None
     bias_nar: Tensor | None = None
-    # the decode step's static-shape parts (see `StepParts`): plain functions, or torch.compile'd ones
-    parts: "StepParts" = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.parts is None:
-            self.parts = EAGER_PARTS
+    # the decode step's static-shape parts: plain functions, or torch.compile'd ones
+    parts: StepParts = EAGER_PARTS
 
     @property
     def batch(self) -> int:
@@ -217,8 +244,8 @@ class VisionDecoder(nn.Module):
         x = x.reshape(B, N * S, -1)
         neg = torch.zeros(mask.shape, device=x.device).masked_fill(~mask, float("-inf"))
         if self.cfg.rel_bias:  # (L, H, NS, NS): each pair's displacement, from its patches' offset
-            q = torch.arange(N * S, device=x.device) % S
-            tok_bias = self._bias_table()[:, :, self.bias_index[offs[0, 0], q[:, None], q[None, :]]]
+            slot = torch.arange(N * S, device=x.device) % S  # position inside its patch
+            tok_bias = self._bias_table()[:, :, self.bias_index[offs[0, 0], slot[:, None], slot[None, :]]]
         hd = self.cfg.width // H
         scale = 1.0 / math.sqrt(hd)
         for l, blk in enumerate(self.blocks):
@@ -556,37 +583,6 @@ class VisionDecoder(nn.Module):
         out = ws.kv[:, :, :, :, c + 1:c + self.S].clone()
         out -= ws.e_center.transpose(0, 1).to(out.dtype)
         return out
-
-
-# --- the decode step's static-shape parts --------------------------------------------------------------
-# Everything in a decode step but the attention over the growing context has the same shapes at every
-# step: a normed projection, an output projection added to the residual, the feed-forward. These are
-# the parts `Engine.compile` hands to torch.compile (the attention keeps its eager kernel: its length
-# changes every step). The matmul weights come transposed (Workspace.weights_t), for addmm.
-
-def _step_qkv(x: Tensor, g: Tensor, b: Tensor, w_t: Tensor, bias: Tensor) -> Tensor:
-    """LayerNorm(x) @ w_t + bias: the step's query/key/value (or cross-attention query) projection."""
-    return torch.addmm(bias, F.layer_norm(x, (x.shape[-1],), g, b), w_t)
-
-
-def _step_out(x: Tensor, a: Tensor, w_t: Tensor, bias: Tensor) -> Tensor:
-    """x + a @ w_t + bias: an attention's output projection onto the residual stream."""
-    return torch.addmm(bias, a, w_t).add_(x)
-
-
-def _step_mlp(x: Tensor, g: Tensor, b: Tensor, w1_t: Tensor, b1: Tensor, w2_t: Tensor, b2: Tensor) -> Tensor:
-    """x + the feed-forward of LayerNorm(x)."""
-    h = F.gelu(torch.addmm(b1, F.layer_norm(x, (x.shape[-1],), g, b), w1_t), approximate="tanh")
-    return torch.addmm(b2, h, w2_t).add_(x)
-
-
-class StepParts(NamedTuple):
-    qkv: Callable[..., Tensor]
-    out: Callable[..., Tensor]
-    mlp: Callable[..., Tensor]
-
-
-EAGER_PARTS = StepParts(_step_qkv, _step_out, _step_mlp)
 
 
 def compiled_parts(backend: str = "inductor", mode: str | None = None) -> StepParts:
