@@ -64,6 +64,11 @@ class ModelConfig(Strict):
     edges: bool = Field(False, description="tell each patch which canvas borders it touches (top, bottom, left, "
                         "right): a learned vector per combination added to the patch's start position, so "
                         "a patch without context knows whether it is sky or ground in a fixed-height frame")
+    prev_frame: bool = Field(False, description="each token's input also carries the previous frame's tokens "
+                             "at its place and one column to either side (a learned embedding per side; "
+                             "'none' in a first frame or image): copying a still frame or following a pan "
+                             "of one token per frame becomes a direct path instead of an attention pattern "
+                             "the model must discover")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":

@@ -68,6 +68,7 @@ class StreamState:
     frames_done: int
     pool: dict
     prev: Tensor | None  # the last frame's pixels (1, H, W, 3) uint8: guides the next PG decoding
+    tokens: Tensor | None = None  # the last frame's tokens (B, h, w): the next frame's `prev_frame` input
 
 
 @dataclass
@@ -248,7 +249,7 @@ class Engine:
         """Decode each frame of tokens as it completes; ``given`` frames are emitted as their pixels
         and guide the next frame's pixel-guided decoding."""
         prev = resume.prev if resume is not None else None
-        start = (resume.frames_done, resume.pool) if resume is not None else None
+        start = (resume.frames_done, resume.pool, resume.tokens) if resume is not None else None
         for f, tokens, pool in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
                                                     text_mask=text_mask, known=known, start=start,
                                                     batch=batch, wavefront=self.wavefront):
@@ -261,21 +262,22 @@ class Engine:
             self.stats.decode_seconds += time.perf_counter() - t0
             prev = frame
             self.stats.frames += 1
-            yield Frame(frame[0].numpy(), StreamState(f + 1, pool, frame), frame.numpy())
+            yield Frame(frame[0].numpy(), StreamState(f + 1, pool, frame, tokens), frame.numpy())
 
     # --- tokens ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate_tokens(self, plan: Plan, *, seed: int | list[int] = 0,
                         sampling: SamplingConfig | None = None, text: Tensor | None = None,
                         text_mask: Tensor | None = None, known: KnownTokens | None = None,
-                        batch: int = 1, start: tuple[int, dict] | None = None,
+                        batch: int = 1, start: tuple[int, dict, Tensor | None] | None = None,
                         wavefront: bool = False) -> Iterator[TokenFrame]:
         """Algorithm 2: yields a `TokenFrame` ``(f, tokens (B, h, w), pool)`` as each frame completes.
 
         ``text`` (B, T, text_dim) conditions through cross-attention; with ``sampling.guidance != 1``
         an unconditional copy of every row runs beside it for classifier-free guidance. ``known``
         gives the tokens of the plan's known patches, which are pre-cached instead of sampled.
-        ``start = (frame, pool entries)`` continues a stream at the first patch of ``frame``.
+        ``start = (frame, pool entries, tokens of the frame before)`` continues a stream at the first
+        patch of ``frame``.
         Rows are independent streams: row r uses ``seed[r]`` (or ``seed + r`` for an int), and gives
         the same tokens as that stream alone. ``wavefront`` (one stream) decodes the patches whose
         NCP context is complete together, with the same tokens as one by one.
@@ -306,10 +308,16 @@ class Engine:
         frame = torch.zeros(batch, plan.rows * ph, plan.cols * pw, dtype=torch.long)
         self.stats = StreamStats()
         f = 0
+        last = None  # the previous frame's tokens, for `prev_frame` models
         if start is not None:
-            f = start[0]
-            pool.restore(start[1])
+            f, entries, last = start
+            pool.restore(entries)
         next_step = plan.frame_start(f)  # every step before this one is done: NCP.Remove up to it
+
+        def prev(item: adc.Item) -> Tensor | None:  # its `prev_index`, one row per workspace row
+            index = model.prev_index(last if item.pos[0] else None, *item.pos[1:], batch=batch)
+            return None if index is None else index.repeat(rows // batch, 1, 1)
+
         done: set[int] = set()
         try:
             while plan.frames is None or f < plan.frames:
@@ -317,7 +325,7 @@ class Engine:
                     if len(group) == 1:
                         item = group[0]
                         model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)],
-                                           adc.edges(*item.pos[1:], plan.rows, plan.cols))
+                                           adc.edges(*item.pos[1:], plan.rows, plan.cols), prev(item))
                         if item.known:
                             if known is None:
                                 raise ValueError(f"plan has known patch {item.pos} but no known tokens")
@@ -335,7 +343,8 @@ class Engine:
                         gws = wave_ws[G]
                         model.load_context_rows(gws, [[(p, o) for _, p, o in pool.select(it.pos)]
                                                       for it in group],
-                                                [adc.edges(*it.pos[1:], plan.rows, plan.cols) for it in group])
+                                                [adc.edges(*it.pos[1:], plan.rows, plan.cols) for it in group],
+                                                [prev(it) for it in group])
                         u = torch.cat([patch_uniforms(seeds, it.pos, M * draws) for it in group])
                         toks = self._decode_patch(gws, _rows(memory, rows, G), u, sampling, guided)
                         payload = model.patch_payload(gws)
@@ -353,7 +362,8 @@ class Engine:
                         done.discard(next_step)
                         next_step += 1
                     pool.remove(next_step - 1)
-                yield TokenFrame(f, frame.clone(), pool.state())
+                last = frame.clone()
+                yield TokenFrame(f, last, pool.state())
                 f += 1
         finally:
             pool.clear()

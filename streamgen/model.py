@@ -96,6 +96,9 @@ class Workspace:
     attend: Callable[..., Tensor] = F.scaled_dot_product_attention
     # (B or 1, D) added to the current patch's start position: its canvas borders (`edges` models)
     start: Tensor | None = None
+    # (B or 1, M, D) added to the input that predicts each token: the previous frame's tokens around
+    # its place (`prev_frame` models)
+    prev: Tensor | None = None
     # (L, B or 1, H, S, Tmax) additive attention bias of the current patch (`rel_bias` models): token
     # displacements, and -inf over the padding of rows with shorter contexts; the P-NAR pass's in `bias_nar`
     bias: Tensor | None = None
@@ -168,6 +171,8 @@ class VisionDecoder(nn.Module):
                 self.register_buffer(name, _bias_index(_bias_key(cfg), nar), persistent=False)
         if cfg.edges:  # one vector per set of canvas borders a patch touches (adc.edges); zero at init
             self.edge_emb = nn.Parameter(torch.zeros(adc.EDGE_KINDS, d))
+        if cfg.prev_frame:  # previous frame's token left of / at / right of each token's place; zero at init
+            self.prev_emb = nn.Parameter(torch.zeros(3, cfg.vocab_size + 1, d))
         if cfg.text_dim is not None:
             self.text_proj = nn.Linear(cfg.text_dim, d)
             self.text_ln = nn.LayerNorm(d)
@@ -226,9 +231,11 @@ class VisionDecoder(nn.Module):
 
     # --- teacher forcing over a whole plan (training) -----------------------------------------------
     def forward(self, tokens: Tensor, positions: Sequence[Pos],
-                text: TextMemory | None = None, edges: Sequence[int] | None = None) -> Tensor:
+                text: TextMemory | None = None, edges: Sequence[int] | None = None,
+                prev: Tensor | None = None) -> Tensor:
         """Logits (B, N, M, V) for tokens (B, N, M) of patches processed in order ``positions``
-        (``edges``: each patch's `adc.edges`, for models with ``cfg.edges``)."""
+        (``edges``: each patch's `adc.edges`, for models with ``cfg.edges``; ``prev`` (B, N, 3, M):
+        each patch's `prev_index`, for models with ``cfg.prev_frame``)."""
         B, N, M = tokens.shape
         S, H = self.S, self.cfg.heads
         if len(positions) != N or M != self.M:
@@ -241,6 +248,8 @@ class VisionDecoder(nn.Module):
         x = self.tok_emb(inp) + self.pos_emb  # (B, N, S, D)
         if edges is not None and self.cfg.edges:
             x[:, :, 0] += self.edge_emb[torch.as_tensor(edges, device=x.device)]
+        if prev is not None and self.cfg.prev_frame:
+            x = x + F.pad(self.prev_vectors(prev.reshape(B * N, 3, M)).view(B, N, M, -1), (0, 0, 0, 1))
         x = x.reshape(B, N * S, -1)
         neg = torch.zeros(mask.shape, device=x.device).masked_fill(~mask, float("-inf"))
         if self.cfg.rel_bias:  # (L, H, NS, NS): each pair's displacement, from its patches' offset
@@ -289,7 +298,7 @@ class VisionDecoder(nn.Module):
     # --- one patch at a time with gradients (Algorithm 1's patch loss) ------------------------------
     def patch_forward(self, tokens: Tensor, context: Sequence[tuple[Tensor, int]],
                       text: TextMemory | None = None, masked: Tensor | None = None,
-                      edges: int | Tensor | None = None) -> tuple[Tensor, Tensor]:
+                      edges: int | Tensor | None = None, prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Teacher-forced logits (B, M, V) of one patch and its cache (L, 2, B, H, M, hd), detached.
 
         ``context`` holds ``(payload, offset index)`` pairs as NCP.Select returns them. Gradients
@@ -299,6 +308,7 @@ class VisionDecoder(nn.Module):
         from the unmasked tokens, attention inside the patch is bidirectional, and the returned cache
         is not a context payload (the pool keeps the autoregressive pass's).
         ``edges`` (an int or (B,) long): the patch's `adc.edges`, for models with ``cfg.edges``.
+        ``prev`` (B or 1, 3, M): the patch's `prev_index`, for models with ``cfg.prev_frame``.
         """
         B, M = tokens.shape
         H, D = self.cfg.heads, self.cfg.width
@@ -311,6 +321,9 @@ class VisionDecoder(nn.Module):
         start = self.start_vector(edges)
         if start is not None:
             x = torch.cat([x[:, :1] + start[:, None], x[:, 1:]], 1)
+        pv = self.prev_vectors(prev)
+        if pv is not None:
+            x = x + self._prev_at_inputs(pv, nar=masked is not None)
         S, C = self.S, len(context) * M
         mask = torch.ones(S, C + S, dtype=torch.bool, device=x.device)
         if masked is None:
@@ -356,6 +369,31 @@ class VisionDecoder(nn.Module):
             return None
         idx = torch.as_tensor(edges, dtype=torch.long, device=self.edge_emb.device).reshape(-1)
         return self.edge_emb[idx]
+
+    def prev_index(self, frame: Tensor | None, y: int, x: int, batch: int = 1) -> Tensor | None:
+        """(B, 3, M) ids of the previous frame's tokens one column left of, at and one column right of
+        each token of patch (y, x), 'none' (``vocab_size``) past the frame's sides; ``frame`` (B, h, w)
+        is the previous frame's tokens, None for a first frame or an image (all 'none', ``batch``
+        rows). None for models without ``cfg.prev_frame``."""
+        if not self.cfg.prev_frame:
+            return None
+        ph, pw, none = self.cfg.patch_h, self.cfg.patch_w, self.cfg.vocab_size
+        if frame is None:
+            return torch.full((batch, 3, self.M), none, dtype=torch.long, device=self.prev_emb.device)
+        rows = F.pad(frame[:, y * ph:(y + 1) * ph].long(), (1, 1), value=none)  # (B, ph, w + 2)
+        return torch.stack([rows[:, :, x * pw + d:x * pw + d + pw].reshape(len(frame), -1)
+                            for d in range(3)], 1).to(self.prev_emb.device)
+
+    def prev_vectors(self, index: Tensor | None) -> Tensor | None:
+        """What the inputs predicting a patch's tokens get added for `prev_index` ``index``: (B, M, D)."""
+        if index is None or not self.cfg.prev_frame:
+            return None
+        return sum(self.prev_emb[d][index[:, d]] for d in range(3))
+
+    def _prev_at_inputs(self, vectors: Tensor, nar: bool) -> Tensor:
+        """(B, M, D) per token -> (B, S, D) per input position: the autoregressive pass predicts token m
+        at position m (the last position predicts nothing), the P-NAR pass at position m + 1."""
+        return F.pad(vectors, (0, 0, 1, 0) if nar else (0, 0, 0, 1))
 
     def pnar_input(self, tokens: Tensor, masked: Tensor) -> Tensor:
         """Input states (B, S, D) of a P-NAR pass: the P-NAR start, then tokens (B, M) with the
@@ -407,18 +445,21 @@ class VisionDecoder(nn.Module):
                 ws.head_lp = self.head.weight.detach().to(torch.bfloat16)
         return ws
 
-    def load_context(self, ws: Workspace, context: Sequence[tuple[Tensor, int]], edges: int | None = None) -> None:
+    def load_context(self, ws: Workspace, context: Sequence[tuple[Tensor, int]], edges: int | None = None,
+                     prev: Tensor | None = None) -> None:
         """Fill the workspace with the keys and values of the selected context patches.
 
         ``context`` holds ``(payload, offset index)`` pairs from NCP.Select; a payload is
         (L, 2, B, H, M, hd). The offset embeddings are added here, once per patch. ``edges`` is the
-        patch's `adc.edges` (used by models with ``cfg.edges``).
+        patch's `adc.edges` (used by models with ``cfg.edges``), ``prev`` its `prev_index` with a row
+        per workspace row or one for all (models with ``cfg.prev_frame``).
         """
         C = len(context) * self.M
         if C:
             ws.kv[:, :, :, :, :C] = self.context_kv(context)
         ws.ctx_len = C
         ws.start = self.start_vector(edges)
+        ws.prev = self.prev_vectors(prev)
         if self.cfg.rel_bias:
             offsets = [o for _, o in context]
             for buf, nar in ((ws.bias, False), (ws.bias_nar, True)):
@@ -426,13 +467,13 @@ class VisionDecoder(nn.Module):
                     buf[:, :, :, :, :C + self.S] = self.attn_bias(offsets, nar)[:, None]
 
     def load_context_rows(self, ws: Workspace, contexts: Sequence[Sequence[tuple[Tensor, int]]],
-                          edges: Sequence[int] | None = None) -> None:
+                          edges: Sequence[int] | None = None, prevs: Sequence[Tensor] | None = None) -> None:
         """Load a different context into each group of rows: wavefront decoding of independent patches.
 
         ``contexts[i]`` is patch i's NCP selection; its payloads have R rows (R = ws.batch // len(contexts),
         2 with classifier-free guidance), and row k of patch i goes to workspace row k * G + i, the
         layout `Engine` uses for a batch of G streams. Shorter contexts are padded and masked out.
-        ``edges[i]`` is patch i's `adc.edges`.
+        ``edges[i]`` is patch i's `adc.edges`, ``prevs[i]`` its `prev_index` (R rows).
         """
         B = ws.kv.shape[2]
         G = len(contexts)
@@ -449,6 +490,10 @@ class VisionDecoder(nn.Module):
         ws.ctx_len = C
         start = self.start_vector(edges)
         ws.start = None if start is None else start.repeat(B // G, 1)
+        ws.prev = None
+        if prevs is not None and self.cfg.prev_frame:  # row k * G + i: patch i's row k
+            pv = torch.stack([self.prev_vectors(p) for p in prevs], 1)  # (R, G, M, D)
+            ws.prev = pv.reshape(B, self.M, -1)
         if self.cfg.rel_bias:  # each row's own displacements, and its padding masked
             for buf, nar in ((ws.bias, False), (ws.bias_nar, True)):
                 if buf is None:
@@ -544,6 +589,8 @@ class VisionDecoder(nn.Module):
         x = F.embedding(token, self.tok_emb.weight) + self.pos_emb[m]  # (B, D)
         if m == 0 and ws.start is not None:
             x = x + ws.start
+        if ws.prev is not None:
+            x = x + ws.prev[:, m]
         x = self._extend_one(ws, x, ws.ctx_len + m, text)
         return torch.mm(F.layer_norm(x, (x.shape[-1],), self.ln_f.weight, self.ln_f.bias), ws.head_t)
 
@@ -562,6 +609,8 @@ class VisionDecoder(nn.Module):
         x = self.pnar_input(tokens, masked)
         if ws.start is not None:
             x = torch.cat([x[:, :1] + ws.start[:, None], x[:, 1:]], 1)
+        if ws.prev is not None:
+            x = x + self._prev_at_inputs(ws.prev, nar=True)
         x = self._extend(ws, x, 0, text, causal=False)
         return self._logits(ws, x[:, 1:])
 
@@ -571,6 +620,8 @@ class VisionDecoder(nn.Module):
         x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
         if ws.start is not None:
             x = torch.cat([x[:, :1] + ws.start[:, None], x[:, 1:]], 1)
+        if ws.prev is not None:
+            x = x + self._prev_at_inputs(ws.prev, nar=False)
         return self._logits(ws, self._extend(ws, x, 0, text)[:, :self.M])
 
     def patch_payload(self, ws: Workspace) -> Tensor:

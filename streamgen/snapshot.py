@@ -1,7 +1,7 @@
 """Saving and restoring a stream, so a crashed stream continues where its last snapshot was.
 
 A snapshot is one safetensors file (written to a temporary file, then renamed): the NCP caches and the
-last frame's pixels as tensors, and as metadata the position (frames done), the request, and the
+last frame's pixels and tokens as tensors, and as metadata the position (frames done), the request, and the
 identities (weight digests) of the model and the codec. The sampler needs no state of its own: every
 patch's random numbers derive from (seed, row, f, y, x).
 """
@@ -36,6 +36,8 @@ def save(path: str | os.PathLike, state: StreamState, meta: dict[str, Any]) -> N
         positions.append([list(pos), entry.expiry])
     if state.prev is not None:
         tensors["prev"] = state.prev.contiguous()
+    if state.tokens is not None:
+        tensors["tokens"] = state.tokens.contiguous()
     info = {"format": FORMAT, "frames_done": state.frames_done, "pool": positions, **meta}
     if not tensors:
         tensors["empty"] = torch.zeros(1)
@@ -59,7 +61,7 @@ def load(path: str | os.PathLike) -> tuple[StreamState, dict[str, Any]]:
     if info.get("format") != FORMAT:
         raise SnapshotError(f"`--resume` file {str(path)!r} is not a streamgen snapshot")
     pool = {tuple(pos): Entry(tensors[f"pool/{i}"], expiry) for i, (pos, expiry) in enumerate(info["pool"])}
-    state = StreamState(info["frames_done"], pool, tensors.get("prev"))
+    state = StreamState(info["frames_done"], pool, tensors.get("prev"), tensors.get("tokens"))
     return state, info
 
 

@@ -251,14 +251,16 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             text = net.text_memory(st, mk) if encoder is not None else None
             ctx = [(p, o) for _, p, o in pool.select(pos_)]
             edges = adc.edges(pos_[1], pos_[2], plan.rows, plan.cols)
+            f, y, x = pos_
+            prev = model.prev_index(toks[:, f - 1] if f else None, y, x, batch=B)
             if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
                 masked = mask_predict_mask(target.shape, data.rng)
-                logits, _ = step_fn(target, ctx, text, masked, edges)
+                logits, _ = step_fn(target, ctx, text, masked, edges, prev)
                 loss = F.cross_entropy(logits[masked], target[masked])
                 with torch.no_grad():  # the pool keeps the autoregressive pass's cache, as in generation
-                    payload = model.patch_forward(target, ctx, text, edges=edges)[1]
+                    payload = model.patch_forward(target, ctx, text, edges=edges, prev=prev)[1]
             else:
-                logits, payload = step_fn(target, ctx, text, None, edges)
+                logits, payload = step_fn(target, ctx, text, None, edges, prev)
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
             (loss / group).backward()
             group_loss += loss.item() / group
@@ -310,5 +312,5 @@ class PatchStep(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: Tensor, context, text, masked=None, edges=None):
-        return self.model.patch_forward(tokens, context, text, masked, edges)
+    def forward(self, tokens: Tensor, context, text, masked=None, edges=None, prev=None):
+        return self.model.patch_forward(tokens, context, text, masked, edges, prev)

@@ -141,10 +141,11 @@ def test_a_batch_must_share_its_plan(engine):
 @pytest.mark.parametrize("order", ["omega", "omega*", "zeta", "zeta*"])
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_wavefront_gives_the_tokens_of_sequential_decoding(order, guidance):
-    eng = tiny_engine(text_dim=8, edges=True, rel_bias=True)
-    with torch.no_grad():  # each patch's borders and each token displacement move the logits
+    eng = tiny_engine(text_dim=8, edges=True, rel_bias=True, prev_frame=True)
+    with torch.no_grad():  # each patch's borders, each token displacement and the last frame move the logits
         eng.model.edge_emb.normal_(0, 1.0)
         eng.model.rel_bias.normal_(0, 1.0)
+        eng.model.prev_emb.normal_(0, 1.0)
     text = torch.randn(1, 3, 8)
     sampling = SamplingConfig(guidance=guidance)
     plan = lambda: Plan.basic(order, 4, 8, 2, Extent(w=1, h=1, f=1))  # noqa: E731
@@ -177,3 +178,30 @@ def test_wavefront_groups_are_independent_and_complete():
             for it in g:  # no patch of a group is in another's window
                 assert not members & set(window(plan.extent, it.pos)), (order, it.pos)
             done.update(members)
+
+
+def test_a_prev_frame_model_reads_the_frame_it_generated_before():
+    """Greedy tokens from the engine are the argmax of the teacher-forced pass that feeds every patch
+    the previous frame's tokens (`prev_index`); without those inputs the argmax differs, so the engine
+    did feed them, and for frame 0 'none'."""
+    from streamgen.adc import edges
+
+    eng = tiny_engine(seed=4, edges=True, rel_bias=True, prev_frame=True)
+    model = eng.model
+    with torch.no_grad():
+        model.prev_emb.normal_(0, 1.0)
+    plan = lambda: Plan.basic("zeta", 2, 2, 3, Extent(w=1, h=1, f=1))  # noqa: E731
+    frames = torch.stack([t.tokens for t in eng.generate_tokens(plan(), sampling=SamplingConfig(temperature=0))], 1)
+    ph, pw = model.cfg.patch_h, model.cfg.patch_w
+    items = list(plan())
+    toks = torch.stack([frames[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].reshape(1, -1)
+                        for f, y, x in (it.pos for it in items)], 1)  # (1, N, M) in plan order
+    kinds = [edges(y, x, 2, 2) for _, y, x in (it.pos for it in items)]
+    prev = torch.stack([model.prev_index(frames[:, f - 1] if f else None, y, x)
+                        for f, y, x in (it.pos for it in items)], 1)
+    positions = [it.pos for it in items]
+    with torch.no_grad():
+        fed = model(toks, positions, None, kinds, prev).argmax(-1)
+        unfed = model(toks, positions, None, kinds).argmax(-1)
+    assert torch.equal(fed, toks)
+    assert not torch.equal(unfed[:, 4:], toks[:, 4:])  # frames 1 and 2 depend on the frame before

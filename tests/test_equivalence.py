@@ -23,19 +23,35 @@ def sensitive(model):
     return model.eval()  # frame extent 1: three frames and more past it, so caches are evicted on the way
 
 
+def prev_indices(model, plan, tokens):
+    """Each plan step's `prev_index` (B, N, 3, M) from tokens (B, N, M) indexed by plan step, or None."""
+    if not model.cfg.prev_frame:
+        return None
+    B, N, M = tokens.shape
+    ph, pw = model.cfg.patch_h, model.cfg.patch_w
+    frames = torch.zeros(B, plan.frames, plan.rows * ph, plan.cols * pw, dtype=torch.long)
+    for item in plan:
+        f, y, x = item.pos
+        frames[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = tokens[:, item.step].view(B, ph, pw)
+    return torch.stack([model.prev_index(frames[:, f - 1] if f else None, y, x, batch=B)
+                        for f, y, x in (item.pos for item in plan)], 1)
+
+
 def cached_logits(model, plan, tokens, text, mode):
     """Logits (B, N, M, V) from the NCP path; tokens (B, N, M) indexed by plan step."""
     B, N, M = tokens.shape
     pool = NearbyContextPool(plan.extent, model.extent)
     ws = model.new_workspace(B, plan.extent.num_offsets - 1)
     out, evicted = [], 0
+    prevs = prev_indices(model, plan, tokens)
     for item in plan:
         e = edges(*item.pos[1:], plan.rows, plan.cols)
-        model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)], e)
+        prev = None if prevs is None else prevs[:, item.step]
+        model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)], e, prev)
         toks = tokens[:, item.step]
         if mode == "patch":
             logits, payload = model.patch_forward(toks, [(p, o) for _, p, o in pool.select(item.pos)], text,
-                                                  edges=e)
+                                                  edges=e, prev=prev)
             out.append(logits)
             pool.add(item.pos, payload, plan.expiry(item.pos))
             evicted += pool.remove(item.step)
@@ -57,7 +73,8 @@ def cached_logits(model, plan, tokens, text, mode):
 
 
 @pytest.mark.parametrize("mode", ["decode", "prefill", "patch"])
-@pytest.mark.parametrize("extra", [{}, dict(edges=True, rel_bias=True)], ids=["paper", "edges+bias"])
+@pytest.mark.parametrize("extra", [{}, dict(edges=True, rel_bias=True), dict(edges=True, rel_bias=True, prev_frame=True)],
+                         ids=["paper", "edges+bias", "edges+bias+prev"])
 @pytest.mark.parametrize("orders,ext", [
     ("omega", Extent(w=1, h=1, f=1)),
     (["zeta", "omega*", "zeta*", "omega"], Extent(w=1, h=1, f=1)),
@@ -73,7 +90,7 @@ def test_cached_decoding_matches_teacher_forcing(mode, extra, orders, ext):
     tokens = torch.randint(0, model.cfg.vocab_size, (B, N, M))
     text = model.text_memory(torch.randn(B, 3, 8), torch.tensor([[1, 1, 0], [0, 0, 0]]).bool())
     with torch.no_grad():
-        full = model(tokens, positions, text, kinds)
+        full = model(tokens, positions, text, kinds, prev_indices(model, plan, tokens))
         cached = cached_logits(model, plan, tokens, text, mode)
     assert full.shape == cached.shape == (B, N, M, model.cfg.vocab_size)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=0)
@@ -97,7 +114,7 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
     """A P-NAR pass against NCP context equals `patch_forward(masked=...)`, and the closing prefill
     leaves the same payload as the autoregressive decoder would."""
     torch.manual_seed(2)
-    model = sensitive(VisionDecoder(tiny_config(text_dim=8, pnar=True, edges=True, rel_bias=True)))
+    model = sensitive(VisionDecoder(tiny_config(text_dim=8, pnar=True, edges=True, rel_bias=True, prev_frame=True)))
     ext = Extent(w=1, h=1, f=1)
     plan = Plan.basic("omega", 2, 2, 3, ext)
     B, M = 2, model.M
@@ -111,9 +128,10 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
             toks = torch.randint(0, model.cfg.vocab_size, (B, M))
             masked = torch.rand(B, M) < 0.5
             e = edges(*item.pos[1:], plan.rows, plan.cols)
-            model.load_context(ws, ctx, e)
+            prev = torch.randint(0, model.cfg.vocab_size + 1, (B, 3, M))  # any previous-frame ids
+            model.load_context(ws, ctx, e, prev)
             got = model.pnar_logits(ws, toks, masked, text)
-            want, _ = model.patch_forward(toks, ctx, text, masked, e)
+            want, _ = model.patch_forward(toks, ctx, text, masked, e, prev)
             torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
             # unmasked inputs are seen: changing one changes the logits of the others
             flip = toks.clone()
@@ -124,7 +142,8 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
                 assert not torch.allclose(moved[unmasked0], got[unmasked0])
             model.prefill(ws, toks, text)
             payload = model.patch_payload(ws)
-            torch.testing.assert_close(payload, model.patch_forward(toks, ctx, text, edges=e)[1], atol=1e-4, rtol=0)
+            torch.testing.assert_close(payload, model.patch_forward(toks, ctx, text, edges=e, prev=prev)[1],
+                                       atol=1e-4, rtol=0)
             pool.add(item.pos, payload, plan.expiry(item.pos))
             pool.remove(item.step)
             checked += len(ctx) > 0
@@ -185,3 +204,29 @@ def test_displacement_bias_makes_copying_the_previous_frame_one_number():
     assert idx[left, 0, cfg.patch_w].item() == idx[rel_index(ext, (0, 0, 0), (0, 0, 0)), 1, 1].item()
     assert (idx[:, M] == model.rel_bias.shape[-1]).all()  # position M predicts nothing
     assert (idx[:, :, 0] == model.rel_bias.shape[-1]).all()  # the start position holds no token
+
+
+def test_prev_frame_inputs_are_the_previous_frames_tokens_around_each_token():
+    """`prev_index` gives each token the previous frame's tokens one column left, at, and one column
+    right of its place ('none' past the frame's sides and in a first frame); zero embeddings at init
+    leave the model as one without them."""
+    torch.manual_seed(5)
+    model = VisionDecoder(tiny_config(prev_frame=True))
+    ph, pw, none = model.cfg.patch_h, model.cfg.patch_w, model.cfg.vocab_size
+    frame = torch.arange(2 * ph * 3 * pw).view(1, 2 * ph, 3 * pw) % none  # (1, h, w) distinct ids
+    idx = model.prev_index(frame, 1, 0)  # bottom-left patch
+    assert idx.shape == (1, 3, model.M)
+    grid = idx.view(3, ph, pw)
+    patch = frame[0, ph:, :pw]
+    assert torch.equal(grid[1], patch)
+    assert torch.equal(grid[0, :, 1:], patch[:, :-1]) and (grid[0, :, 0] == none).all()  # left of column 0
+    assert torch.equal(grid[2], frame[0, ph:, 1:pw + 1])  # the right neighbour is the next patch's column
+    assert (model.prev_index(None, 0, 0, batch=2) == none).all()
+    assert model.prev_index(frame, 0, 0).shape == (1, 3, model.M)
+    toks = torch.randint(0, none, (1, model.M))
+    with torch.no_grad():
+        plain = model.patch_forward(toks, [])[0]
+        torch.testing.assert_close(model.patch_forward(toks, [], prev=idx)[0], plain)
+        model.prev_emb.normal_(0, 0.5)
+        assert (model.patch_forward(toks, [], prev=idx)[0] - plain).abs().max() > 1e-2
+        assert VisionDecoder(tiny_config()).prev_index(frame, 0, 0) is None
