@@ -40,3 +40,26 @@ def steady_keys(eng, size: int) -> float:
         pool.add(item.pos, None, plan.expiry(item.pos))
         pool.remove(item.step)
     return sum(context) / len(context) + (model.M + 1) / 2
+
+
+def still_clips(codec, count: int, first_seed: int, size: int, frames: int = 2):
+    """Tokens (count, frames, h, w) of still-camera landscape clips (train split) at size x size px."""
+    import torch
+
+    from streamgen.data import landscapes as L
+
+    clips = []
+    for i in range(count):
+        s = L.sample_scene(first_seed + i, split="train")
+        s = L.Scene(s.sky, s.terrain, s.lake, "still", s.seed)
+        clips.append(codec.encode(torch.from_numpy(L.render(s, size, size, frames=frames))))
+    return torch.stack(clips)
+
+
+def add_probe_args(ap, steps: int, every: int) -> None:
+    """The training options the copy probes share: steps, report interval, clips, lr, threads."""
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--every", type=int, default=every)
+    ap.add_argument("--clips", type=int, default=500, help="training clips (100 more are held out)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=1)

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from _common import add_probe_args, still_clips
 from streamgen.adc import rel_index
 from streamgen.bundle import SHIPPED, load_engine
 from streamgen.config import ModelConfig
-from streamgen.data import landscapes as L
 from streamgen.model import VisionDecoder
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "model.json"
@@ -34,11 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--context", choices=("all", "one"), default="all")
     ap.add_argument("--no-rel-bias", action="store_true")
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--every", type=int, default=200)
-    ap.add_argument("--clips", type=int, default=500, help="training clips (100 more are held out)")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--threads", type=int, default=1)
+    add_probe_args(ap, steps=600, every=200)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     codec = load_engine(SHIPPED).codec
@@ -47,12 +43,7 @@ def main() -> None:
     model = VisionDecoder(ModelConfig(**shape))
     ph, pw, ext = model.cfg.patch_h, model.cfg.patch_w, model.extent
     size = 2 * ph * codec.factor  # two patch rows and columns
-    clips = []
-    for i in range(args.clips + 100):
-        s = L.sample_scene(20_000 + i, split="train")
-        s = L.Scene(s.sky, s.terrain, s.lake, "still", s.seed)
-        clips.append(codec.encode(torch.from_numpy(L.render(s, size, size, frames=2))))
-    tok = torch.stack(clips)  # (n, 2, h, w)
+    tok = still_clips(codec, args.clips + 100, 20_000, size)  # (n, 2, h, w)
     held_out = torch.arange(args.clips, args.clips + 100)
 
     def patch(idx, f, y, x):

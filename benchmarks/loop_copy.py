@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from _common import add_probe_args, still_clips
 from streamgen.adc import Plan
 from streamgen.bundle import SHIPPED, load_engine
 from streamgen.config import ModelConfig
-from streamgen.data import landscapes as L
 from streamgen.model import VisionDecoder
 from streamgen.ncp import NearbyContextPool
 
@@ -39,11 +39,7 @@ def main() -> None:
     ap.add_argument("--loss", choices=("all", "later"), default="all",
                     help="train on every patch, or only on frame 1's")
     ap.add_argument("--later-weight", type=float, default=1.0, help="loss weight of frame 1's patches")
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--every", type=int, default=100)
-    ap.add_argument("--clips", type=int, default=500, help="training clips (100 more are held out)")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--threads", type=int, default=1)
+    add_probe_args(ap, steps=400, every=100)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     codec = load_engine(SHIPPED).codec
@@ -53,12 +49,7 @@ def main() -> None:
     model = VisionDecoder(ModelConfig(**shape))
     ph, pw, ext = model.cfg.patch_h, model.cfg.patch_w, model.extent
     size = 2 * ph * codec.factor  # two patch rows and columns
-    clips = []
-    for i in range(args.clips + 100):
-        s = L.sample_scene(40_000 + i, split="train")
-        s = L.Scene(s.sky, s.terrain, s.lake, "still", s.seed)
-        clips.append(codec.encode(torch.from_numpy(L.render(s, size, size, frames=2))))
-    tok = torch.stack(clips)  # (n, 2, h, w)
+    tok = still_clips(codec, args.clips + 100, 40_000, size)  # (n, 2, h, w)
     train, held = tok[:args.clips], tok[args.clips:]
 
     def run(batch: torch.Tensor, learn: bool) -> list[float]:
