@@ -249,7 +249,7 @@ class VisionDecoder(nn.Module):
         if edges is not None and self.cfg.edges:
             x[:, :, 0] += self.edge_emb[torch.as_tensor(edges, device=x.device)]
         if prev is not None and self.cfg.prev_frame:
-            x = x + F.pad(self.prev_vectors(prev.reshape(B * N, 3, M)).view(B, N, M, -1), (0, 0, 0, 1))
+            x = x + self._prev_at_inputs(self.prev_vectors(prev.reshape(B * N, 3, M)), nar=False).view(B, N, S, -1)
         x = x.reshape(B, N * S, -1)
         neg = torch.zeros(mask.shape, device=x.device).masked_fill(~mask, float("-inf"))
         if self.cfg.rel_bias:  # (L, H, NS, NS): each pair's displacement, from its patches' offset
