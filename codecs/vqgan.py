@@ -30,6 +30,8 @@ class CodecConfig(Strict):
     codebook_size: int = Field(512, ge=2, le=65536, description="K: number of codes")
     code_dim: int = Field(32, ge=2, le=1024, description="d: width of a code (l2-normalised)")
     channels: tuple[int, ...] = Field((32, 64, 64, 96), description="channels per level, finest first")
+    mid_blocks: int = Field(1, ge=1, le=16, description="residual blocks at the token grid, in the encoder "
+                            "and in the decoder: cheap (the grid is small) and they widen each token's view")
     ema_decay: float = Field(0.99, gt=0.0, lt=1.0, description="codebook EMA decay")
     dead_after: int = Field(200, ge=1, description="steps unused before a code is restarted")
 
@@ -75,13 +77,14 @@ class Encoder(nn.Module):
         self.downs = nn.ModuleList(nn.Conv2d(ch[i], ch[i + 1], 4, stride=2, padding=1)
                                    for i in range(cfg.levels))
         self.mid = ResBlock(ch[-1], ch[-1])
+        self.mid_more = nn.Sequential(*(ResBlock(ch[-1], ch[-1]) for _ in range(cfg.mid_blocks - 1)))
         self.out = nn.Sequential(_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], out_dim, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.inp(x)
         for blk, down in zip(self.blocks, self.downs):
             x = down(blk(x))
-        return self.out(self.mid(x))
+        return self.out(self.mid_more(self.mid(x)))
 
 
 class Decoder(nn.Module):
@@ -92,12 +95,13 @@ class Decoder(nn.Module):
         ch = cfg.channels[::-1]  # coarsest first
         self.inp = nn.Conv2d(cfg.code_dim, ch[0], 3, padding=1)
         self.mid = ResBlock(ch[0], ch[0])
+        self.mid_more = nn.Sequential(*(ResBlock(ch[0], ch[0]) for _ in range(cfg.mid_blocks - 1)))
         self.ups = nn.ModuleList(nn.Conv2d(ch[i], ch[i + 1], 3, padding=1) for i in range(cfg.levels))
         self.blocks = nn.ModuleList(ResBlock(ch[i + 1], ch[i + 1]) for i in range(cfg.levels))
         self.out = nn.Sequential(_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 3, 3, padding=1))
 
     def forward(self, z: Tensor, guide: list[Tensor] | None = None) -> Tensor:
-        x = self.mid(self.inp(z))
+        x = self.mid_more(self.mid(self.inp(z)))
         if guide is not None:
             x = x + guide[0]
         for i, (up, blk) in enumerate(zip(self.ups, self.blocks)):

@@ -92,11 +92,22 @@ class SamplingConfig(Strict):
                                 description="keep the smallest set whose probability reaches p")
     guidance: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False,
                             description="classifier-free guidance scale; 1 disables it")
+    guidance_shown: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
+                                         description="guidance scale of the tokens whose place the previous "
+                                         "frame shows (models with prev_frame); None: `guidance`")
+    shown_top_p: float | None = Field(0.9, gt=0.0, le=1.0, allow_inf_nan=False,
+                                      description="a token whose place the previous frame shows is drawn only "
+                                      "among the conditional model's likeliest tokens reaching this "
+                                      "probability (guidance reorders them); None: no such limit")
     local: Literal["ar", "pnar"] = Field("ar", description="local decoder inside a patch: 'ar' one token per "
                                          "step, 'pnar' mask-predict in `pnar_steps` parallel steps "
                                          "(needs a model trained with pnar)")
     pnar_steps: int = Field(4, ge=1, le=64, description="parallel steps per patch of the P-NAR local decoder")
 
+
+# What `streamgen generate` and the live preset sample with, and what `streamgen eval` measures: the 64
+# likeliest tokens, classifier-free guidance 3 (and `SamplingConfig.shown_top_p`'s default 0.9).
+DEFAULT_SAMPLING: dict[str, Any] = dict(top_k=64, guidance=3.0)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The shape the tests use: tiny, so the suite runs in minutes on two cores.

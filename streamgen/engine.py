@@ -25,7 +25,7 @@ from .config import Extent, SamplingConfig, Strict, parse
 from .errors import ConfigError, bad
 from .model import EAGER_PARTS, StepParts, TextMemory, VisionDecoder, Workspace, compiled_parts
 from .ncp import NearbyContextPool
-from .sampling import filter_logits, guide, patch_uniforms, sample
+from .sampling import filter_logits, patch_uniforms, sample, shown_logits
 
 if TYPE_CHECKING:
     from .task import Task
@@ -314,9 +314,14 @@ class Engine:
             pool.restore(entries)
         next_step = plan.frame_start(f)  # every step before this one is done: NCP.Remove up to it
 
-        def prev(item: adc.Item) -> Tensor | None:  # its `prev_index`, one row per workspace row
-            index = model.prev_index(last if item.pos[0] else None, *item.pos[1:], batch=batch)
+        def prev_of(item: adc.Item) -> Tensor | None:  # its `prev_index` (batch, 3, M)
+            return model.prev_index(last if item.pos[0] else None, *item.pos[1:], batch=batch)
+
+        def rows_of(index: Tensor | None) -> Tensor | None:  # one row per workspace row
             return None if index is None else index.repeat(rows // batch, 1, 1)
+
+        def shown_of(index: Tensor | None) -> Tensor | None:  # (batch, M): the previous frame shows it
+            return None if index is None else index[:, 1] != cfg.vocab_size
 
         done: set[int] = set()
         try:
@@ -324,8 +329,9 @@ class Engine:
                 for group in self._groups(plan, f, wavefront and batch == 1):
                     if len(group) == 1:
                         item = group[0]
+                        index = prev_of(item)
                         model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)],
-                                           adc.edges(*item.pos[1:], plan.rows, plan.cols), prev(item))
+                                           adc.edges(*item.pos[1:], plan.rows, plan.cols), rows_of(index))
                         if item.known:
                             if known is None:
                                 raise ValueError(f"plan has known patch {item.pos} but no known tokens")
@@ -333,7 +339,7 @@ class Engine:
                             model.prefill(ws, toks.repeat(rows // batch, 1), memory)
                         else:
                             u = patch_uniforms(seeds, item.pos, M * draws)
-                            toks = self._decode_patch(ws, memory, u, sampling, guided)
+                            toks = self._decode_patch(ws, memory, u, sampling, guided, shown_of(index))
                         payloads = [model.patch_payload(ws)]
                     else:  # independent patches of one stream, decoded as one batch
                         G = len(group)
@@ -341,12 +347,14 @@ class Engine:
                             wave_ws[G] = model.new_workspace(rows * G, max_context=max_ctx, mixed=mixed)
                             wave_ws[G].attend, wave_ws[G].parts = attend, parts
                         gws = wave_ws[G]
+                        indices = [prev_of(it) for it in group]
                         model.load_context_rows(gws, [[(p, o) for _, p, o in pool.select(it.pos)]
                                                       for it in group],
                                                 [adc.edges(*it.pos[1:], plan.rows, plan.cols) for it in group],
-                                                [prev(it) for it in group])
+                                                [rows_of(index) for index in indices])
                         u = torch.cat([patch_uniforms(seeds, it.pos, M * draws) for it in group])
-                        toks = self._decode_patch(gws, _rows(memory, rows, G), u, sampling, guided)
+                        shown = None if indices[0] is None else torch.cat([shown_of(i) for i in indices])
+                        toks = self._decode_patch(gws, _rows(memory, rows, G), u, sampling, guided, shown)
                         payload = model.patch_payload(gws)
                         payloads = [payload[:, :, i::G].clone() for i in range(G)]
                     for i, item in enumerate(group):
@@ -442,10 +450,11 @@ class Engine:
         return model.text_memory(text, mask)
 
     def _decode_patch(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
-                      sampling: SamplingConfig, guided: bool) -> Tensor:
-        """Tokens (B, M) int64 of one patch by the request's local decoder; leaves its cache in ``ws``."""
+                      sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:
+        """Tokens (B, M) int64 of one patch by the request's local decoder; leaves its cache in ``ws``.
+        ``shown`` (B, M): the tokens whose place the previous frame shows (`shown_logits`)."""
         if sampling.local == "pnar":
-            return self._decode_patch_pnar(ws, memory, u, sampling, guided)
+            return self._decode_patch_pnar(ws, memory, u, sampling, guided, shown)
         model = self.model
         B, M = u.shape
         out = torch.empty(M, B, dtype=torch.long, device=self.device)
@@ -453,8 +462,7 @@ class Engine:
         u = u.to(self.device).t().contiguous()  # (M, B): one row per step
         for m in range(M):
             logits = model.decode_step(ws, tok, m, memory)  # (rows, V)
-            if guided:
-                logits = guide(logits, sampling.guidance)
+            logits = shown_logits(logits, sampling, guided, None if shown is None else shown[:, m])
             nxt = sample(logits, u[m], sampling)  # (B,)
             out[m] = nxt
             tok = torch.cat([nxt, nxt]) if guided else nxt
@@ -462,7 +470,7 @@ class Engine:
         return out.t()
 
     def _decode_patch_pnar(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
-                           sampling: SamplingConfig, guided: bool) -> Tensor:
+                           sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:
         """P-NAR local decoding (MaskGIT's mask-predict): K passes over the whole patch.
 
         Pass k samples every still-masked token (uniforms u[:, k*M:(k+1)*M]) and keeps the most
@@ -479,8 +487,7 @@ class Engine:
         known = torch.zeros(B, M, dtype=torch.bool, device=self.device)
         for k in range(K):
             logits = model.pnar_logits(ws, toks.repeat(rep, 1), (~known).repeat(rep, 1), memory)
-            if guided:
-                logits = guide(logits, sampling.guidance)
+            logits = shown_logits(logits, sampling, guided, shown)
             flat = logits.reshape(B * M, -1)
             uk = u[:, k * M:(k + 1) * M].reshape(-1)
             if sampling.temperature:  # filter once; the confidences come from the same distribution

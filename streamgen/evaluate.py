@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import DEFAULT_SAMPLING
 from .data import landscapes as L
 
 BANDS = 12
@@ -231,15 +232,16 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
              log=print) -> dict[str, float]:
     """Every measurement of the default-model issue for ``engine``; prints and returns the figures.
 
-    Generation samples with top-k 64 and classifier-free guidance 3 through the ``local`` decoder
-    ("ar" or "pnar"). Attribute accuracies are over ``samples`` generated images per row.
+    Generation samples as `streamgen generate` does (`DEFAULT_SAMPLING`; unconditional tasks without
+    guidance) through the ``local`` decoder ("ar" or "pnar"). Attribute accuracies are over ``samples`` generated images per row.
     """
     import time
 
     from .codecs.neural import NeuralCodec
 
     res: dict[str, float] = {}
-    sampling = dict(top_k=64, guidance=3.0, local=local)
+    sampling = dict(DEFAULT_SAMPLING, local=local)
+    unguided = dict(sampling, guidance=1.0)
     clf = AttributeClassifier.fit(size=size)
     gt, gt_labels = render_set(size, 4, seed=seed + 7)
     gt_pred = clf.predict(gt)
@@ -318,19 +320,24 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
                 np.mean(hits["last"]))
 
     wide = next(engine.run("uig", height=size, width=wide_patches * engine.codec.factor * engine.model.cfg.patch_w,
-                           seed=seed, sampling=dict(top_k=64, local=local)))
-    res[f"seam score ({wide_patches} patches wide)"] = seam_score(wide, engine.codec.factor * engine.model.cfg.patch_w)
+                           seed=seed, sampling=unguided))
+    patch_px = engine.codec.factor * engine.model.cfg.patch_w
+    res[f"seam score ({wide_patches} patches wide)"] = seam_score(wide, patch_px)
+    wide_real = np.stack([L.render(L.sample_scene(seed + 5 + k), size, wide.shape[1])[0] for k in range(2)])
+    if isinstance(engine.codec, NeuralCodec):  # what a perfect model would score through this codec
+        rec = engine.codec.decode(engine.codec.encode(torch.from_numpy(wide_real))).numpy()
+        res["seam score of codec reconstructions of true renders"] = float(np.mean([seam_score(r, patch_px)
+                                                                                    for r in rec]))
 
     extractor = CodecFeatures(engine.codec) if isinstance(engine.codec, NeuralCodec) else BandFeatures()
-    fakes = [next(engine.run("uig", height=size, width=size, seed=seed + 100 + i, sampling=dict(top_k=64, local=local)))
+    fakes = [next(engine.run("uig", height=size, width=size, seed=seed + 100 + i, sampling=unguided))
              for i in range(max(samples, 8))]
     reals = gt[: len(fakes) * 2]
     res["FID (own features, not comparable with published figures)"] = fid(
         torch.from_numpy(reals), torch.from_numpy(np.stack(fakes)), extractor)
     block = min(64, size // 2)
     res[f"Block-FID over {block} px blocks of the wide canvas"] = block_fid(
-        torch.from_numpy(np.stack([L.render(L.sample_scene(seed + 5 + k), size, wide.shape[1])[0]
-                                   for k in range(2)])), torch.from_numpy(wide[None]), extractor, block)
+        torch.from_numpy(wide_real), torch.from_numpy(wide[None]), extractor, block)
     for k, v in res.items():
         log(f"{k:62s} {v:8.3f}")
     return res

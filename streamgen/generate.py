@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from .config import Extent, SamplingConfig, Strict
+from .config import DEFAULT_SAMPLING, Extent, SamplingConfig, Strict
 from .errors import ConfigError, StreamgenError
 from .progress import Progress
 
@@ -27,9 +27,9 @@ class GenerateConfig(Strict):
     image: str | None = Field(None, description="input image file for io and ia")
     top: int | None = None
     left: int | None = None
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(top_k=64, guidance=3.0),
-                                     description="the default preset samples the 64 likeliest tokens with "
-                                     "classifier-free guidance 3 (what `streamgen eval` measures)")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(**DEFAULT_SAMPLING),
+                                     description="the default preset: top-k 64, classifier-free guidance 3 "
+                                     "(what `streamgen eval` measures)")
     extent: Extent | None = Field(None, description="NCP window; at most the model's")
     request: dict[str, Any] = Field(default_factory=dict, description="further fields of the task's "
                                     "request, for tasks with options of their own (request.images=[...])")

@@ -43,12 +43,7 @@ def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if cfg.top_p is not None and cfg.top_p < 1.0:
-        sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # drop a token when the tokens before it already reach p; the most likely always stays
-        drop = probs.cumsum(-1) - probs >= cfg.top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+        logits = logits.masked_fill(~top_p_mask(logits, cfg.top_p), float("-inf"))
     return logits
 
 
@@ -63,7 +58,43 @@ def sample(logits: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
     return tok.clamp_(max=logits.shape[-1] - 1)
 
 
-def guide(logits: Tensor, scale: float) -> Tensor:
-    """Classifier-free guidance: logits (2B, V) stacked [cond; uncond] -> (B, V)."""
+def guide(logits: Tensor, scale: float | Tensor) -> Tensor:
+    """Classifier-free guidance: logits (2B, ..., V) stacked [cond; uncond] -> (B, ..., V).
+
+    ``scale`` is a number or a tensor broadcasting against (B, ..., 1): one scale per row or token."""
     cond, uncond = logits.chunk(2, 0)
     return uncond + scale * (cond - uncond)
+
+
+def shown_logits(logits: Tensor, cfg: SamplingConfig, guided: bool, shown: Tensor | None) -> Tensor:
+    """The logits a token is drawn from: ``logits`` (2B, ..., V) stacked [cond; uncond] when ``guided``,
+    else (B, ..., V); ``shown`` (B, ...) bool marks the tokens whose place the previous frame shows
+    (None: no previous frame).
+
+    Guidance is ``cfg.guidance``, or ``cfg.guidance_shown`` for shown tokens. A shown token is drawn
+    only among the conditional model's likeliest tokens reaching ``cfg.shown_top_p``: guidance may
+    reorder them (it decides, say, whether the scene moves) but not bring in a token the model finds
+    implausible there. Without that limit a previous-frame model's video falls apart within frames:
+    each frame re-rolls the tail of every token, guidance amplifies it, and the errors compound.
+    """
+    cond = logits.chunk(2, 0)[0] if guided else logits
+    has_shown = shown is not None and bool(shown.any())
+    out = logits
+    if guided:
+        scale = cfg.guidance
+        if has_shown and cfg.guidance_shown is not None and cfg.guidance_shown != cfg.guidance:
+            scale = torch.where(shown, cfg.guidance_shown, cfg.guidance).to(logits.dtype)[..., None]
+        out = guide(logits, scale)
+    if has_shown and cfg.shown_top_p is not None:
+        keep = top_p_mask(cond.float(), cfg.shown_top_p)
+        out = out.masked_fill(shown[..., None] & ~keep, float("-inf"))
+    return out
+
+
+def top_p_mask(logits: Tensor, p: float) -> Tensor:
+    """True for the smallest set of likeliest tokens whose probability reaches ``p`` (the likeliest
+    always); logits (..., V)."""
+    sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    keep_sorted = probs.cumsum(-1) - probs < p
+    return torch.zeros_like(keep_sorted).scatter(-1, idx, keep_sorted)

@@ -102,3 +102,24 @@ def test_palette_codec_round_trip():
     pal = PaletteCodec(8, factor=4)
     tok = torch.randint(0, 8, (1, 3, 5))
     assert torch.equal(pal.encode(pal.decode(tok)), tok)
+
+
+def test_mid_blocks_add_residual_blocks_at_the_token_grid_and_old_checkpoints_still_load(tmp_path):
+    one, three = VQGAN(CodecConfig(**TINY)), VQGAN(CodecConfig(**TINY, mid_blocks=3))
+    for part in ("encoder", "decoder"):
+        assert len(getattr(one, part).mid_more) == 0 and len(getattr(three, part).mid_more) == 2
+    x = to_pixels(frames(1, 32, 32))
+    with torch.no_grad():
+        q = three.quantizer.lookup(three.quantizer.indices(three.encoder(x)))
+        before = three.decoder(q)
+        for blk in three.decoder.mid_more:  # the decoder's blocks at the grid are on its path
+            blk.c2.weight.add_(0.5)
+        after = three.decoder(q)
+    assert before.shape == (1, 3, 32, 32) and not torch.allclose(before, after)
+    # a checkpoint of the one-block shape (every checkpoint before mid_blocks) loads unchanged
+    path = tmp_path / "vqgan.safetensors"
+    ckpt.save(path, one, one.cfg, {})
+    again = NeuralCodec.load(path)
+    assert again.cfg.mid_blocks == 1
+    tok = torch.randint(0, 16, (1, 4, 4))
+    assert torch.equal(again.decode(tok), NeuralCodec(one).decode(tok))

@@ -205,3 +205,69 @@ def test_a_prev_frame_model_reads_the_frame_it_generated_before():
         unfed = model(toks, positions, None, kinds).argmax(-1)
     assert torch.equal(fed, toks)
     assert not torch.equal(unfed[:, 4:], toks[:, 4:])  # frames 1 and 2 depend on the frame before
+
+
+def _guided_reference(wavefront: bool, sampling: SamplingConfig):
+    """Greedy guided tokens (1, N, M) of a 3-frame prev_frame stream, with the teacher-forced
+    conditional and unconditional logits of those tokens and which tokens the previous frame shows."""
+    from streamgen.adc import edges
+
+    eng = tiny_engine(seed=5, text_dim=8, edges=True, rel_bias=True, prev_frame=True)
+    model = eng.model
+    with torch.no_grad():  # the previous frame and the text both move the logits
+        model.prev_emb.normal_(0, 1.0)
+        for blk in model.blocks:
+            blk.xproj.weight.normal_(0, 1.0)
+    text = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(0))
+    plan = lambda: Plan.basic("zeta", 2, 2, 3, Extent(w=1, h=1, f=1))  # noqa: E731
+    frames = torch.stack([t.tokens for t in eng.generate_tokens(plan(), text=text, sampling=sampling,
+                                                                 wavefront=wavefront)], 1)
+    ph, pw = model.cfg.patch_h, model.cfg.patch_w
+    pos = [it.pos for it in plan()]
+    toks = torch.stack([frames[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].reshape(1, -1)
+                        for f, y, x in pos], 1)  # (1, N, M) in plan order
+    prev = torch.stack([model.prev_index(frames[:, f - 1] if f else None, y, x) for f, y, x in pos], 1)
+    kinds = [edges(y, x, 2, 2) for _, y, x in pos]
+    with torch.no_grad():
+        cond = model(toks, pos, model.text_memory(text), kinds, prev)
+        uncond = model(toks, pos, model.text_memory(text, torch.zeros(1, 3, dtype=torch.bool)), kinds, prev)
+    shown = (prev[:, :, 1] != model.cfg.vocab_size)[..., None]  # (1, N, M, 1)
+    assert not shown[:, :4].any() and shown[:, 4:].all()  # frame 0 has no previous frame
+    return toks, cond, uncond, shown
+
+
+@pytest.mark.parametrize("wavefront", [False, True])
+def test_tokens_the_previous_frame_shows_are_guided_by_guidance_shown(wavefront):
+    """Greedy guided tokens are the argmax of uncond + s * (cond - uncond) of the teacher-forced pass,
+    with s = `guidance_shown` where the previous frame has a token at the place and `guidance`
+    elsewhere (all of frame 0); one scale for every token gives other tokens."""
+    sampling = SamplingConfig(temperature=0, guidance=3.0, guidance_shown=0.5, shown_top_p=None)
+    toks, cond, uncond, shown = _guided_reference(wavefront, sampling)
+    per_token = uncond + torch.where(shown, 0.5, 3.0) * (cond - uncond)
+    assert torch.equal(per_token.argmax(-1), toks)
+    assert not torch.equal((uncond + 3.0 * (cond - uncond)).argmax(-1)[:, 4:], toks[:, 4:])
+
+
+@pytest.mark.parametrize("wavefront", [False, True])
+def test_shown_tokens_are_drawn_among_the_conditional_models_likeliest(wavefront):
+    """With `shown_top_p`, a shown token is the guided argmax among the tokens of the conditional
+    model's top-p set; new tokens (frame 0) are guided freely. Without the limit the tokens differ."""
+    from streamgen.sampling import top_p_mask
+
+    sampling = SamplingConfig(temperature=0, guidance=6.0, shown_top_p=0.3)
+    toks, cond, uncond, shown = _guided_reference(wavefront, sampling)
+    guided = uncond + 6.0 * (cond - uncond)
+    limited = guided.masked_fill(shown & ~top_p_mask(cond, 0.3), float("-inf"))
+    assert torch.equal(limited.argmax(-1), toks)
+    free, _, _, _ = _guided_reference(wavefront, sampling.model_copy(update=dict(shown_top_p=None)))
+    assert torch.equal(free[:, :4], toks[:, :4]) and not torch.equal(free[:, 4:], toks[:, 4:])
+
+
+def test_top_p_mask_keeps_the_smallest_set_reaching_p():
+    from streamgen.sampling import top_p_mask
+
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()[:, [2, 0, 3, 1]]  # shuffled
+    assert top_p_mask(logits, 0.5).tolist() == [[False, True, False, False]]
+    assert top_p_mask(logits, 0.7).tolist() == [[False, True, False, True]]
+    assert top_p_mask(logits, 0.81).tolist() == [[True, True, False, True]]
+    assert top_p_mask(logits, 1.0).all()
