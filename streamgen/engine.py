@@ -25,7 +25,7 @@ from .config import Extent, SamplingConfig, Strict, parse
 from .errors import ConfigError, bad
 from .model import EAGER_PARTS, StepParts, TextMemory, VisionDecoder, Workspace, compiled_parts
 from .ncp import NearbyContextPool
-from .sampling import filter_logits, patch_uniforms, sample, shown_logits
+from .sampling import draw_logits, filter_logits, patch_uniforms, sample
 
 if TYPE_CHECKING:
     from .task import Task
@@ -452,7 +452,7 @@ class Engine:
     def _decode_patch(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
                       sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:
         """Tokens (B, M) int64 of one patch by the request's local decoder; leaves its cache in ``ws``.
-        ``shown`` (B, M): the tokens whose place the previous frame shows (`shown_logits`)."""
+        ``shown`` (B, M): the tokens whose place the previous frame shows (`draw_logits`)."""
         if sampling.local == "pnar":
             return self._decode_patch_pnar(ws, memory, u, sampling, guided, shown)
         model = self.model
@@ -462,7 +462,7 @@ class Engine:
         u = u.to(self.device).t().contiguous()  # (M, B): one row per step
         for m in range(M):
             logits = model.decode_step(ws, tok, m, memory)  # (rows, V)
-            logits = shown_logits(logits, sampling, guided, None if shown is None else shown[:, m])
+            logits = draw_logits(logits, sampling, guided, None if shown is None else shown[:, m])
             nxt = sample(logits, u[m], sampling)  # (B,)
             out[m] = nxt
             tok = torch.cat([nxt, nxt]) if guided else nxt
@@ -487,7 +487,7 @@ class Engine:
         known = torch.zeros(B, M, dtype=torch.bool, device=self.device)
         for k in range(K):
             logits = model.pnar_logits(ws, toks.repeat(rep, 1), (~known).repeat(rep, 1), memory)
-            logits = shown_logits(logits, sampling, guided, shown)
+            logits = draw_logits(logits, sampling, guided, shown)
             flat = logits.reshape(B * M, -1)
             uk = u[:, k * M:(k + 1) * M].reshape(-1)
             if sampling.temperature:  # filter once; the confidences come from the same distribution

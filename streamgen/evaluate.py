@@ -233,7 +233,8 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
     """Every measurement of the default-model issue for ``engine``; prints and returns the figures.
 
     Generation samples as `streamgen generate` does (`DEFAULT_SAMPLING`; unconditional tasks without
-    guidance) through the ``local`` decoder ("ar" or "pnar"). Attribute accuracies are over ``samples`` generated images per row.
+    guidance) through the ``local`` decoder ("ar" or "pnar"). Attribute accuracies are over
+    ``samples`` generated images per row.
     """
     import time
 

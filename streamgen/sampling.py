@@ -66,7 +66,7 @@ def guide(logits: Tensor, scale: float | Tensor) -> Tensor:
     return uncond + scale * (cond - uncond)
 
 
-def shown_logits(logits: Tensor, cfg: SamplingConfig, guided: bool, shown: Tensor | None) -> Tensor:
+def draw_logits(logits: Tensor, cfg: SamplingConfig, guided: bool, shown: Tensor | None) -> Tensor:
     """The logits a token is drawn from: ``logits`` (2B, ..., V) stacked [cond; uncond] when ``guided``,
     else (B, ..., V); ``shown`` (B, ...) bool marks the tokens whose place the previous frame shows
     (None: no previous frame).
