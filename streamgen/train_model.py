@@ -43,6 +43,9 @@ class ModelData(Strict):
     clip_frames: int = Field(8, ge=2, description="frames rendered per clip")
     train_frames: int = Field(3, ge=1, description="frames per training video sample")
     text_dropout: float = Field(0.15, ge=0, le=1, description="share of samples trained without caption")
+    partial_captions: float = Field(0.0, ge=0, le=1, description="share of captioned samples whose caption "
+                                    "names only the sky or only the terrain (`landscapes.partial_caption`), "
+                                    "for composition")
     video_share: float = Field(0.6, ge=0, le=1, description="share of batches that are videos")
     motions: list[str] | None = Field(None, description="camera motions of the video samples (of "
                                       "'pan left', 'pan right', 'still'); None: all. A curriculum can start "
@@ -152,6 +155,9 @@ class TokenBatches:
         for i in idx:
             if rng.random() < d.text_dropout:
                 caps.append(None)
+            elif rng.random() < d.partial_captions:
+                caps.append(self.L.partial_caption(self._scene(attrs[i]), rng.choice(("sky", "terrain")),
+                                                   rng.randrange(1 << 16), video=video))
             else:
                 caps.append(self.L.caption(self._scene(attrs[i]), rng.randrange(1 << 16), video=video))
         return ("video" if video else "image"), toks, caps

@@ -173,3 +173,30 @@ def test_patches_per_step_takes_several_patches_per_optimizer_step(tmp_path, tin
     assert len(calls) == 12  # three optimizer steps of four patches each
     state = ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))
     assert int(state["step"]) == 3
+
+
+def test_partial_captions_name_one_of_sky_and_terrain(tmp_path, tiny_codec):
+    from streamgen.data import landscapes as L
+    from streamgen.train_model import ModelTrainConfig, TokenBatches
+
+    scene = L.Scene("night", "desert dunes", True, "pan left", 3)
+    for v in range(6):
+        sky, terrain = L.partial_caption(scene, "sky", v), L.partial_caption(scene, "terrain", v)
+        assert "night" in sky and "desert" not in sky and "lake" not in sky and "left" in sky
+        assert "desert" in terrain and "lake" in terrain and "night" not in terrain and "left" in terrain
+        assert "left" not in L.partial_caption(scene, "sky", v, video=False)
+    with pytest.raises(ValueError, match="part"):
+        L.partial_caption(scene, "clouds")
+
+    run_cli(*model_args(tmp_path, tiny_codec, 0))  # the token file
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in model_args(tmp_path, tiny_codec, 0)[2:]}
+    base = {"model": json.loads(args["model"]), "data": {"tokens": args["data.tokens"], "text_dropout": 0.0}}
+
+    def named(caption: str) -> int:  # how many of sky and terrain a caption names
+        return sum(any(w in caption for w in (v.split()[0] for v in L.ATTRIBUTES[k])) for k in ("sky", "terrain"))
+
+    for share, want in ((0.0, {2}), (1.0, {1})):
+        cfg = parse(ModelTrainConfig, {**base, "data": {**base["data"], "partial_captions": share}})
+        data = TokenBatches(cfg, __import__("random").Random(0))
+        caps = [c for _ in range(4) for c in data.sample()[2]]
+        assert caps and {named(c) for c in caps} == want, caps

@@ -32,6 +32,7 @@ __all__ = [
     "Scene",
     "caption",
     "paraphrase_count",
+    "partial_caption",
     "render",
     "sample_scene",
 ]
@@ -159,6 +160,34 @@ def caption(scene: Scene, variant: int | None = None, video: bool = True) -> str
         m_camera=_M_CAMERA[scene.motion], m_ing=_M_ING[scene.motion], m_as=_M_AS[scene.motion],
         m_shot=_M_SHOT[scene.motion],
     )
+
+
+# captions naming one of sky and terrain: (video template, still-image template)
+_PARTIAL: dict[str, tuple[tuple[str, str], ...]] = {
+    "sky": (("{sky_a}, {m_camera}", "{sky_a}"), ("a landscape {sky_at}, {m_ing}", "a landscape {sky_at}"),
+            ("{sky_b}, {m_ing}", "{sky_b}")),
+    "terrain": (("{terrain}{lake_with}, {m_camera}", "{terrain}{lake_with}"),
+                ("a video of {terrain_adj}{lake_beside}, {m_as}", "a photo of {terrain_adj}{lake_beside}"),
+                ("{m_shot} {terrain}{lake_and}", "{terrain}{lake_and}")),
+}
+
+
+def partial_caption(scene: Scene, part: str, variant: int = 0, video: bool = True) -> str:
+    """A caption naming only the sky (``part="sky"``) or only the terrain and lake (``"terrain"``), and
+    for videos the motion: trained on now and then, they teach that each phrase sets its own attribute
+    whatever the other is (composition), where full captions also teach which attributes go together."""
+    if part not in _PARTIAL:
+        raise ValueError(f"`part` must be one of {tuple(_PARTIAL)}, got {part!r}")
+    templates = _PARTIAL[part]
+    template = templates[int(variant) % len(templates)][0 if video else 1]
+    lake = scene.lake
+    return template.format(
+        sky_a=_SKY_A[scene.sky], sky_b=_SKY_B[scene.sky], sky_at=_SKY_AT[scene.sky],
+        terrain=scene.terrain, terrain_adj=_TERRAIN_ADJ[scene.terrain],
+        lake_with=" with a lake" if lake else "", lake_and=" and a lake" if lake else "",
+        lake_beside=" beside a calm lake" if lake else "",
+        m_camera=_M_CAMERA[scene.motion], m_ing=_M_ING[scene.motion], m_as=_M_AS[scene.motion],
+        m_shot=_M_SHOT[scene.motion])
 
 
 # --------------------------------------------------------------------------------------------------
