@@ -321,7 +321,8 @@ class Engine:
             return None if index is None else index.repeat(rows // batch, 1, 1)
 
         def shown_of(index: Tensor | None) -> Tensor | None:  # (batch, M): the previous frame shows it
-            return None if index is None else index[:, 1] != cfg.vocab_size
+            shown = None if index is None else index[:, 1] != cfg.vocab_size
+            return shown if shown is not None and bool(shown.any()) else None  # None: nothing shown
 
         done: set[int] = set()
         try:
@@ -353,7 +354,7 @@ class Engine:
                                                 [adc.edges(*it.pos[1:], plan.rows, plan.cols) for it in group],
                                                 [rows_of(index) for index in indices])
                         u = torch.cat([patch_uniforms(seeds, it.pos, M * draws) for it in group])
-                        shown = None if indices[0] is None else torch.cat([shown_of(i) for i in indices])
+                        shown = None if indices[0] is None else shown_of(torch.cat(indices))
                         toks = self._decode_patch(gws, _rows(memory, rows, G), u, sampling, guided, shown)
                         payload = model.patch_payload(gws)
                         payloads = [payload[:, :, i::G].clone() for i in range(G)]

@@ -69,7 +69,7 @@ def guide(logits: Tensor, scale: float | Tensor) -> Tensor:
 def draw_logits(logits: Tensor, cfg: SamplingConfig, guided: bool, shown: Tensor | None) -> Tensor:
     """The logits a token is drawn from: ``logits`` (2B, ..., V) stacked [cond; uncond] when ``guided``,
     else (B, ..., V); ``shown`` (B, ...) bool marks the tokens whose place the previous frame shows
-    (None: no previous frame).
+    (None: none of them; the caller decides that once per patch, not per token).
 
     Guidance is ``cfg.guidance``, or ``cfg.guidance_shown`` for shown tokens. A shown token is drawn
     only among the conditional model's likeliest tokens reaching ``cfg.shown_top_p``: guidance may
@@ -78,14 +78,13 @@ def draw_logits(logits: Tensor, cfg: SamplingConfig, guided: bool, shown: Tensor
     each frame re-rolls the tail of every token, guidance amplifies it, and the errors compound.
     """
     cond = logits.chunk(2, 0)[0] if guided else logits
-    has_shown = shown is not None and bool(shown.any())
     out = logits
     if guided:
         scale = cfg.guidance
-        if has_shown and cfg.guidance_shown is not None and cfg.guidance_shown != cfg.guidance:
+        if shown is not None and cfg.guidance_shown is not None and cfg.guidance_shown != cfg.guidance:
             scale = torch.where(shown, cfg.guidance_shown, cfg.guidance).to(logits.dtype)[..., None]
         out = guide(logits, scale)
-    if has_shown and cfg.shown_top_p is not None:
+    if shown is not None and cfg.shown_top_p is not None:
         keep = top_p_mask(cond.float(), cfg.shown_top_p)
         out = out.masked_fill(shown[..., None] & ~keep, float("-inf"))
     return out

@@ -150,8 +150,13 @@ def caption(scene: Scene, variant: int | None = None, video: bool = True) -> str
     if variant is None:
         variant = _hash_int(scene.seed, 0xCA9) % len(_TEMPLATES)
     template = _TEMPLATES[int(variant) % len(_TEMPLATES)][0 if video else 1]
+    return template.format(**_phrases(scene))
+
+
+def _phrases(scene: Scene) -> dict[str, str]:
+    """Every phrase a caption template may name, for ``scene``."""
     lake = scene.lake
-    return template.format(
+    return dict(
         sky_a=_SKY_A[scene.sky], sky_b=_SKY_B[scene.sky], sky_at=_SKY_AT[scene.sky],
         sky_on=_SKY_ON[scene.sky],
         terrain=scene.terrain, terrain_adj=_TERRAIN_ADJ[scene.terrain],
@@ -180,14 +185,7 @@ def partial_caption(scene: Scene, part: str, variant: int = 0, video: bool = Tru
         raise ValueError(f"`part` must be one of {tuple(_PARTIAL)}, got {part!r}")
     templates = _PARTIAL[part]
     template = templates[int(variant) % len(templates)][0 if video else 1]
-    lake = scene.lake
-    return template.format(
-        sky_a=_SKY_A[scene.sky], sky_b=_SKY_B[scene.sky], sky_at=_SKY_AT[scene.sky],
-        terrain=scene.terrain, terrain_adj=_TERRAIN_ADJ[scene.terrain],
-        lake_with=" with a lake" if lake else "", lake_and=" and a lake" if lake else "",
-        lake_beside=" beside a calm lake" if lake else "",
-        m_camera=_M_CAMERA[scene.motion], m_ing=_M_ING[scene.motion], m_as=_M_AS[scene.motion],
-        m_shot=_M_SHOT[scene.motion])
+    return template.format(**_phrases(scene))
 
 
 # --------------------------------------------------------------------------------------------------
