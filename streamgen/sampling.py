@@ -90,23 +90,10 @@ def draw_logits(logits: Tensor, cfg: SamplingConfig, guided: bool, shown: Tensor
     return out
 
 
-def top_p_mask(logits: Tensor, p: float, first: int = 32) -> Tensor:
+def top_p_mask(logits: Tensor, p: float) -> Tensor:
     """True for the smallest set of likeliest tokens whose probability reaches ``p`` (the likeliest
-    always); logits (..., V).
-
-    The ``first`` likeliest tokens are ranked first (a partial top-k, cheaper than sorting the whole
-    vocabulary for every token); only if some row's set does not fit in them is the vocabulary sorted.
-    Both ways give the same set: the same probabilities, summed in the same order."""
-    V = logits.shape[-1]
-    every = logits.softmax(-1)
-    if first < V:
-        idx = torch.topk(logits, first, dim=-1).indices
-        probs = every.gather(-1, idx)
-        cum = probs.cumsum(-1)
-        if bool((cum[..., -1] >= p).all()):
-            keep_top = cum - probs < p
-            return torch.zeros(logits.shape, dtype=torch.bool, device=logits.device).scatter(-1, idx, keep_top)
-    idx = torch.sort(logits, dim=-1, descending=True).indices
-    probs = every.gather(-1, idx)
+    always); logits (..., V)."""
+    sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
     keep_sorted = probs.cumsum(-1) - probs < p
     return torch.zeros_like(keep_sorted).scatter(-1, idx, keep_sorted)
