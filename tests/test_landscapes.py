@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from streamgen.data import landscapes as L
+from streamgen.errors import ConfigError
 from streamgen.data.landscapes import ATTRIBUTES, HELD_OUT, Scene, caption, render, sample_scene
 
 SKIES, TERRAINS, MOTIONS = ATTRIBUTES["sky"], ATTRIBUTES["terrain"], ATTRIBUTES["motion"]
@@ -34,7 +35,8 @@ def test_attributes_and_held_out():
                                  dict(motion="zoom"), dict(seed=1.5)])
 def test_scene_validation(bad):
     kw = dict(sky="day", terrain="grassy hills", lake=False, motion="still", seed=0) | bad
-    with pytest.raises(ValueError):
+    field = next(iter(bad))
+    with pytest.raises(ConfigError, match=f"Scene.{field}"):
         Scene(**kw)
 
 
@@ -43,7 +45,7 @@ def test_sample_scene_deterministic():
         assert sample_scene(seed) == sample_scene(seed)
         assert sample_scene(seed, "all").seed == seed
     assert len({sample_scene(s, "all") for s in range(50)}) > 30
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="`split` must be one of .* but got 'test'"):
         sample_scene(0, "test")
 
 
@@ -69,8 +71,10 @@ def test_shapes_and_dtype():
     for (h, w, f) in [(64, 64, 1), (48, 80, 3), (17, 5, 2), (128, 96, 2), (1, 1, 1)]:
         out = render(sc, h, w, frames=f)
         assert out.shape == (f, h, w, 3) and out.dtype == np.uint8
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="`height` must be >= 1, but got 0"):
         render(sc, 0, 8)
+    with pytest.raises(ConfigError, match="`frames` must be >= 1, but got -2"):
+        render(sc, 8, 8, frames=-2)
 
 
 def test_render_deterministic_and_seeded():

@@ -11,6 +11,7 @@ from streamgen import checkpoint as ckpt
 from streamgen.cli import main
 from streamgen.codecs import CodecConfig, VQGAN
 from streamgen.config import parse
+from streamgen.errors import ConfigError
 from streamgen.testing import tiny_config
 
 TINY_CODEC = dict(factor=8, codebook_size=16, code_dim=8, channels=[8, 8, 16, 16])
@@ -185,7 +186,7 @@ def test_partial_captions_name_one_of_sky_and_terrain(tmp_path, tiny_codec):
         assert "night" in sky and "desert" not in sky and "lake" not in sky and "left" in sky
         assert "desert" in terrain and "lake" in terrain and "night" not in terrain and "left" in terrain
         assert "left" not in L.partial_caption(scene, "sky", v, video=False)
-    with pytest.raises(ValueError, match="part"):
+    with pytest.raises(ConfigError, match="`part` must be one of"):
         L.partial_caption(scene, "clouds")
 
     run_cli(*model_args(tmp_path, tiny_codec, 0))  # the token file

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import bad
+
 __all__ = [
     "ATTRIBUTES",
     "HELD_OUT",
@@ -72,9 +74,9 @@ class Scene:
         for name in ("sky", "terrain", "lake", "motion"):
             value = getattr(self, name)
             if value not in ATTRIBUTES[name] or (name == "lake" and not isinstance(value, (bool, np.bool_))):
-                raise ValueError(f"Scene.{name} must be one of {ATTRIBUTES[name]}, got {value!r}")
+                raise bad(f"Scene.{name}", f"must be one of {ATTRIBUTES[name]}", value)
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
-            raise ValueError(f"Scene.seed must be an int, got {self.seed!r}")
+            raise bad("Scene.seed", "must be an int", self.seed)
 
     def is_held_out(self) -> bool:
         """Whether the sky + terrain combination is one of `HELD_OUT`."""
@@ -90,7 +92,7 @@ def sample_scene(seed: int, split: str = "train") -> Scene:
     the motion are uniform and independent.
     """
     if split not in _SPLITS:
-        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        raise bad("split", f"must be one of {_SPLITS}", split)
     rng = np.random.default_rng([int(seed) & _MASK64, 0x5CE7E])
     combos = []
     for sky in ATTRIBUTES["sky"]:
@@ -182,7 +184,7 @@ def partial_caption(scene: Scene, part: str, variant: int = 0, video: bool = Tru
     for videos the motion: trained on now and then, they teach that each phrase sets its own attribute
     whatever the other is (composition), where full captions also teach which attributes go together."""
     if part not in _PARTIAL:
-        raise ValueError(f"`part` must be one of {tuple(_PARTIAL)}, got {part!r}")
+        raise bad("part", f"must be one of {tuple(_PARTIAL)}", part)
     templates = _PARTIAL[part]
     template = templates[int(variant) % len(templates)][0 if video else 1]
     return template.format(**_phrases(scene))
@@ -480,8 +482,9 @@ def render(scene: Scene, height: int, width: int, frames: int = 1, x0: float = 0
     Clouds also drift on their own.
     """
     height, width, frames = int(height), int(width), int(frames)
-    if height < 1 or width < 1 or frames < 1:
-        raise ValueError(f"height, width and frames must be >= 1, got {height}, {width}, {frames}")
+    for name, value in (("height", height), ("width", width), ("frames", frames)):
+        if value < 1:
+            raise bad(name, "must be >= 1", value)
     if speed is None:
         speed = height / 16.0
     direction = {"pan left": -1.0, "pan right": 1.0, "still": 0.0}[scene.motion]
