@@ -46,6 +46,10 @@ class CodecTrainConfig(Strict):
     pg_chain: int = Field(0, ge=0, le=8, description="train the PG decoder on its own outputs, as generation "
                           "chains it: the previous frame is the true one, the plain decoder's, or the PG "
                           "decoder's own after up to this many chained frames (0: always the true one)")
+    pg_temporal: float = Field(0.0, ge=0, description="weight of the PG decoder's temporal loss: |(output - "
+                               "previous frame as given) - (true frame - true previous frame)|, so a chained "
+                               "decoder changes a frame as much as the video does and carries its own "
+                               "earlier errors instead of flickering")
     batch: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     commit_weight: float = Field(0.25, ge=0)
@@ -60,6 +64,16 @@ def psnr(a: Tensor, b: Tensor) -> float:
     """PSNR in dB of pixels in [-1, 1]."""
     mse = F.mse_loss(a.clamp(-1, 1), b).item()
     return 10 * np.log10(4.0 / max(mse, 1e-10))
+
+
+def pg_loss(rec: Tensor, cur: Tensor, prev: Tensor, true_prev: Tensor, temporal: float = 0.0) -> Tensor:
+    """The PG decoder's loss: L1 + MSE to the true frame, plus ``temporal`` x L1 between the change it
+    makes to the previous frame it was given and the true change. With a chained (imperfect) previous
+    frame the temporal term asks to keep that frame's error rather than flicker away from it."""
+    loss = F.l1_loss(rec, cur) + F.mse_loss(rec, cur)
+    if temporal:
+        loss = loss + temporal * F.l1_loss(rec - prev, cur - true_prev)
+    return loss
 
 
 class Batches:
@@ -211,7 +225,7 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
                     prev = to_pixels(to_uint8(pg(qs[t], prev)))
         cur, q = frames[-1], qs[-1]
         rec = pg(q, prev)
-        loss = F.l1_loss(rec, cur) + F.mse_loss(rec, cur)
+        loss = pg_loss(rec, cur, prev, frames[-2], cfg.pg_temporal)
         popt.zero_grad(set_to_none=True)
         loss.backward()
         popt.step()

@@ -35,6 +35,28 @@ def test_codec_training_writes_checkpoints_and_resumes(tmp_path, capsys):
     assert int(state["step"]) == 4
 
 
+def test_pg_temporal_loss_rewards_carrying_the_previous_frames_error():
+    from streamgen.train_codec import pg_loss
+    g = torch.Generator().manual_seed(0)
+    true_prev, cur = torch.rand(2, 1, 3, 8, 8, generator=g) * 2 - 1
+    prev = true_prev + 0.1  # a chained previous frame, off by a constant
+    carried, fresh = cur + 0.1, cur + 0.1 * torch.randn(1, 3, 8, 8, generator=g)
+    assert pg_loss(carried, cur, prev, true_prev) == pg_loss(carried, cur, prev, true_prev, 0.0)
+    # the temporal term is zero for an output that changes the given frame as the video changes ...
+    assert torch.isclose(pg_loss(carried, cur, prev, true_prev, 2.0), pg_loss(carried, cur, prev, true_prev))
+    # ... and positive for one that flickers
+    assert pg_loss(fresh, cur, prev, true_prev, 2.0) > pg_loss(fresh, cur, prev, true_prev) + 0.05
+
+
+def test_codec_training_with_chained_temporal_pg_and_its_bad_weight(tmp_path, capsys):
+    base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
+            "data.render_height=32", "data.crop=32", "steps=1", "pg_steps=2", "pg_chain=2"]
+    run_cli(*base, "pg_temporal=1.0")
+    assert "pg-vqgan 2/2" in capsys.readouterr().err
+    assert main([*base, "pg_temporal=-1"]) != 0
+    assert "pg_temporal" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def tiny_codec(tmp_path_factory):
     d = tmp_path_factory.mktemp("codec")
