@@ -227,6 +227,18 @@ def temporal_errors(codec, clip: Tensor) -> tuple[float, float]:
     return err(plain), err(pg)
 
 
+class _Figures(dict):
+    """The eval's results: each figure is logged as soon as it is measured."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def __setitem__(self, key: str, value: float) -> None:
+        super().__setitem__(key, value)
+        self.log(f"{key:62s} {value:8.3f}")
+
+
 def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 1000, drift_videos: int = 3,
              wide_patches: int = 32, size: int = 128, seed: int = 0, local: str = "ar",
              log=print) -> dict[str, float]:
@@ -240,7 +252,7 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
 
     from .codecs.neural import NeuralCodec
 
-    res: dict[str, float] = {}
+    res = _Figures(log)
     sampling = dict(DEFAULT_SAMPLING, local=local)
     unguided = dict(sampling, guidance=1.0)
     clf = AttributeClassifier.fit(size=size)
@@ -339,6 +351,4 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
     block = min(64, size // 2)
     res[f"Block-FID over {block} px blocks of the wide canvas"] = block_fid(
         torch.from_numpy(wide_real), torch.from_numpy(wide[None]), extractor, block)
-    for k, v in res.items():
-        log(f"{k:62s} {v:8.3f}")
-    return res
+    return dict(res)

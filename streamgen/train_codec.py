@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
@@ -46,10 +46,10 @@ class CodecTrainConfig(Strict):
     pg_chain: int = Field(0, ge=0, le=8, description="train the PG decoder on its own outputs, as generation "
                           "chains it: the previous frame is the true one, the plain decoder's, or the PG "
                           "decoder's own after up to this many chained frames (0: always the true one)")
-    pg_temporal: float = Field(0.0, ge=0, description="weight of the PG decoder's temporal loss: |(output - "
-                               "previous frame as given) - (true frame - true previous frame)|, so a chained "
-                               "decoder changes a frame as much as the video does and carries its own "
-                               "earlier errors instead of flickering")
+    pg_temporal: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of the PG decoder's "
+                               "temporal loss: |(output - previous frame as given) - (true frame - true previous "
+                               "frame)|, so a chained decoder changes a frame as much as the video does and "
+                               "carries its own earlier error instead of flickering; needs pg_chain > 0")
     batch: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     commit_weight: float = Field(0.25, ge=0)
@@ -58,6 +58,13 @@ class CodecTrainConfig(Strict):
     seed: int = 0
     threads: int = Field(2, ge=1)
     save_every: int = Field(250, ge=1)
+
+    @model_validator(mode="after")
+    def _temporal_needs_chains(self) -> "CodecTrainConfig":
+        if self.pg_temporal and not self.pg_chain:
+            raise ValueError(f"`pg_temporal` needs `pg_chain` > 0 (against the true previous frame it only "
+                             f"re-weights the L1 loss), but got pg_temporal={self.pg_temporal} with pg_chain=0")
+        return self
 
 
 def psnr(a: Tensor, b: Tensor) -> float:

@@ -36,7 +36,7 @@ def test_attributes_and_held_out():
 def test_scene_validation(bad):
     kw = dict(sky="day", terrain="grassy hills", lake=False, motion="still", seed=0) | bad
     field = next(iter(bad))
-    with pytest.raises(ConfigError, match=f"Scene.{field}"):
+    with pytest.raises(ConfigError, match=re.escape(f"`Scene.{field}` must be") + ".* but got"):
         Scene(**kw)
 
 
@@ -71,10 +71,12 @@ def test_shapes_and_dtype():
     for (h, w, f) in [(64, 64, 1), (48, 80, 3), (17, 5, 2), (128, 96, 2), (1, 1, 1)]:
         out = render(sc, h, w, frames=f)
         assert out.shape == (f, h, w, 3) and out.dtype == np.uint8
-    with pytest.raises(ConfigError, match="`height` must be >= 1, but got 0"):
+    with pytest.raises(ConfigError, match="`height` must be an int >= 1, but got 0"):
         render(sc, 0, 8)
-    with pytest.raises(ConfigError, match="`frames` must be >= 1, but got -2"):
+    with pytest.raises(ConfigError, match="`frames` must be an int >= 1, but got -2"):
         render(sc, 8, 8, frames=-2)
+    with pytest.raises(ConfigError, match="`width` must be an int >= 1, but got 0.5"):
+        render(sc, 8, 0.5)
 
 
 def test_render_deterministic_and_seeded():

@@ -41,20 +41,35 @@ def test_pg_temporal_loss_rewards_carrying_the_previous_frames_error():
     true_prev, cur = torch.rand(2, 1, 3, 8, 8, generator=g) * 2 - 1
     prev = true_prev + 0.1  # a chained previous frame, off by a constant
     carried, fresh = cur + 0.1, cur + 0.1 * torch.randn(1, 3, 8, 8, generator=g)
-    assert pg_loss(carried, cur, prev, true_prev) == pg_loss(carried, cur, prev, true_prev, 0.0)
-    # the temporal term is zero for an output that changes the given frame as the video changes ...
-    assert torch.isclose(pg_loss(carried, cur, prev, true_prev, 2.0), pg_loss(carried, cur, prev, true_prev))
-    # ... and positive for one that flickers
-    assert pg_loss(fresh, cur, prev, true_prev, 2.0) > pg_loss(fresh, cur, prev, true_prev) + 0.05
+    loss = lambda out, w: pg_loss(out, cur, prev, true_prev, w)  # noqa: E731
+    # without the temporal term, the output that drops the earlier error scores better ...
+    assert loss(fresh, 0.0) < loss(carried, 0.0)
+    # ... with it, the one that changes the given frame as the video changes (its term is zero)
+    assert torch.isclose(loss(carried, 2.0), loss(carried, 0.0))
+    assert loss(carried, 2.0) < loss(fresh, 2.0)
+    assert torch.isclose(loss(fresh, 2.0) - loss(fresh, 0.0), 2 * (loss(fresh, 1.0) - loss(fresh, 0.0)))
 
 
-def test_codec_training_with_chained_temporal_pg_and_its_bad_weight(tmp_path, capsys):
+def test_codec_training_with_temporal_pg_compares_with_the_true_previous_frame(tmp_path, capsys, monkeypatch):
+    import streamgen.train_codec as tc
+    calls = []
+
+    def spy(rec, cur, prev, true_prev, temporal=0.0):
+        calls.append((torch.equal(prev, true_prev), temporal))
+        return real(rec, cur, prev, true_prev, temporal)
+    real = tc.pg_loss
+    monkeypatch.setattr(tc, "pg_loss", spy)
     base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
-            "data.render_height=32", "data.crop=32", "steps=1", "pg_steps=2", "pg_chain=2"]
-    run_cli(*base, "pg_temporal=1.0")
-    assert "pg-vqgan 2/2" in capsys.readouterr().err
-    assert main([*base, "pg_temporal=-1"]) != 0
-    assert "pg_temporal" in capsys.readouterr().err
+            "data.render_height=32", "data.crop=32", "steps=1", "pg_steps=8", "pg_chain=2"]
+    run_cli(*base, "pg_temporal=1.5")
+    assert "pg-vqgan 8/8" in capsys.readouterr().err
+    assert len(calls) == 8 and all(w == 1.5 for _, w in calls)
+    assert not all(same for same, _ in calls)  # chained steps give a decoded, not the true, previous frame
+    for bad_set, message in ((["pg_temporal=-1"], "`pg_temporal`: Input should be greater than or equal to 0"),
+                             (["pg_temporal=inf"], "`pg_temporal`: Input should be a finite number"),
+                             (["pg_temporal=1", "pg_chain=0"], "`pg_temporal` needs `pg_chain` > 0")):
+        assert main([*base, *bad_set]) != 0
+        assert message in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

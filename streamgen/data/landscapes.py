@@ -71,10 +71,12 @@ class Scene:
     seed: int
 
     def __post_init__(self) -> None:
-        for name in ("sky", "terrain", "lake", "motion"):
+        for name in ("sky", "terrain", "motion"):
             value = getattr(self, name)
-            if value not in ATTRIBUTES[name] or (name == "lake" and not isinstance(value, (bool, np.bool_))):
+            if value not in ATTRIBUTES[name]:
                 raise bad(f"Scene.{name}", f"must be one of {ATTRIBUTES[name]}", value)
+        if not isinstance(self.lake, (bool, np.bool_)):
+            raise bad("Scene.lake", "must be a bool", self.lake)
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise bad("Scene.seed", "must be an int", self.seed)
 
@@ -481,10 +483,10 @@ def render(scene: Scene, height: int, width: int, frames: int = 1, x0: float = 0
     for "pan right", 0 for "still". ``speed`` is in px per frame, default ``height / 16``.
     Clouds also drift on their own.
     """
-    height, width, frames = int(height), int(width), int(frames)
     for name, value in (("height", height), ("width", width), ("frames", frames)):
-        if value < 1:
-            raise bad(name, "must be >= 1", value)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise bad(name, "must be an int >= 1", value)
+    height, width, frames = int(height), int(width), int(frames)
     if speed is None:
         speed = height / 16.0
     direction = {"pan left": -1.0, "pan right": 1.0, "still": 0.0}[scene.motion]
