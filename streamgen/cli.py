@@ -98,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     engine.precision = args.precision
     run_eval(engine, samples=args.samples, frames=args.frames, drift_frames=args.drift_frames,
              drift_videos=args.drift_videos, wide_patches=args.wide_patches, size=args.size, seed=args.seed,
-             local=args.local, log=lambda line: print(line, flush=True))  # each figure as measured, also into a file
+             local=args.local, log=lambda line: print(line, flush=True))  # shown live, also in a file
     return 0
 
 
