@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from streamgen.data import landscapes as L
-from streamgen.errors import ConfigError
 from streamgen.data.landscapes import ATTRIBUTES, HELD_OUT, Scene, caption, render, sample_scene
+from streamgen.errors import ConfigError
 
 SKIES, TERRAINS, MOTIONS = ATTRIBUTES["sky"], ATTRIBUTES["terrain"], ATTRIBUTES["motion"]
 
