@@ -1,7 +1,8 @@
 """A quick probe of video sampling settings on a text-conditioned model (a few minutes a setting).
 
     python benchmarks/video_sampling.py '{"guidance_shown": 6}' '{"shown_top_p": null}'
-    python benchmarks/video_sampling.py --still-frames 0 --offset 500 '{"order": "zeta", "extent": {"w": 1, "h": 0, "f": 1}}'
+    python benchmarks/video_sampling.py --still-frames 0 --offset 500 '{"order": "zeta"}' \
+        '{"extent": {"w": 1, "h": 0, "f": 1}}'
 
 Each argument is a JSON object of `SamplingConfig` fields laid over the default sampling
 (`DEFAULT_SAMPLING`), and optionally the task request's `order` and `extent`. For each it prints:

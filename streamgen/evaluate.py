@@ -180,7 +180,8 @@ def block_fid(real: Tensor, fake: Tensor, extractor: torch.nn.Module, block: int
     def tiles(x: Tensor) -> Tensor:
         N, H, W, C = x.shape
         x = x[:, :H // block * block, :W // block * block]
-        return x.reshape(N, H // block, block, W // block, block, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, block, block, C)
+        x = x.reshape(N, H // block, block, W // block, block, C).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(-1, block, block, C)
 
     return fid(tiles(real), tiles(fake), extractor)
 
