@@ -7,11 +7,11 @@
 Each argument is a JSON object of `SamplingConfig` fields laid over the default sampling
 (`DEFAULT_SAMPLING`), and optionally the task request's `order` and `extent`. For each it prints:
 camera-motion accuracy on `streamgen eval`'s motion clips (same prompts and seeds unless `--offset`
-moves to other scenes) and the frames/s of those clips, sky and terrain accuracy on held-out t2i
-prompts, whether one still-camera video still shows its prompt's sky and terrain at frames 292-299
-(`--still-frames 0` skips it), then the confusion of camera motions and of held-out (sky, terrain) as
-(asked, read) pairs. Thirty samples a row: one standard error is about 9 points; `streamgen eval` is
-the measurement of record.
+moves both rows to other scenes) and the frames/s of those clips, sky and terrain accuracy on held-out
+t2i prompts, whether one still-camera video (always scene 100, seed 1) still shows its prompt's sky and
+terrain over its last 8 frames (292-299 by default; `--still-frames 0` skips it), then the confusion
+of camera motions and of held-out (sky, terrain) as (asked, read) pairs. With the default 30 samples
+a row one standard error is about 9 points; `streamgen eval` is the measurement of record.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from streamgen.evaluate import AttributeClassifier, camera_motion
 
 
 REQUEST_KEYS = ("order", "extent")  # setting keys that go to the task request, not to the sampling
+CLIP_FRAMES = 8  # frames of each motion clip, as in `streamgen eval`
 
 
 def probe(engine, clf: AttributeClassifier, sampling: dict, n: int, still_frames: int, offset: int = 0,
@@ -40,9 +41,9 @@ def probe(engine, clf: AttributeClassifier, sampling: dict, n: int, still_frames
     for i in range(offset, offset + n):  # the motion row of `streamgen eval` (seed 0) at offset 0
         scene = L.sample_scene(i, split="all")
         clip = np.stack(list(engine.run("t2v", prompt=L.caption(scene, variant=i, video=True), height=128,
-                                        width=128, frames=8, seed=i, sampling=sampling, **request)))
+                                        width=128, frames=CLIP_FRAMES, seed=i, sampling=sampling, **request)))
         motions[(scene.motion, camera_motion(clip))] += 1
-    fps = 8 * n / (time.perf_counter() - t0)
+    fps = CLIP_FRAMES * n / (time.perf_counter() - t0)
     motion = sum(v for (want, got), v in motions.items() if want == got) / n
     sky = terrain = 0
     combos = Counter()
@@ -72,13 +73,18 @@ def probe(engine, clf: AttributeClassifier, sampling: dict, n: int, still_frames
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("settings", nargs="*", default=["{}"], help="JSON objects of sampling fields")
+    ap.add_argument("settings", nargs="*", default=["{}"], 
+                    help="JSON objects of sampling fields, and optionally order and extent")
     ap.add_argument("--model", default=None, help="model folder; default: the shipped model")
     ap.add_argument("--samples", type=int, default=30)
     ap.add_argument("--still-frames", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--offset", type=int, default=0, help="first scene and seed: 0 is the eval's own samples")
     args = ap.parse_args()
+    if args.still_frames and args.still_frames < 8:
+        ap.error(f"--still-frames must be 0 (skip) or at least 8, got {args.still_frames}")
+    if args.offset < 0:
+        ap.error(f"--offset must be >= 0, got {args.offset}")
     torch.set_num_threads(args.threads)
     engine = load_engine(args.model)
     clf = AttributeClassifier.fit(size=128)
