@@ -73,7 +73,7 @@ def probe(engine, clf: AttributeClassifier, sampling: dict, n: int, still_frames
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("settings", nargs="*", default=["{}"], 
+    ap.add_argument("settings", nargs="*", default=["{}"],
                     help="JSON objects of sampling fields, and optionally order and extent")
     ap.add_argument("--model", default=None, help="model folder; default: the shipped model")
     ap.add_argument("--samples", type=int, default=30)
