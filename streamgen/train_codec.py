@@ -1,7 +1,9 @@
 """Training of the VQGAN and then of its Pixel-Guided decoder (`streamgen train codec`).
 
 Phase 1 trains the VQGAN on single frames: L1 + MSE reconstruction, commitment loss (the codebook
-itself follows an EMA), and optionally a hinge patch-discriminator loss. Phase 2 freezes the encoder
+itself follows an EMA), and optionally a hinge patch-discriminator loss and an L1 loss on the image's
+pixel differences (``grad_weight``). With ``train_encoder`` false it fine-tunes only the decoder of a
+trained codec: the tokens stay the same, so a vision decoder trained on them stays valid. Phase 2 freezes the encoder
 and the codebook, starts the pixel-guided decoder from the trained decoder, and trains it on pairs of
 consecutive frames (frame n decoded from its tokens, guided by frame n-1's pixels).
 Checkpoints are safetensors with the config beside them; a run resumes from its last checkpoint.
@@ -50,6 +52,12 @@ class CodecTrainConfig(Strict):
                                "temporal loss: |(output - previous frame as given) - (true frame - true previous "
                                "frame)|, so a chained decoder changes a frame as much as the video does and "
                                "carries its own earlier error instead of flickering; needs pg_chain > 0")
+    train_encoder: bool = Field(True, description="False freezes the encoder and the codebook and trains only the "
+                                "decoder: fine-tuning a codec whose tokens a vision decoder already uses keeps "
+                                "them valid")
+    grad_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of an L1 loss between the "
+                               "horizontal and vertical pixel differences of the output and of the true frame "
+                               "(both phases): it penalises the grid a decoder leaves at token boundaries")
     batch: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     commit_weight: float = Field(0.25, ge=0)
@@ -73,11 +81,25 @@ def psnr(a: Tensor, b: Tensor) -> float:
     return 10 * np.log10(4.0 / max(mse, 1e-10))
 
 
-def pg_loss(rec: Tensor, cur: Tensor, prev: Tensor, true_prev: Tensor, temporal: float = 0.0) -> Tensor:
-    """The PG decoder's loss: L1 + MSE to the true frame, plus ``temporal`` x L1 between the change it
-    makes to the previous frame it was given and the true change. With a chained (imperfect) previous
+def grad_l1(rec: Tensor, x: Tensor) -> Tensor:
+    """L1 between the horizontal and vertical pixel differences of ``rec`` and ``x`` (B, C, H, W)."""
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return F.l1_loss(dx(rec), dx(x)) + F.l1_loss(dy(rec), dy(x))
+
+
+def recon_loss(rec: Tensor, x: Tensor, grad_weight: float = 0.0) -> Tensor:
+    """L1 + MSE, plus ``grad_weight`` x `grad_l1`."""
+    loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+    return loss + grad_weight * grad_l1(rec, x) if grad_weight else loss
+
+
+def pg_loss(rec: Tensor, cur: Tensor, prev: Tensor, true_prev: Tensor, temporal: float = 0.0,
+            grad_weight: float = 0.0) -> Tensor:
+    """The PG decoder's loss: `recon_loss` to the true frame, plus ``temporal`` x L1 between the change
+    it makes to the previous frame it was given and the true change. With a chained (imperfect) previous
     frame the temporal term asks to keep that frame's error rather than flicker away from it."""
-    loss = F.l1_loss(rec, cur) + F.mse_loss(rec, cur)
+    loss = recon_loss(rec, cur, grad_weight)
     if temporal:
         loss = loss + temporal * F.l1_loss(rec - prev, cur - true_prev)
     return loss
@@ -185,10 +207,19 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
 
     bar = Progress(cfg.steps, "vqgan", start=step)
     vq.train()
+    if not cfg.train_encoder:  # frozen: no gradients, no codebook EMA, no code restarts
+        for part in (vq.encoder, vq.quantizer):
+            part.eval().requires_grad_(False)
     while step < cfg.steps:
         x = to_pixels(data.sample(1)[:, 0])
-        rec, idx, commit = vq(x)
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.commit_weight * commit
+        if cfg.train_encoder:
+            rec, idx, commit = vq(x)
+            loss = recon_loss(rec, x, cfg.grad_weight) + cfg.commit_weight * commit
+        else:
+            with torch.no_grad():
+                q = vq.quantizer.lookup(vq.quantizer.indices(vq.encoder(x)))
+            rec = vq.decoder(q)
+            loss = recon_loss(rec, x, cfg.grad_weight)
         if disc is not None and step >= cfg.adv_start:
             loss = loss - cfg.adv_weight * disc(rec).mean()
         opt.zero_grad(set_to_none=True)
@@ -232,7 +263,7 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
                     prev = to_pixels(to_uint8(pg(qs[t], prev)))
         cur, q = frames[-1], qs[-1]
         rec = pg(q, prev)
-        loss = pg_loss(rec, cur, prev, frames[-2], cfg.pg_temporal)
+        loss = pg_loss(rec, cur, prev, frames[-2], cfg.pg_temporal, cfg.grad_weight)
         popt.zero_grad(set_to_none=True)
         loss.backward()
         popt.step()

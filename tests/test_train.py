@@ -35,6 +35,32 @@ def test_codec_training_writes_checkpoints_and_resumes(tmp_path, capsys):
     assert int(state["step"]) == 4
 
 
+def test_decoder_fine_tune_keeps_the_tokens_and_trains_the_decoder(tmp_path, capsys):
+    base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
+            "data.render_height=32", "data.crop=32", "pg_steps=0"]
+    run_cli(*base, "steps=2")
+    before = ckpt.read(tmp_path / "vqgan.safetensors")
+    run_cli(*base, "steps=5", "train_encoder=false", "grad_weight=1.0")
+    after = ckpt.read(tmp_path / "vqgan.safetensors")
+    assert "resumed VQGAN" in capsys.readouterr().err
+    frozen = [k for k in before if k.startswith(("encoder.", "quantizer."))]
+    assert "quantizer.codebook" in frozen and "quantizer.ema_sum" in frozen
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    assert main([*base, "grad_weight=-1"]) != 0
+    assert "`grad_weight`: Input should be greater than or equal to 0" in capsys.readouterr().err
+
+
+def test_grad_loss_penalises_a_step_the_true_frame_does_not_have():
+    from streamgen.train_codec import grad_l1, recon_loss
+    x = torch.linspace(-1, 1, 16).repeat(1, 3, 16, 1)  # a smooth horizontal ramp
+    step = x.clone()
+    step[..., 8:] += 0.1  # the same ramp with a seam at column 8
+    assert grad_l1(x, x) == 0 and grad_l1(x + 0.1, x) < 1e-6  # an offset has the true differences
+    assert torch.isclose(grad_l1(step, x), torch.tensor(0.1 / 15))  # one of 15 columns
+    assert torch.isclose(recon_loss(step, x, 2.0) - recon_loss(step, x), 2 * grad_l1(step, x))
+
+
 def test_pg_temporal_loss_rewards_carrying_the_previous_frames_error():
     from streamgen.train_codec import pg_loss
     g = torch.Generator().manual_seed(0)
@@ -54,9 +80,9 @@ def test_codec_training_with_temporal_pg_compares_with_the_true_previous_frame(t
     import streamgen.train_codec as tc
     calls = []
 
-    def spy(rec, cur, prev, true_prev, temporal=0.0):
+    def spy(rec, cur, prev, true_prev, temporal=0.0, grad_weight=0.0):
         calls.append((torch.equal(prev, true_prev), temporal))
-        return real(rec, cur, prev, true_prev, temporal)
+        return real(rec, cur, prev, true_prev, temporal, grad_weight)
     real = tc.pg_loss
     monkeypatch.setattr(tc, "pg_loss", spy)
     base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
