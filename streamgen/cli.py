@@ -97,8 +97,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     engine = load_engine(args.model)
     engine.precision = args.precision
     run_eval(engine, samples=args.samples, frames=args.frames, drift_frames=args.drift_frames,
-             drift_videos=args.drift_videos, wide_patches=args.wide_patches, size=args.size, seed=args.seed,
-             local=args.local, log=lambda line: print(line, flush=True))  # shown live, also in a file
+             drift_videos=args.drift_videos, wide_patches=args.wide_patches,
+             wide_canvases=args.wide_canvases, size=args.size, seed=args.seed, local=args.local,
+             log=lambda line: print(line, flush=True))  # shown live, also in a file
     return 0
 
 
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--local", choices=("ar", "pnar"), default="ar", help="local decoder inside patches")
     ev.add_argument("--precision", choices=("fp32", "mixed"), default="fp32")
     ev.add_argument("--wide-patches", dest="wide_patches", type=int, default=32)
+    ev.add_argument("--wide-canvases", dest="wide_canvases", type=int, default=4,
+                    help="unconditional wide canvases the seam score is averaged over")
     ev.add_argument("--size", type=int, default=128)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--threads", type=int, default=2)

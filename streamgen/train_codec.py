@@ -1,11 +1,12 @@
 """Training of the VQGAN and then of its Pixel-Guided decoder (`streamgen train codec`).
 
 Phase 1 trains the VQGAN on single frames: L1 + MSE reconstruction, commitment loss (the codebook
-itself follows an EMA), and optionally a hinge patch-discriminator loss and an L1 loss on the image's
-pixel differences (``grad_weight``). With ``train_encoder`` false it fine-tunes only the decoder of a
-trained codec: the tokens stay the same, so a vision decoder trained on them stays valid. Phase 2 freezes the encoder
-and the codebook, starts the pixel-guided decoder from the trained decoder, and trains it on pairs of
-consecutive frames (frame n decoded from its tokens, guided by frame n-1's pixels).
+itself follows an EMA), and optionally a hinge patch-discriminator loss and an L1 loss on the
+image's pixel differences (``grad_weight``). With ``train_encoder`` false it fine-tunes only the
+decoder of a trained codec: the tokens stay the same, so a vision decoder trained on them stays
+valid. Phase 2 freezes the encoder and the codebook, starts the pixel-guided decoder from the
+trained decoder (or resumes its own checkpoint, whose decoder is its own copy), and trains it on
+pairs of consecutive frames (frame n decoded from its tokens, guided by frame n-1's pixels).
 Checkpoints are safetensors with the config beside them; a run resumes from its last checkpoint.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from . import checkpoint as ckpt
 from .codecs.vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels, to_uint8
 from .config import Strict
+from .errors import bad
 from .progress import Progress
 
 
@@ -52,12 +54,13 @@ class CodecTrainConfig(Strict):
                                "temporal loss: |(output - previous frame as given) - (true frame - true previous "
                                "frame)|, so a chained decoder changes a frame as much as the video does and "
                                "carries its own earlier error instead of flickering; needs pg_chain > 0")
-    train_encoder: bool = Field(True, description="False freezes the encoder and the codebook and trains only the "
-                                "decoder: fine-tuning a codec whose tokens a vision decoder already uses keeps "
-                                "them valid")
-    grad_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of an L1 loss between the "
-                               "horizontal and vertical pixel differences of the output and of the true frame "
-                               "(both phases): it penalises the grid a decoder leaves at token boundaries")
+    train_encoder: bool = Field(True, description="False freezes the encoder and the codebook and "
+                                "trains only the decoder: fine-tuning a codec whose tokens a vision "
+                                "decoder already uses keeps them valid")
+    grad_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of an L1 loss "
+                               "between the horizontal and vertical pixel differences of the output and "
+                               "of the true frame (both phases): it penalises the grid a decoder leaves "
+                               "at token boundaries")
     batch: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     commit_weight: float = Field(0.25, ge=0)
@@ -203,6 +206,9 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
     step = ckpt.resume(vq_path, vq, opt)
     if step:
         log(f"resumed VQGAN from {vq_path} at step {step}")
+    elif not cfg.train_encoder and not vq_path.exists():
+        raise bad("train_encoder", "false needs a trained codec to fine-tune: copy its vqgan.* (and pg.*) "
+                  "into `out` first", f"false, and {vq_path} does not exist")
     data = Batches(cfg, cfg.seed + step)
 
     bar = Progress(cfg.steps, "vqgan", start=step)

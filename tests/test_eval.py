@@ -38,6 +38,22 @@ def test_eval_command_runs_end_to_end(capsys):
         assert what in out
 
 
+def test_eval_seam_score_is_the_mean_over_its_wide_canvases(capsys):
+    from streamgen.bundle import load_engine
+    from streamgen.config import DEFAULT_SAMPLING
+    engine = load_engine("tiny")
+    res = E.run_eval(engine, samples=2, frames=3, drift_frames=0, size=32, wide_patches=4,
+                     wide_canvases=3, seed=5, log=lambda line: None)
+    px = engine.codec.factor * engine.model.cfg.patch_w
+    scores = [E.seam_score(next(engine.run("uig", height=32, width=4 * px, seed=5 + k,
+                                           sampling=dict(DEFAULT_SAMPLING, guidance=1.0))), px) for k in range(3)]
+    assert len(set(scores)) == 3  # three different canvases
+    assert res["seam score (4 patches wide, mean of 3 canvases)"] == pytest.approx(np.mean(scores))
+    assert main(["eval", "--model", "tiny", "--wide-canvases", "0", "--threads", "1"]) != 0
+    err = capsys.readouterr().err
+    assert "wide_canvases" in err and "must be at least 1" in err and "Traceback" not in err
+
+
 def test_eval_logs_each_figure_as_it_is_measured():
     from streamgen.bundle import load_engine
     engine = load_engine("tiny")

@@ -49,6 +49,11 @@ def test_decoder_fine_tune_keeps_the_tokens_and_trains_the_decoder(tmp_path, cap
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
     assert main([*base, "grad_weight=-1"]) != 0
     assert "`grad_weight`: Input should be greater than or equal to 0" in capsys.readouterr().err
+    empty = tmp_path / "empty"  # nothing to fine-tune: refused, not a decoder fitted to a random encoder
+    assert main([*base[:2], f"out={empty}", *base[3:], "steps=1", "train_encoder=false"]) != 0
+    err = capsys.readouterr().err
+    assert "train_encoder" in err and "needs a trained codec" in err and "Traceback" not in err
+    assert not (empty / "vqgan.safetensors").exists()
 
 
 def test_grad_loss_penalises_a_step_the_true_frame_does_not_have():
