@@ -30,7 +30,7 @@ def reconstruct(vq: VQGAN, frames: np.ndarray, chunk: int = 24) -> np.ndarray:
     out = []
     for i in range(0, len(frames), chunk):
         x = to_pixels(torch.from_numpy(frames[i:i + chunk]))
-        q = vq.quantizer.lookup(vq.quantizer.indices(vq.encoder(x)))
+        q = vq.codes(x)
         out.append(to_uint8(vq.decoder(q)))
     return torch.cat(out).numpy()
 

@@ -211,6 +211,11 @@ class VQGAN(nn.Module):
         q, idx, commit = self.quantizer(self.encoder(x))
         return self.decoder(q), idx, commit
 
+    def codes(self, x: Tensor) -> Tensor:
+        """Pixels (B, 3, Hpx, Wpx) in [-1, 1] -> the codebook vectors (B, d, h, w) of their tokens: what
+        a decoder reads (no straight-through gradient, no codebook update)."""
+        return self.quantizer.lookup(self.quantizer.indices(self.encoder(x)))
+
 
 class PixelGuidedDecoder(nn.Module):
     """Decoder of frame n guided, level by level, by frame n-1's pixels."""

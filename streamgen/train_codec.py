@@ -223,7 +223,7 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
             loss = recon_loss(rec, x, cfg.grad_weight) + cfg.commit_weight * commit
         else:
             with torch.no_grad():
-                q = vq.quantizer.lookup(vq.quantizer.indices(vq.encoder(x)))
+                q = vq.codes(x)
             rec = vq.decoder(q)
             loss = recon_loss(rec, x, cfg.grad_weight)
         if disc is not None and step >= cfg.adv_start:
@@ -260,7 +260,7 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
         raw = data.sample(max(chain, 0) + 2)  # uint8 (B, F, H, W, 3)
         frames = [to_pixels(raw[:, t]) for t in range(raw.shape[1])]
         with torch.no_grad():
-            qs = [vq.quantizer.lookup(vq.quantizer.indices(vq.encoder(x))) for x in frames]
+            qs = [vq.codes(x) for x in frames]
             if chain < 0:  # the true previous frame
                 prev = frames[-2]
             else:  # the plain decoder's first frame, then the PG decoder's own outputs, as uint8 frames
