@@ -5,7 +5,8 @@ itself follows an EMA), and optionally a hinge patch-discriminator loss and an L
 image's pixel differences (``grad_weight``). With ``train_encoder`` false it fine-tunes only the
 decoder of a trained codec: the tokens stay the same, so a vision decoder trained on them stays
 valid. Phase 2 freezes the encoder and the codebook, starts the pixel-guided decoder from the
-trained decoder (or resumes its own checkpoint, whose decoder is its own copy), and trains it on
+trained decoder (or resumes its own checkpoint, whose decoder is its own copy; ``pg_decoder``
+"vqgan" gives a copied-in checkpoint the VQGAN's decoder), and trains it on
 pairs of consecutive frames (frame n decoded from its tokens, guided by frame n-1's pixels).
 Checkpoints are safetensors with the config beside them; a run resumes from its last checkpoint.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -57,6 +58,10 @@ class CodecTrainConfig(Strict):
     train_encoder: bool = Field(True, description="False freezes the encoder and the codebook and "
                                 "trains only the decoder: fine-tuning a codec whose tokens a vision "
                                 "decoder already uses keeps them valid")
+    pg_decoder: Literal["own", "vqgan"] = Field("own", description="the decoder weights a PG "
+                            "checkpoint copied into `out` (one with no training step) starts from: 'own' "
+                            "keeps them; 'vqgan' takes the VQGAN's just-trained decoder and keeps only the "
+                            "PG guide, so a fine-tuned plain decoder's gains reach the PG decoder")
     grad_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of an L1 loss "
                                "between the horizontal and vertical pixel differences of the output and "
                                "of the true frame (both phases): it penalises the grid a decoder leaves "
@@ -253,6 +258,9 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
     pstep = ckpt.resume(pg_path, pg, popt)
     if pstep:
         log(f"resumed PG decoder from {pg_path} at step {pstep}")
+    elif pg_path.exists() and cfg.pg_decoder == "vqgan":
+        pg.decoder.load_state_dict(vq.decoder.state_dict())
+        log(f"PG decoder from {pg_path}: its guide, with the VQGAN's decoder")
     bar = Progress(cfg.pg_steps, "pg-vqgan", start=pstep)
     data = Batches(cfg, cfg.seed + 1_000_003 + pstep)
     while pstep < cfg.pg_steps:

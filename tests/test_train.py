@@ -56,6 +56,31 @@ def test_decoder_fine_tune_keeps_the_tokens_and_trains_the_decoder(tmp_path, cap
     assert not (empty / "vqgan.safetensors").exists()
 
 
+def test_a_copied_in_pg_decoder_can_take_the_fine_tuned_vqgan_decoder(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
+            "data.render_height=32", "data.crop=32"]
+    run_cli(*base, "steps=2", "pg_steps=2")
+    for name in ("vqgan", "pg"):  # as shipped: weights only, no step and no optimizer state
+        path = tmp_path / f"{name}.safetensors"
+        save_file({k: v for k, v in ckpt.read(path).items() if not k.startswith("train/")}, str(path))
+    shipped = ckpt.read(tmp_path / "pg.safetensors")
+    vq = ckpt.read(tmp_path / "vqgan.safetensors")
+    dec = [k for k in shipped if k.startswith("decoder.")]
+    assert dec and not all(torch.equal(shipped[k], vq[k]) for k in dec)  # the PG phase trained its own copy
+    # lr 1e-12: the one PG step leaves the weights where the phase started them
+    run_cli(*base, "steps=0", "pg_steps=1", "lr=1e-12", "pg_decoder=vqgan")
+    assert "with the VQGAN's decoder" in capsys.readouterr().err
+    pg = ckpt.read(tmp_path / "pg.safetensors")
+    assert all(torch.allclose(pg[k], vq[k], atol=1e-6) for k in dec)
+    guide = [k for k in shipped if k.startswith("guide.")]
+    assert guide and all(torch.allclose(pg[k], shipped[k], atol=1e-6) for k in guide)
+    assert main([*base, "steps=0", "pg_steps=1", "pg_decoder=plain"]) != 0
+    err = capsys.readouterr().err
+    assert "pg_decoder" in err and "'own' or 'vqgan'" in err and "Traceback" not in err
+
+
 def test_grad_loss_penalises_a_step_the_true_frame_does_not_have():
     from streamgen.train_codec import grad_l1, recon_loss
     x = torch.linspace(-1, 1, 16).repeat(1, 3, 16, 1)  # a smooth horizontal ramp
