@@ -289,26 +289,29 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
             res["temporal error, plain decoder (grey levels)"] = float(np.mean([e[0] for e in errs]))
             res["temporal error, pixel-guided decoder chained"] = float(np.mean([e[1] for e in errs]))
 
-    def accuracy(split: str, unseen: bool) -> tuple[float, float]:
-        ok_sky = ok_terrain = 0
+    def accuracy(split: str, unseen: bool) -> tuple[float, float, float]:
+        """Shares of images with the right sky, the right terrain, and both."""
+        ok_sky = ok_terrain = ok_both = 0
         for i in range(samples):
             scene = L.sample_scene(seed * 1000 + i, split=split)
             prompt = unseen_caption(scene, i) if unseen else L.caption(scene, variant=i, video=False)
             img = next(engine.run("t2i", prompt=prompt, height=size, width=size, seed=seed + i,
                                   sampling=sampling))
             pred = clf.predict(img[None])
-            ok_sky += int(pred["sky"][0]) == L.ATTRIBUTES["sky"].index(scene.sky)
-            ok_terrain += int(pred["terrain"][0]) == L.ATTRIBUTES["terrain"].index(scene.terrain)
-        return ok_sky / samples, ok_terrain / samples
+            sky = int(pred["sky"][0]) == L.ATTRIBUTES["sky"].index(scene.sky)
+            terrain = int(pred["terrain"][0]) == L.ATTRIBUTES["terrain"].index(scene.terrain)
+            ok_sky, ok_terrain, ok_both = ok_sky + sky, ok_terrain + terrain, ok_both + (sky and terrain)
+        return ok_sky / samples, ok_terrain / samples, ok_both / samples
 
     if engine.model.cfg.text_dim is not None:
         t0 = time.perf_counter()
         for split, unseen, label in (("train", False, "training combinations"),
                                      ("heldout", False, "held-out combinations"),
                                      ("heldout", True, "held-out combinations, unseen wordings")):
-            sky, terrain = accuracy(split, unseen)
+            sky, terrain, both = accuracy(split, unseen)
             res[f"sky accuracy ({label})"] = sky
             res[f"terrain accuracy ({label})"] = terrain
+            res[f"sky and terrain both right ({label})"] = both
         res[f"t2i images per second ({size}x{size}, guided)"] = 3 * samples / (time.perf_counter() - t0)
         ok = 0
         for i in range(samples):

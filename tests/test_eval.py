@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from streamgen import evaluate as E
 from streamgen.cli import main
@@ -52,6 +53,33 @@ def test_eval_seam_score_is_the_mean_over_its_wide_canvases(capsys):
     assert main(["eval", "--model", "tiny", "--wide-canvases", "0", "--threads", "1"]) != 0
     err = capsys.readouterr().err
     assert "wide_canvases" in err and "must be at least 1" in err and "Traceback" not in err
+
+
+def test_eval_counts_images_with_both_attributes_right(monkeypatch):
+    """With a reader that always says night + desert dunes: on training combinations the sky is right
+    for night scenes and the terrain for desert ones, never both; on held-out ones both are right
+    exactly for the night + desert scenes."""
+    from streamgen.bundle import load_engine
+
+    def always_night_desert(self, frames):
+        n = len(frames)
+        return {"sky": torch.full((n,), L.ATTRIBUTES["sky"].index("night")),
+                "terrain": torch.full((n,), L.ATTRIBUTES["terrain"].index("desert dunes"))}
+
+    monkeypatch.setattr(E.AttributeClassifier, "predict", always_night_desert)
+    samples, seed = 8, 3
+    res = E.run_eval(load_engine("tiny"), samples=samples, frames=2, drift_frames=0, size=32, wide_patches=2,
+                     wide_canvases=1, seed=seed, log=lambda line: None)
+    train = [L.sample_scene(seed * 1000 + i, split="train") for i in range(samples)]
+    held = [L.sample_scene(seed * 1000 + i, split="heldout") for i in range(samples)]
+    assert res["sky accuracy (training combinations)"] == sum(s.sky == "night" for s in train) / samples > 0
+    desert = sum(s.terrain == "desert dunes" for s in train) / samples
+    assert res["terrain accuracy (training combinations)"] == desert > 0
+    assert res["sky and terrain both right (training combinations)"] == 0
+    night_desert = sum(s.sky == "night" for s in held) / samples
+    assert 0 < night_desert < 1
+    for what in ("sky accuracy", "terrain accuracy", "sky and terrain both right"):
+        assert res[f"{what} (held-out combinations)"] == night_desert
 
 
 def test_eval_logs_each_figure_as_it_is_measured():
