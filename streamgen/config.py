@@ -69,6 +69,11 @@ class ModelConfig(Strict):
                              "'none' in a first frame or image): copying a still frame or following a pan "
                              "of one token per frame becomes a direct path instead of an attention pattern "
                              "the model must discover")
+    neighbours: bool = Field(False, description="each token on a patch's border also carries the token across "
+                             "that border in the same frame, when that patch is already made (a learned "
+                             "embedding per side; 'none' otherwise): a border token's own input is the token "
+                             "before it in the patch, which for the first column is the far end of the row "
+                             "above, so without this the token beside it reaches it only by attention")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":

@@ -314,14 +314,16 @@ class Engine:
             pool.restore(entries)
         next_step = plan.frame_start(f)  # every step before this one is done: NCP.Remove up to it
 
-        def prev_of(item: adc.Item) -> Tensor | None:  # its `prev_index` (batch, 3, M)
-            return model.prev_index(last if item.pos[0] else None, *item.pos[1:], batch=batch)
+        made = torch.zeros(plan.rows, plan.cols, dtype=torch.bool)  # this frame's patches made so far
+
+        def prev_of(item: adc.Item) -> Tensor | None:  # its `hint_index` (batch, K, M)
+            return model.hint_index(last if item.pos[0] else None, frame, made, *item.pos[1:], batch=batch)
 
         def rows_of(index: Tensor | None) -> Tensor | None:  # one row per workspace row
             return None if index is None else index.repeat(rows // batch, 1, 1)
 
         def shown_of(index: Tensor | None) -> Tensor | None:  # (batch, M): the previous frame shows it
-            shown = None if index is None else index[:, 1] != cfg.vocab_size
+            shown = None if index is None or not cfg.prev_frame else index[:, 1] != cfg.vocab_size
             return shown if shown is not None and bool(shown.any()) else None  # None: nothing shown
 
         done: set[int] = set()
@@ -363,6 +365,7 @@ class Engine:
                         pool.add(item.pos, payloads[i], plan.expiry(item.pos))
                         frame[:, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = \
                             toks[i * batch:(i + 1) * batch].view(batch, ph, pw).cpu()
+                        made[y, x] = True
                         done.add(item.step)
                         self.stats.patches += 1
                         if not item.known:
@@ -372,6 +375,7 @@ class Engine:
                         next_step += 1
                     pool.remove(next_step - 1)
                 last = frame.clone()
+                made.zero_()
                 yield TokenFrame(f, last, pool.state())
                 f += 1
         finally:

@@ -173,6 +173,8 @@ class VisionDecoder(nn.Module):
             self.edge_emb = nn.Parameter(torch.zeros(adc.EDGE_KINDS, d))
         if cfg.prev_frame:  # previous frame's token left of / at / right of each token's place; zero at init
             self.prev_emb = nn.Parameter(torch.zeros(3, cfg.vocab_size + 1, d))
+        if cfg.neighbours:  # the token across the left / right / top / bottom border; zero at init
+            self.nbr_emb = nn.Parameter(torch.zeros(4, cfg.vocab_size + 1, d))
         if cfg.text_dim is not None:
             self.text_proj = nn.Linear(cfg.text_dim, d)
             self.text_ln = nn.LayerNorm(d)
@@ -234,8 +236,8 @@ class VisionDecoder(nn.Module):
                 text: TextMemory | None = None, edges: Sequence[int] | None = None,
                 prev: Tensor | None = None) -> Tensor:
         """Logits (B, N, M, V) for tokens (B, N, M) of patches processed in order ``positions``
-        (``edges``: each patch's `adc.edges`, for models with ``cfg.edges``; ``prev`` (B, N, 3, M):
-        each patch's `prev_index`, for models with ``cfg.prev_frame``)."""
+        (``edges``: each patch's `adc.edges`, for models with ``cfg.edges``; ``prev`` (B, N, K, M):
+        each patch's `hint_index`, for models with ``cfg.prev_frame`` or ``cfg.neighbours``)."""
         B, N, M = tokens.shape
         S, H = self.S, self.cfg.heads
         if len(positions) != N or M != self.M:
@@ -248,8 +250,9 @@ class VisionDecoder(nn.Module):
         x = self.tok_emb(inp) + self.pos_emb  # (B, N, S, D)
         if edges is not None and self.cfg.edges:
             x[:, :, 0] += self.edge_emb[torch.as_tensor(edges, device=x.device)]
-        if prev is not None and self.cfg.prev_frame:
-            x = x + self._prev_at_inputs(self.prev_vectors(prev.reshape(B * N, 3, M)), nar=False).view(B, N, S, -1)
+        pv = None if prev is None else self.prev_vectors(prev.reshape(B * N, -1, M))
+        if pv is not None:
+            x = x + self._prev_at_inputs(pv, nar=False).view(B, N, S, -1)
         x = x.reshape(B, N * S, -1)
         neg = torch.zeros(mask.shape, device=x.device).masked_fill(~mask, float("-inf"))
         if self.cfg.rel_bias:  # (L, H, NS, NS): each pair's displacement, from its patches' offset
@@ -308,7 +311,8 @@ class VisionDecoder(nn.Module):
         from the unmasked tokens, attention inside the patch is bidirectional, and the returned cache
         is not a context payload (the pool keeps the autoregressive pass's).
         ``edges`` (an int or (B,) long): the patch's `adc.edges`, for models with ``cfg.edges``.
-        ``prev`` (B or 1, 3, M): the patch's `prev_index`, for models with ``cfg.prev_frame``.
+        ``prev`` (B or 1, K, M): the patch's `hint_index`, for models with ``cfg.prev_frame`` or
+        ``cfg.neighbours``.
         """
         B, M = tokens.shape
         H, D = self.cfg.heads, self.cfg.width
@@ -384,11 +388,44 @@ class VisionDecoder(nn.Module):
         return torch.stack([rows[:, :, x * pw + d:x * pw + d + pw].reshape(len(frame), -1)
                             for d in range(3)], 1).to(self.prev_emb.device)
 
-    def prev_vectors(self, index: Tensor | None) -> Tensor | None:
-        """What the inputs predicting a patch's tokens get added for `prev_index` ``index``: (B, M, D)."""
-        if index is None or not self.cfg.prev_frame:
+    def neighbour_index(self, frame: Tensor, made: Tensor, y: int, x: int) -> Tensor | None:
+        """(B, 4, M) ids of the tokens across patch (y, x)'s left, right, top and bottom borders in the
+        same frame, on the border tokens whose neighbouring patch is already made; 'none'
+        (``vocab_size``) elsewhere. ``frame`` (B, h, w) holds the frame's tokens so far, ``made``
+        (rows, cols) bool its patches already made. None for models without ``cfg.neighbours``."""
+        if not self.cfg.neighbours:
             return None
-        return sum(self.prev_emb[d][index[:, d]] for d in range(3))
+        ph, pw, none = self.cfg.patch_h, self.cfg.patch_w, self.cfg.vocab_size
+        B = frame.shape[0]
+        out = torch.full((B, 4, ph, pw), none, dtype=torch.long)
+        y0, x0 = y * ph, x * pw
+        if x > 0 and made[y, x - 1]:
+            out[:, 0, :, 0] = frame[:, y0:y0 + ph, x0 - 1]
+        if x + 1 < made.shape[1] and made[y, x + 1]:
+            out[:, 1, :, pw - 1] = frame[:, y0:y0 + ph, x0 + pw]
+        if y > 0 and made[y - 1, x]:
+            out[:, 2, 0, :] = frame[:, y0 - 1, x0:x0 + pw]
+        if y + 1 < made.shape[0] and made[y + 1, x]:
+            out[:, 3, ph - 1, :] = frame[:, y0 + ph, x0:x0 + pw]
+        return out.view(B, 4, self.M).to(self.nbr_emb.device)
+
+    def hint_index(self, last: Tensor | None, frame: Tensor, made: Tensor, y: int, x: int,
+                   batch: int = 1) -> Tensor | None:
+        """Patch (y, x)'s token hints (B, K, M): its `prev_index` from ``last`` (the previous frame's
+        tokens, or None), then its `neighbour_index` from ``frame`` and ``made``, for the models that
+        have each; None for models with neither."""
+        parts = [t for t in (self.prev_index(last, y, x, batch=batch), self.neighbour_index(frame, made, y, x))
+                 if t is not None]
+        return torch.cat(parts, 1) if parts else None
+
+    def prev_vectors(self, index: Tensor | None) -> Tensor | None:
+        """What the inputs predicting a patch's tokens get added for its hints ``index`` (B, K, M)
+        (`hint_index`, or `prev_index` alone): (B, M, D); None for models with neither kind."""
+        tables = ([self.prev_emb[d] for d in range(3)] if self.cfg.prev_frame else []) + \
+                 ([self.nbr_emb[d] for d in range(4)] if self.cfg.neighbours else [])
+        if index is None or not tables:
+            return None
+        return sum(t[index[:, d]] for d, t in enumerate(tables[:index.shape[1]]))
 
     def _prev_at_inputs(self, vectors: Tensor, nar: bool) -> Tensor:
         """(B, M, D) per token -> (B, S, D) per input position: the autoregressive pass predicts token m
@@ -451,8 +488,8 @@ class VisionDecoder(nn.Module):
 
         ``context`` holds ``(payload, offset index)`` pairs from NCP.Select; a payload is
         (L, 2, B, H, M, hd). The offset embeddings are added here, once per patch. ``edges`` is the
-        patch's `adc.edges` (used by models with ``cfg.edges``), ``prev`` its `prev_index` with a row
-        per workspace row or one for all (models with ``cfg.prev_frame``).
+        patch's `adc.edges` (used by models with ``cfg.edges``), ``prev`` its `hint_index` with a row
+        per workspace row or one for all (models with ``cfg.prev_frame`` or ``cfg.neighbours``).
         """
         C = len(context) * self.M
         if C:
@@ -473,7 +510,7 @@ class VisionDecoder(nn.Module):
         ``contexts[i]`` is patch i's NCP selection; its payloads have R rows (R = ws.batch // len(contexts),
         2 with classifier-free guidance), and row k of patch i goes to workspace row k * G + i, the
         layout `Engine` uses for a batch of G streams. Shorter contexts are padded and masked out.
-        ``edges[i]`` is patch i's `adc.edges`, ``prevs[i]`` its `prev_index` (R rows).
+        ``edges[i]`` is patch i's `adc.edges`, ``prevs[i]`` its `hint_index` (R rows).
         """
         B = ws.kv.shape[2]
         G = len(contexts)
@@ -491,7 +528,7 @@ class VisionDecoder(nn.Module):
         start = self.start_vector(edges)
         ws.start = None if start is None else start.repeat(B // G, 1)
         ws.prev = None
-        if prevs is not None and self.cfg.prev_frame:  # row k * G + i: patch i's row k
+        if prevs is not None and (self.cfg.prev_frame or self.cfg.neighbours):  # row k * G + i: patch i's row k
             pv = torch.stack([self.prev_vectors(p) for p in prevs], 1)  # (R, G, M, D)
             ws.prev = pv.reshape(B, self.M, -1)
         if self.cfg.rel_bias:  # each row's own displacements, and its padding masked

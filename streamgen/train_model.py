@@ -241,6 +241,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             st = torch.cat([F.pad(s, (0, 0, 0, T - s.shape[1])) for s in states])
             mk = torch.cat([F.pad(m, (0, T - m.shape[1])) for m in masks])
         pool = NearbyContextPool(ext)
+        made = torch.zeros(Fr, plan.rows, plan.cols, dtype=torch.bool)  # patches made so far, per frame
         todo = patches(toks, plan, ph, pw)
         k = cfg.patches_per_step
         group_loss = 0.0
@@ -258,7 +259,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             ctx = [(p, o) for _, p, o in pool.select(pos_)]
             edges = adc.edges(pos_[1], pos_[2], plan.rows, plan.cols)
             f, y, x = pos_
-            prev = model.prev_index(toks[:, f - 1] if f else None, y, x, batch=B)
+            prev = model.hint_index(toks[:, f - 1] if f else None, toks[:, f], made[f], y, x, batch=B)
             if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
                 masked = mask_predict_mask(target.shape, data.rng)
                 logits, _ = step_fn(target, ctx, text, masked, edges, prev)
@@ -272,6 +273,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             group_loss += loss.item() / group
             pool.add(pos_, payload, plan.expiry(pos_))
             pool.remove(plan.step_of(pos_))
+            made[f, y, x] = True
             if i % k != k - 1 and i != len(todo) - 1:
                 continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

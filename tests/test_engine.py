@@ -141,11 +141,12 @@ def test_a_batch_must_share_its_plan(engine):
 @pytest.mark.parametrize("order", ["omega", "omega*", "zeta", "zeta*"])
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_wavefront_gives_the_tokens_of_sequential_decoding(order, guidance):
-    eng = tiny_engine(text_dim=8, edges=True, rel_bias=True, prev_frame=True)
-    with torch.no_grad():  # each patch's borders, each token displacement and the last frame move the logits
-        eng.model.edge_emb.normal_(0, 1.0)
+    eng = tiny_engine(text_dim=8, edges=True, rel_bias=True, prev_frame=True, neighbours=True)
+    with torch.no_grad():  # each patch's borders, each token displacement, the last frame and the
+        eng.model.edge_emb.normal_(0, 1.0)  # tokens across made borders move the logits
         eng.model.rel_bias.normal_(0, 1.0)
         eng.model.prev_emb.normal_(0, 1.0)
+        eng.model.nbr_emb.normal_(0, 1.0)
     text = torch.randn(1, 3, 8)
     sampling = SamplingConfig(guidance=guidance)
     plan = lambda: Plan.basic(order, 4, 8, 2, Extent(w=1, h=1, f=1))  # noqa: E731

@@ -24,8 +24,8 @@ def sensitive(model):
 
 
 def prev_indices(model, plan, tokens):
-    """Each plan step's `prev_index` (B, N, 3, M) from tokens (B, N, M) indexed by plan step, or None."""
-    if not model.cfg.prev_frame:
+    """Each plan step's `hint_index` (B, N, K, M) from tokens (B, N, M) indexed by plan step, or None."""
+    if not (model.cfg.prev_frame or model.cfg.neighbours):
         return None
     B, N, M = tokens.shape
     ph, pw = model.cfg.patch_h, model.cfg.patch_w
@@ -33,8 +33,12 @@ def prev_indices(model, plan, tokens):
     for item in plan:
         f, y, x = item.pos
         frames[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = tokens[:, item.step].view(B, ph, pw)
-    return torch.stack([model.prev_index(frames[:, f - 1] if f else None, y, x, batch=B)
-                        for f, y, x in (item.pos for item in plan)], 1)
+    made = torch.zeros(plan.frames, plan.rows, plan.cols, dtype=torch.bool)  # as the plan goes
+    out = []
+    for f, y, x in (item.pos for item in plan):
+        out.append(model.hint_index(frames[:, f - 1] if f else None, frames[:, f], made[f], y, x, batch=B))
+        made[f, y, x] = True
+    return torch.stack(out, 1)
 
 
 def cached_logits(model, plan, tokens, text, mode):
@@ -73,8 +77,10 @@ def cached_logits(model, plan, tokens, text, mode):
 
 
 @pytest.mark.parametrize("mode", ["decode", "prefill", "patch"])
-@pytest.mark.parametrize("extra", [{}, dict(edges=True, rel_bias=True), dict(edges=True, rel_bias=True, prev_frame=True)],
-                         ids=["paper", "edges+bias", "edges+bias+prev"])
+@pytest.mark.parametrize("extra", [{}, dict(edges=True, rel_bias=True),
+                                   dict(edges=True, rel_bias=True, prev_frame=True),
+                                   dict(edges=True, rel_bias=True, prev_frame=True, neighbours=True)],
+                         ids=["paper", "edges+bias", "edges+bias+prev", "edges+bias+prev+neighbours"])
 @pytest.mark.parametrize("orders,ext", [
     ("omega", Extent(w=1, h=1, f=1)),
     (["zeta", "omega*", "zeta*", "omega"], Extent(w=1, h=1, f=1)),
@@ -114,7 +120,8 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
     """A P-NAR pass against NCP context equals `patch_forward(masked=...)`, and the closing prefill
     leaves the same payload as the autoregressive decoder would."""
     torch.manual_seed(2)
-    model = sensitive(VisionDecoder(tiny_config(text_dim=8, pnar=True, edges=True, rel_bias=True, prev_frame=True)))
+    model = sensitive(VisionDecoder(tiny_config(text_dim=8, pnar=True, edges=True, rel_bias=True, prev_frame=True,
+                                                neighbours=True)))
     ext = Extent(w=1, h=1, f=1)
     plan = Plan.basic("omega", 2, 2, 3, ext)
     B, M = 2, model.M
@@ -128,7 +135,7 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
             toks = torch.randint(0, model.cfg.vocab_size, (B, M))
             masked = torch.rand(B, M) < 0.5
             e = edges(*item.pos[1:], plan.rows, plan.cols)
-            prev = torch.randint(0, model.cfg.vocab_size + 1, (B, 3, M))  # any previous-frame ids
+            prev = torch.randint(0, model.cfg.vocab_size + 1, (B, 7, M))  # any previous-frame and neighbour ids
             model.load_context(ws, ctx, e, prev)
             got = model.pnar_logits(ws, toks, masked, text)
             want, _ = model.patch_forward(toks, ctx, text, masked, e, prev)
@@ -230,3 +237,39 @@ def test_prev_frame_inputs_are_the_previous_frames_tokens_around_each_token():
         model.prev_emb.normal_(0, 0.5)
         assert (model.patch_forward(toks, [], prev=idx)[0] - plain).abs().max() > 1e-2
         assert VisionDecoder(tiny_config()).prev_index(frame, 0, 0) is None
+
+
+def test_neighbour_inputs_are_the_tokens_across_each_border_of_a_made_patch():
+    """`neighbour_index` gives each border token the token across that border, when the patch there
+    is already made; 'none' inside the patch, past the canvas and beside patches not made yet. Zero
+    embeddings at init leave the model as one without them."""
+    torch.manual_seed(6)
+    model = VisionDecoder(tiny_config(neighbours=True))
+    ph, pw, none = model.cfg.patch_h, model.cfg.patch_w, model.cfg.vocab_size
+    frame = torch.arange(3 * ph * 3 * pw).view(1, 3 * ph, 3 * pw) % none  # (1, h, w) distinct ids
+    made = torch.zeros(3, 3, dtype=torch.bool)
+    made[1, 0] = made[0, 1] = True  # left of and above the middle patch; right and below not yet
+    grid = model.neighbour_index(frame, made, 1, 1).view(4, ph, pw)
+    assert torch.equal(grid[0, :, 0], frame[0, ph:2 * ph, pw - 1])  # left column: the left patch's last
+    assert torch.equal(grid[2, 0, :], frame[0, ph - 1, pw:2 * pw])  # top row: the patch above's last row
+    assert (grid[0, :, 1:] == none).all() and (grid[2, 1:] == none).all()  # inside the patch: none
+    assert (grid[1] == none).all() and (grid[3] == none).all()  # right and below are not made yet
+    made[1, 2] = made[2, 1] = True
+    grid = model.neighbour_index(frame, made, 1, 1).view(4, ph, pw)
+    assert torch.equal(grid[1, :, pw - 1], frame[0, ph:2 * ph, 2 * pw])
+    assert torch.equal(grid[3, ph - 1, :], frame[0, 2 * ph, pw:2 * pw])
+    assert (model.neighbour_index(frame, torch.ones(3, 3, dtype=torch.bool), 0, 0).view(4, ph, pw)[[0, 2]]
+            == none).all()  # a corner patch has nothing left of or above it
+    idx = model.hint_index(None, frame, made, 1, 1)
+    assert idx.shape == (1, 4, model.M)  # no prev_frame: the neighbour rows alone
+    both = VisionDecoder(tiny_config(neighbours=True, prev_frame=True)).hint_index(frame, frame, made, 1, 1)
+    assert both.shape == (1, 7, model.M) and torch.equal(both[:, 3:], idx)
+    assert VisionDecoder(tiny_config()).hint_index(frame, frame, made, 1, 1) is None
+    toks = torch.randint(0, none, (1, model.M))
+    with torch.no_grad():
+        plain = model.patch_forward(toks, [])[0]
+        torch.testing.assert_close(model.patch_forward(toks, [], prev=idx)[0], plain)
+        model.nbr_emb.normal_(0, 0.5)
+        moved = (model.patch_forward(toks, [], prev=idx)[0] - plain).abs().amax(-1)[0]  # (M,)
+    border = (idx[0] != none).any(0)
+    assert (moved[border] > 1e-2).all() and (moved[~border] < 1e-5).all()  # only border tokens move
