@@ -311,7 +311,7 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
             sky, terrain, both = accuracy(split, unseen)
             res[f"sky accuracy ({label})"] = sky
             res[f"terrain accuracy ({label})"] = terrain
-            res[f"sky and terrain both right ({label})"] = both
+            res[f"sky+terrain right ({label})"] = both
         res[f"t2i images per second ({size}x{size}, guided)"] = 3 * samples / (time.perf_counter() - t0)
         ok = 0
         for i in range(samples):

@@ -266,10 +266,17 @@ def test_neighbour_inputs_are_the_tokens_across_each_border_of_a_made_patch():
     assert both.shape == (1, 7, model.M) and torch.equal(both[:, 3:], idx)
     assert VisionDecoder(tiny_config()).hint_index(frame, frame, made, 1, 1) is None
     toks = torch.randint(0, none, (1, model.M))
+    right = torch.zeros(3, 3, dtype=torch.bool)
+    right[1, 2] = True  # only the patch to the right is made: its border tokens close each row
+    idx = model.neighbour_index(frame, right, 1, 1)
     with torch.no_grad():
         plain = model.patch_forward(toks, [])[0]
         torch.testing.assert_close(model.patch_forward(toks, [], prev=idx)[0], plain)
         model.nbr_emb.normal_(0, 0.5)
-        moved = (model.patch_forward(toks, [], prev=idx)[0] - plain).abs().amax(-1)[0]  # (M,)
+        unmade = model.patch_forward(toks, [], prev=torch.full_like(idx, none))[0]  # 'none' everywhere
+        moved = (model.patch_forward(toks, [], prev=idx)[0] - unmade).abs().amax(-1)[0]  # (M,)
     border = (idx[0] != none).any(0)
-    assert (moved[border] > 1e-2).all() and (moved[~border] < 1e-5).all()  # only border tokens move
+    assert border.nonzero().flatten().tolist() == [pw - 1 + k * pw for k in range(ph)]
+    # a hint enters the input that predicts its token: the tokens before the first border token are
+    # untouched, the border tokens move (later ones also through attention)
+    assert (moved[:pw - 1] < 1e-5).all() and (moved[border] > 1e-2).all()

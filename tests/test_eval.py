@@ -75,10 +75,10 @@ def test_eval_counts_images_with_both_attributes_right(monkeypatch):
     assert res["sky accuracy (training combinations)"] == sum(s.sky == "night" for s in train) / samples > 0
     desert = sum(s.terrain == "desert dunes" for s in train) / samples
     assert res["terrain accuracy (training combinations)"] == desert > 0
-    assert res["sky and terrain both right (training combinations)"] == 0
+    assert res["sky+terrain right (training combinations)"] == 0
     night_desert = sum(s.sky == "night" for s in held) / samples
     assert 0 < night_desert < 1
-    for what in ("sky accuracy", "terrain accuracy", "sky and terrain both right"):
+    for what in ("sky accuracy", "terrain accuracy", "sky+terrain right"):
         assert res[f"{what} (held-out combinations)"] == night_desert
 
 
