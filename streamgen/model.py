@@ -96,8 +96,9 @@ class Workspace:
     attend: Callable[..., Tensor] = F.scaled_dot_product_attention
     # (B or 1, D) added to the current patch's start position: its canvas borders (`edges` models)
     start: Tensor | None = None
-    # (B or 1, M, D) added to the input that predicts each token: the previous frame's tokens around
-    # its place (`prev_frame` models)
+    # (B or 1, M, D) added to the input that predicts each token: its hints (`hint_index`), the
+    # previous frame's tokens around its place (`prev_frame` models) and the tokens across made
+    # borders (`neighbours` models)
     prev: Tensor | None = None
     # (L, B or 1, H, S, Tmax) additive attention bias of the current patch (`rel_bias` models): token
     # displacements, and -inf over the padding of rows with shorter contexts; the P-NAR pass's in `bias_nar`
@@ -419,13 +420,16 @@ class VisionDecoder(nn.Module):
         return torch.cat(parts, 1) if parts else None
 
     def prev_vectors(self, index: Tensor | None) -> Tensor | None:
-        """What the inputs predicting a patch's tokens get added for its hints ``index`` (B, K, M)
-        (`hint_index`, or `prev_index` alone): (B, M, D); None for models with neither kind."""
+        """What the inputs predicting a patch's tokens get added for its hints ``index`` (B, K, M), as
+        `hint_index` gives them: (B, M, D); None for models with neither kind."""
         tables = ([self.prev_emb[d] for d in range(3)] if self.cfg.prev_frame else []) + \
                  ([self.nbr_emb[d] for d in range(4)] if self.cfg.neighbours else [])
         if index is None or not tables:
             return None
-        return sum(t[index[:, d]] for d, t in enumerate(tables[:index.shape[1]]))
+        if index.shape[1] != len(tables):  # the 'none' rows are trained: dropping some shifts every input
+            raise ValueError(f"this model takes {len(tables)} rows of token hints (`hint_index`), "
+                             f"not {index.shape[1]}")
+        return sum(t[index[:, d]] for d, t in enumerate(tables))
 
     def _prev_at_inputs(self, vectors: Tensor, nar: bool) -> Tensor:
         """(B, M, D) per token -> (B, S, D) per input position: the autoregressive pass predicts token m

@@ -181,31 +181,40 @@ def test_wavefront_groups_are_independent_and_complete():
             done.update(members)
 
 
-def test_a_prev_frame_model_reads_the_frame_it_generated_before():
+@pytest.mark.parametrize("order,extra", [("zeta", dict(prev_frame=True)),
+                                         ("omega*", dict(prev_frame=True, neighbours=True)),
+                                         ("zeta*", dict(neighbours=True))])
+def test_the_engine_feeds_the_hints_training_gives(order, extra):
     """Greedy tokens from the engine are the argmax of the teacher-forced pass that feeds every patch
-    the previous frame's tokens (`prev_index`); without those inputs the argmax differs, so the engine
-    did feed them, and for frame 0 'none'."""
+    its hints as training builds them (the previous frame's tokens, the tokens across borders already
+    made, `hint_index`); with all-'none' hints the argmax differs, so the engine did feed them."""
     from streamgen.adc import edges
 
-    eng = tiny_engine(seed=4, edges=True, rel_bias=True, prev_frame=True)
+    eng = tiny_engine(seed=4, edges=True, rel_bias=True, **extra)
     model = eng.model
-    with torch.no_grad():
-        model.prev_emb.normal_(0, 1.0)
-    plan = lambda: Plan.basic("zeta", 2, 2, 3, Extent(w=1, h=1, f=1))  # noqa: E731
+    with torch.no_grad():  # places and hints weigh enough that greedy decoding does not settle on one token
+        for name in ("pos_emb", "prev_emb", "nbr_emb"):
+            if hasattr(model, name):
+                getattr(model, name).normal_(0, 3.0)
+    plan = lambda: Plan.basic(order, 2, 2, 3, Extent(w=1, h=1, f=1))  # noqa: E731
     frames = torch.stack([t.tokens for t in eng.generate_tokens(plan(), sampling=SamplingConfig(temperature=0))], 1)
     ph, pw = model.cfg.patch_h, model.cfg.patch_w
     items = list(plan())
     toks = torch.stack([frames[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].reshape(1, -1)
                         for f, y, x in (it.pos for it in items)], 1)  # (1, N, M) in plan order
     kinds = [edges(y, x, 2, 2) for _, y, x in (it.pos for it in items)]
-    prev = torch.stack([model.prev_index(frames[:, f - 1] if f else None, y, x)
-                        for f, y, x in (it.pos for it in items)], 1)
+    made = torch.zeros(3, 2, 2, dtype=torch.bool)
+    hints = []
+    for f, y, x in (it.pos for it in items):  # as the training loop builds them
+        hints.append(model.hint_index(frames[:, f - 1] if f else None, frames[:, f], made[f], y, x))
+        made[f, y, x] = True
+    hints = torch.stack(hints, 1)
     positions = [it.pos for it in items]
     with torch.no_grad():
-        fed = model(toks, positions, None, kinds, prev).argmax(-1)
-        unfed = model(toks, positions, None, kinds).argmax(-1)
+        fed = model(toks, positions, None, kinds, hints).argmax(-1)
+        unfed = model(toks, positions, None, kinds, torch.full_like(hints, model.cfg.vocab_size)).argmax(-1)
     assert torch.equal(fed, toks)
-    assert not torch.equal(unfed[:, 4:], toks[:, 4:])  # frames 1 and 2 depend on the frame before
+    assert len(toks.unique()) > 4 and not torch.equal(unfed, toks)
 
 
 def _guided_reference(wavefront: bool, sampling: SamplingConfig):

@@ -23,7 +23,7 @@ def sensitive(model):
     return model.eval()  # frame extent 1: three frames and more past it, so caches are evicted on the way
 
 
-def prev_indices(model, plan, tokens):
+def hint_indices(model, plan, tokens):
     """Each plan step's `hint_index` (B, N, K, M) from tokens (B, N, M) indexed by plan step, or None."""
     if not (model.cfg.prev_frame or model.cfg.neighbours):
         return None
@@ -47,7 +47,7 @@ def cached_logits(model, plan, tokens, text, mode):
     pool = NearbyContextPool(plan.extent, model.extent)
     ws = model.new_workspace(B, plan.extent.num_offsets - 1)
     out, evicted = [], 0
-    prevs = prev_indices(model, plan, tokens)
+    prevs = hint_indices(model, plan, tokens)
     for item in plan:
         e = edges(*item.pos[1:], plan.rows, plan.cols)
         prev = None if prevs is None else prevs[:, item.step]
@@ -79,8 +79,10 @@ def cached_logits(model, plan, tokens, text, mode):
 @pytest.mark.parametrize("mode", ["decode", "prefill", "patch"])
 @pytest.mark.parametrize("extra", [{}, dict(edges=True, rel_bias=True),
                                    dict(edges=True, rel_bias=True, prev_frame=True),
+                                   dict(edges=True, rel_bias=True, neighbours=True),
                                    dict(edges=True, rel_bias=True, prev_frame=True, neighbours=True)],
-                         ids=["paper", "edges+bias", "edges+bias+prev", "edges+bias+prev+neighbours"])
+                         ids=["paper", "edges+bias", "edges+bias+prev", "edges+bias+neighbours",
+                              "edges+bias+prev+neighbours"])
 @pytest.mark.parametrize("orders,ext", [
     ("omega", Extent(w=1, h=1, f=1)),
     (["zeta", "omega*", "zeta*", "omega"], Extent(w=1, h=1, f=1)),
@@ -96,7 +98,7 @@ def test_cached_decoding_matches_teacher_forcing(mode, extra, orders, ext):
     tokens = torch.randint(0, model.cfg.vocab_size, (B, N, M))
     text = model.text_memory(torch.randn(B, 3, 8), torch.tensor([[1, 1, 0], [0, 0, 0]]).bool())
     with torch.no_grad():
-        full = model(tokens, positions, text, kinds, prev_indices(model, plan, tokens))
+        full = model(tokens, positions, text, kinds, hint_indices(model, plan, tokens))
         cached = cached_logits(model, plan, tokens, text, mode)
     assert full.shape == cached.shape == (B, N, M, model.cfg.vocab_size)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=0)
@@ -265,6 +267,8 @@ def test_neighbour_inputs_are_the_tokens_across_each_border_of_a_made_patch():
     both = VisionDecoder(tiny_config(neighbours=True, prev_frame=True)).hint_index(frame, frame, made, 1, 1)
     assert both.shape == (1, 7, model.M) and torch.equal(both[:, 3:], idx)
     assert VisionDecoder(tiny_config()).hint_index(frame, frame, made, 1, 1) is None
+    with pytest.raises(ValueError, match="takes 7 rows"):  # a `prev_index` alone is not all of its hints
+        VisionDecoder(tiny_config(neighbours=True, prev_frame=True)).prev_vectors(both[:, :3])
     toks = torch.randint(0, none, (1, model.M))
     right = torch.zeros(3, 3, dtype=torch.bool)
     right[1, 2] = True  # only the patch to the right is made: its border tokens close each row

@@ -184,16 +184,16 @@ def test_learning_rate_warms_up_then_decays_to_min_lr():
     assert {round(learning_rate(flat, s), 12) for s in range(10, 111)} == {1e-3}
 
 
-def test_pnar_edges_and_prev_frame_training_starts_from_an_autoregressive_checkpoint(tmp_path, tiny_codec,
-                                                                                     capsys):
+def test_pnar_edges_prev_frame_and_neighbours_training_starts_from_an_autoregressive_checkpoint(
+        tmp_path, tiny_codec, capsys):
     ar = tmp_path / "ar"
     run_cli(*model_args(ar, tiny_codec, 5))
     model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, pnar=True,
-                 edges=True, prev_frame=True)
+                 edges=True, prev_frame=True, neighbours=True)
     args = [a for a in model_args(tmp_path / "pnar", tiny_codec, 12) if not a.startswith("model=")]
     run_cli(*args, f"model={json.dumps(model)}", f"init={ar}/model.safetensors", "pnar_share=0.5",
             f"data.tokens={ar}/tokens.safetensors", "patches_per_step=4")  # 12 steps: about 6 samples
-    assert "new: nar_emb, edge_emb, prev_emb" in capsys.readouterr().err
+    assert "new: nar_emb, edge_emb, prev_emb, nbr_emb" in capsys.readouterr().err
     before, after = ckpt.read(ar / "model.safetensors"), ckpt.read(tmp_path / "pnar" / "model.safetensors")
     assert "nar_emb" in after and "nar_emb" not in before
     # the border embeddings start at zero and learn: the patches of a 32 px frame touch different borders
@@ -201,6 +201,9 @@ def test_pnar_edges_and_prev_frame_training_starts_from_an_autoregressive_checkp
     # the previous frame's tokens start at zero and learn: real ids from video frames after the first,
     # 'none' (row 16) from first frames, images and the frame's sides
     assert after["prev_emb"][1, :16].abs().sum(1).gt(0).sum() >= 2 and after["prev_emb"][:, 16].abs().sum() > 0
+    # the tokens across made borders start at zero and learn: real ids where a neighbour was made,
+    # 'none' (row 16) everywhere else
+    assert after["nbr_emb"][:, :16].abs().sum() > 0 and after["nbr_emb"][:, 16].abs().sum(1).gt(0).all()
     # the shared weights went on training from the autoregressive checkpoint
     assert not torch.equal(before["head.weight"], after["head.weight"])
     state = ckpt.train_state(after)
