@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from streamgen import NearbyContextPool, Plan, adc
 from streamgen.bundle import load_engine
 from streamgen.data import landscapes as L
-from streamgen.train_model import patches
+from streamgen.train_model import patches, plan_hints
 
 
 def main() -> None:
@@ -43,21 +43,18 @@ def main() -> None:
     B, _, h, w = toks.shape
     plan = Plan.basic("omega", h // ph, w // pw, 1, model.extent)
     pool = NearbyContextPool(model.extent)
-    made = torch.zeros(plan.rows, plan.cols, dtype=torch.bool)
     text = model.text_memory(None, batch=B) if model.cfg.text_dim is not None else None
     loss: dict[bool, list[torch.Tensor]] = {False: [], True: []}  # by: has a patch to its left
     with torch.no_grad():
-        for pos, target in patches(toks, plan, ph, pw):
+        for (pos, target), hints in zip(patches(toks, plan, ph, pw), plan_hints(model, plan, toks)):
             _, y, x = pos
             ctx = [(p, o) for _, p, o in pool.select(pos)]
-            hints = model.hint_index(None, toks[:, 0], made, y, x, batch=B)
             logits, payload = model.patch_forward(target, ctx, text, None, adc.edges(y, x, plan.rows, plan.cols),
                                                   hints)
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
             loss[x > 0].append(nll.view(B, ph, pw).mean(0))
             pool.add(pos, payload, plan.expiry(pos))
             pool.remove(plan.step_of(pos))
-            made[y, x] = True
     print(f"# loss per token place (nats), {args.images} landscapes 128x{args.width}, omega order, "
           f"model {args.model or 'shipped'}")
     for left, label in ((False, "patches of the first column"), (True, "patches with a patch to their left")):

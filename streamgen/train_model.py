@@ -172,6 +172,20 @@ def patches(tokens: Tensor, plan: Plan, ph: int, pw: int) -> list[tuple[tuple[in
     return out
 
 
+def plan_hints(model: VisionDecoder, plan: Plan, tokens: Tensor) -> list[Tensor | None]:
+    """Each patch's `hint_index` in plan order, as teacher forcing gives them, for frames of tokens
+    (B, F, h, w): the previous frame's tokens, and the tokens across the borders of the patches made
+    earlier in the plan. All None for models without hints."""
+    made = torch.zeros(tokens.shape[1], plan.rows, plan.cols, dtype=torch.bool)
+    out = []
+    for item in plan:
+        f, y, x = item.pos
+        out.append(model.hint_index(tokens[:, f - 1] if f else None, tokens[:, f], made[f], y, x,
+                                    batch=tokens.shape[0]))
+        made[f, y, x] = True
+    return out
+
+
 def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Path:
     """Train (or resume) the vision decoder; returns the checkpoint path."""
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
@@ -241,8 +255,8 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             st = torch.cat([F.pad(s, (0, 0, 0, T - s.shape[1])) for s in states])
             mk = torch.cat([F.pad(m, (0, T - m.shape[1])) for m in masks])
         pool = NearbyContextPool(ext)
-        made = torch.zeros(Fr, plan.rows, plan.cols, dtype=torch.bool)  # patches made so far, per frame
         todo = patches(toks, plan, ph, pw)
+        hints = plan_hints(model, plan, toks)
         k = cfg.patches_per_step
         group_loss = 0.0
         for i, (pos_, target) in enumerate(todo):
@@ -258,8 +272,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             text = net.text_memory(st, mk) if encoder is not None else None
             ctx = [(p, o) for _, p, o in pool.select(pos_)]
             edges = adc.edges(pos_[1], pos_[2], plan.rows, plan.cols)
-            f, y, x = pos_
-            prev = model.hint_index(toks[:, f - 1] if f else None, toks[:, f], made[f], y, x, batch=B)
+            prev = hints[i]
             if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
                 masked = mask_predict_mask(target.shape, data.rng)
                 logits, _ = step_fn(target, ctx, text, masked, edges, prev)
@@ -273,7 +286,6 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             group_loss += loss.item() / group
             pool.add(pos_, payload, plan.expiry(pos_))
             pool.remove(plan.step_of(pos_))
-            made[f, y, x] = True
             if i % k != k - 1 and i != len(todo) - 1:
                 continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -189,6 +189,7 @@ def test_the_engine_feeds_the_hints_training_gives(order, extra):
     its hints as training builds them (the previous frame's tokens, the tokens across borders already
     made, `hint_index`); with all-'none' hints the argmax differs, so the engine did feed them."""
     from streamgen.adc import edges
+    from streamgen.train_model import plan_hints
 
     eng = tiny_engine(seed=4, edges=True, rel_bias=True, **extra)
     model = eng.model
@@ -203,12 +204,7 @@ def test_the_engine_feeds_the_hints_training_gives(order, extra):
     toks = torch.stack([frames[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].reshape(1, -1)
                         for f, y, x in (it.pos for it in items)], 1)  # (1, N, M) in plan order
     kinds = [edges(y, x, 2, 2) for _, y, x in (it.pos for it in items)]
-    made = torch.zeros(3, 2, 2, dtype=torch.bool)
-    hints = []
-    for f, y, x in (it.pos for it in items):  # as the training loop builds them
-        hints.append(model.hint_index(frames[:, f - 1] if f else None, frames[:, f], made[f], y, x))
-        made[f, y, x] = True
-    hints = torch.stack(hints, 1)
+    hints = torch.stack(plan_hints(model, plan(), frames), 1)  # as the training loop builds them
     positions = [it.pos for it in items]
     with torch.no_grad():
         fed = model(toks, positions, None, kinds, hints).argmax(-1)

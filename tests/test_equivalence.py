@@ -11,6 +11,7 @@ from streamgen import Extent, NearbyContextPool, Plan, VisionDecoder
 from streamgen.adc import edges
 
 from streamgen.testing import tiny_config
+from streamgen.train_model import plan_hints
 
 FRAMES = 5
 
@@ -33,12 +34,7 @@ def hint_indices(model, plan, tokens):
     for item in plan:
         f, y, x = item.pos
         frames[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = tokens[:, item.step].view(B, ph, pw)
-    made = torch.zeros(plan.frames, plan.rows, plan.cols, dtype=torch.bool)  # as the plan goes
-    out = []
-    for f, y, x in (item.pos for item in plan):
-        out.append(model.hint_index(frames[:, f - 1] if f else None, frames[:, f], made[f], y, x, batch=B))
-        made[f, y, x] = True
-    return torch.stack(out, 1)
+    return torch.stack(plan_hints(model, plan, frames), 1)
 
 
 def cached_logits(model, plan, tokens, text, mode):
