@@ -6,8 +6,8 @@ read by `streamgen eval`'s own measuring tools.
 For each VQGAN checkpoint (a PG decoder is not needed) it prints, on fresh renders of every sky x
 terrain combination (`render_set`, 8 per combination) and on wide canvases:
 - PSNR and SSIM (torchmetrics) of the reconstructions;
-- the attribute reader's sky and terrain accuracy on the reconstructions, overall and per terrain: a
-  generated frame is decoded by this codec, so the generated-image accuracies can hardly pass these;
+- the attribute reader's sky and terrain accuracy on the reconstructions, overall and per terrain
+  (a generated frame is decoded by this codec too; `benchmarks/reader_check.py` compares readers);
 - the seam score of reconstructed 32-patch-wide renders at 64 px (the default model's patch width)
   and at the token size: a perfect transformer's frames would score this, not 1.0.
 """

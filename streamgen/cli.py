@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     tm.set_defaults(func=cmd_train_model)
     ev = sub.add_parser("eval", help="measure a model: codec, attributes, motion, seams, drift, FID")
     ev.add_argument("--model", help="model folder, or 'tiny'; default: the shipped model")
-    ev.add_argument("--samples", type=int, default=30, help="generated samples per measurement")
+    ev.add_argument("--samples", type=int, default=90,
+                    help="generated samples per accuracy row (and for FID); 30 left rows +-9 points apart")
     ev.add_argument("--frames", type=int, default=8, help="frames per video for camera motion")
     ev.add_argument("--drift-frames", dest="drift_frames", type=int, default=1000)
     ev.add_argument("--drift-videos", dest="drift_videos", type=int, default=3)

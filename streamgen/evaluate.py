@@ -260,7 +260,7 @@ class _Figures(dict):
         self.log(f"{key:62s} {value:8.3f}")
 
 
-def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 1000, drift_videos: int = 3,
+def run_eval(engine, *, samples: int = 90, frames: int = 8, drift_frames: int = 1000, drift_videos: int = 3,
              wide_patches: int = 32, wide_canvases: int = 4, size: int = 128, seed: int = 0,
              local: str = "ar", log=print) -> dict[str, float]:
     """Every measurement of the default-model issue for ``engine``; prints and returns the figures.
@@ -283,7 +283,8 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
     sampling = dict(DEFAULT_SAMPLING, local=local)
     unguided = dict(sampling, guidance=1.0)
     clf = AttributeClassifier.fit(size=size)
-    gt, gt_labels = render_set(size, 4, seed=seed + 7)
+    n_fakes = max(samples, 8)  # FID's generated images; the true renders are at least twice as many
+    gt, gt_labels = render_set(size, max(4, -(-2 * n_fakes // 18)), seed=seed + 7)  # 18 combinations
     gt_pred = clf.predict(gt)
     for a in ("sky", "terrain"):
         res[f"classifier {a} accuracy on ground truth"] = float((gt_pred[a] == gt_labels[a]).float().mean())
@@ -291,15 +292,16 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
     if isinstance(engine.codec, NeuralCodec):
         from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-        x = torch.from_numpy(gt[:24])
+        pick = np.linspace(0, len(gt) - 1, 24).round().astype(int)  # 24 renders, every combination
+        x = torch.from_numpy(gt[pick])
         rec = engine.codec.decode(engine.codec.encode(x))
         p, t = rec.permute(0, 3, 1, 2).float() / 255, x.permute(0, 3, 1, 2).float() / 255
         res["codec PSNR dB (landscapes)"] = float(peak_signal_noise_ratio(p, t, data_range=1.0))
         res["codec SSIM (landscapes)"] = float(structural_similarity_index_measure(p, t, data_range=1.0))
         res["classifier sky accuracy on codec reconstructions"] = float(
-            (clf.predict(rec.numpy())["sky"] == gt_labels["sky"][:24]).float().mean())
+            (clf.predict(rec.numpy())["sky"] == gt_labels["sky"][pick]).float().mean())
         res["classifier terrain accuracy on codec reconstructions"] = float(
-            (clf.predict(rec.numpy())["terrain"] == gt_labels["terrain"][:24]).float().mean())
+            (clf.predict(rec.numpy())["terrain"] == gt_labels["terrain"][pick]).float().mean())
         if engine.codec.pg is not None:
             errs = []
             for k, motion in enumerate(("pan left", "pan right", "still") * 2):
@@ -377,8 +379,8 @@ def run_eval(engine, *, samples: int = 30, frames: int = 8, drift_frames: int = 
 
     extractor = CodecFeatures(engine.codec) if isinstance(engine.codec, NeuralCodec) else BandFeatures()
     fakes = [next(engine.run("uig", height=size, width=size, seed=seed + 100 + i, sampling=unguided))
-             for i in range(max(samples, 8))]
-    reals = gt[: len(fakes) * 2]
+             for i in range(n_fakes)]
+    reals = gt
     res["FID (own features, not comparable with published figures)"] = fid(
         torch.from_numpy(reals), torch.from_numpy(np.stack(fakes)), extractor)
     block = min(64, size // 2)

@@ -18,7 +18,7 @@ def test_attribute_classifier_reads_ground_truth():
 @pytest.mark.parametrize("blur, noise", [(4, 0.0), (1, 16.0)])
 def test_attribute_classifier_reads_degraded_frames(blur, noise):
     """Generated frames come blurred by the codec and speckled by sampling; the reader must still read
-    them (fitted on sharp renders alone it read about a third of these terrains wrong)."""
+    them (fitted on sharp renders alone it misread, at 128 px, 14% of 4-blurred terrains and 67% of noisy ones)."""
     clf = E.AttributeClassifier.fit(size=64, per_combo=6)
     frames, labels = E.render_set(64, 3, seed=4242)
     pred = clf.predict(E.degrade(frames, blur, noise, seed=5))

@@ -93,8 +93,9 @@ def test_unknown_extension_and_unknown_scheme_are_refused(tmp_path):
 
 
 def start_receiver(port, path):
-    proc = subprocess.Popen([FFMPEG, "-v", "error", "-analyzeduration", "500000", "-listen", "1", "-i", f"rtmp://127.0.0.1:{port}/live/test",
-                             "-c", "copy", "-y", str(path)], stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([FFMPEG, "-v", "error", "-analyzeduration", "500000", "-listen", "1",
+                             "-i", f"rtmp://127.0.0.1:{port}/live/test", "-c", "copy", "-y", str(path)],
+                            stdin=subprocess.DEVNULL)
     time.sleep(1.0)  # ffmpeg accepts one connection: no probing of the port
     return proc
 
