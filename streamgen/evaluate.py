@@ -298,10 +298,10 @@ def run_eval(engine, *, samples: int = 90, frames: int = 8, drift_frames: int = 
         p, t = rec.permute(0, 3, 1, 2).float() / 255, x.permute(0, 3, 1, 2).float() / 255
         res["codec PSNR dB (landscapes)"] = float(peak_signal_noise_ratio(p, t, data_range=1.0))
         res["codec SSIM (landscapes)"] = float(structural_similarity_index_measure(p, t, data_range=1.0))
-        res["classifier sky accuracy on codec reconstructions"] = float(
-            (clf.predict(rec.numpy())["sky"] == gt_labels["sky"][pick]).float().mean())
-        res["classifier terrain accuracy on codec reconstructions"] = float(
-            (clf.predict(rec.numpy())["terrain"] == gt_labels["terrain"][pick]).float().mean())
+        rec_pred = clf.predict(rec.numpy())
+        for a in ("sky", "terrain"):
+            res[f"classifier {a} accuracy on codec reconstructions"] = float(
+                (rec_pred[a] == gt_labels[a][pick]).float().mean())
         if engine.codec.pg is not None:
             errs = []
             for k, motion in enumerate(("pan left", "pan right", "still") * 2):
