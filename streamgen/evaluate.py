@@ -34,10 +34,11 @@ READER_VIEWS: tuple[tuple[int, float], ...] = ((1, 0.0), (4, 0.0), (8, 0.0), (1,
 def degrade(frames: np.ndarray, blur: int = 1, noise: float = 0.0, seed: int = 0) -> np.ndarray:
     """uint8 (N, H, W, 3) averaged over ``blur`` x ``blur`` cells and scaled back up bilinearly, then
     with Gaussian noise of sigma ``noise`` added: the detail a lossy codec loses and the speckle a
-    generating model adds (1, 0: unchanged). H and W must be multiples of ``blur``."""
+    generating model adds (1, 0: unchanged). Any H and W: a cell cut by the border averages what it holds."""
     x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float()
     if blur > 1:
-        x = F.interpolate(F.avg_pool2d(x, blur), scale_factor=blur, mode="bilinear", align_corners=False)
+        cells = F.avg_pool2d(x, blur, ceil_mode=True)
+        x = F.interpolate(cells, size=x.shape[2:], mode="bilinear", align_corners=False)
     if noise:
         x = x + noise * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -36,6 +36,10 @@ def test_degrade():
     noisy = E.degrade(frames, noise=16.0, seed=3)
     assert 8 < np.abs(noisy.astype(float) - frames).mean() < 16
     assert np.array_equal(noisy, E.degrade(frames, noise=16.0, seed=3))
+    odd = frames[:, :30, :27]  # sizes that are not multiples of the blur: nothing is cropped
+    soft_odd = E.degrade(odd, blur=8)
+    assert soft_odd.shape == odd.shape
+    assert np.abs(soft_odd.astype(float).mean((1, 2)) - odd.astype(float).mean((1, 2))).max() < 6
 
 
 @pytest.mark.parametrize("motion", ["pan left", "pan right", "still"])
