@@ -27,7 +27,7 @@ import torch
 from streamgen.bundle import load_engine
 from streamgen.config import DEFAULT_SAMPLING
 from streamgen.data import landscapes as L
-from streamgen.evaluate import AttributeClassifier, camera_motion
+from streamgen.evaluate import EVAL_SAMPLES, AttributeClassifier, camera_motion
 
 
 REQUEST_KEYS = ("order", "extent")  # setting keys that go to the task request, not to the sampling
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("settings", nargs="*", default=["{}"],
                     help="JSON objects of sampling fields, and optionally order and extent")
     ap.add_argument("--model", default=None, help="model folder; default: the shipped model")
-    ap.add_argument("--samples", type=int, default=90)
+    ap.add_argument("--samples", type=int, default=EVAL_SAMPLES)
     ap.add_argument("--still-frames", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--offset", type=int, default=0, help="first scene and seed: 0 is the eval's own samples")
