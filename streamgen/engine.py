@@ -188,6 +188,7 @@ class Engine:
         if isinstance(task, str):
             task = manager().tasks.get(task)
         req = parse(task.Request, request if request is not None else fields)
+        self.check_settings(req.sampling)
         job = task.job(req, TaskEnv(self))
         text = mask = None
         if job.prompt is not None:
@@ -207,6 +208,7 @@ class Engine:
         if not requests:
             raise bad("requests", "must hold at least one request", requests)
         reqs = [parse(task.Request, r, prefix=f"requests[{i}]") for i, r in enumerate(requests)]
+        self.check_settings(reqs[0].sampling)
         jobs = [task.job(r, TaskEnv(self)) for r in reqs]
         shape = lambda j: (j.plan.rows, j.plan.cols, j.plan.frames, j.plan.extent,  # noqa: E731
                            list(j.plan.items(0)), sorted(j.given_frames))
@@ -292,12 +294,7 @@ class Engine:
             raise ValueError(f"{len(seeds)} seeds for {batch} rows")
         guided = text is not None and sampling.guidance != 1.0
         rows = 2 * batch if guided else batch
-        draws = 1  # uniforms per token: one per P-NAR pass
-        if sampling.local == "pnar":
-            if not cfg.pnar:
-                raise bad("sampling.local", "'pnar' needs a model trained for P-NAR (its config's pnar is "
-                          "true)", sampling.local)
-            draws = sampling.pnar_steps
+        draws = self._draws(sampling)  # uniforms per token: one per P-NAR pass
         memory = self._text_memory(text, text_mask, batch, guided)
         pool = NearbyContextPool(plan.extent, model.extent)
         max_ctx = plan.extent.num_offsets - 1
@@ -381,6 +378,23 @@ class Engine:
         finally:
             pool.clear()
             del ws, wave_ws
+
+    def check_settings(self, sampling: SamplingConfig) -> None:
+        """Raise ConfigError now for a sampling, precision, attention or compile setting this engine
+        cannot run; the streams call it before they return, so bad settings fail before any output
+        is opened (the token generator itself would only find out at its first frame)."""
+        self._draws(sampling)
+        self._mixed()
+        self._attend()
+        self._parts()
+
+    def _draws(self, sampling: SamplingConfig) -> int:
+        if sampling.local != "pnar":
+            return 1
+        if not self.model.cfg.pnar:
+            raise bad("sampling.local", "'pnar' needs a model trained for P-NAR (its config's pnar is "
+                      "true)", sampling.local)
+        return sampling.pnar_steps
 
     def _mixed(self) -> bool:
         if self.precision not in PRECISIONS:

@@ -95,13 +95,32 @@ TABLE = [
 
 
 @pytest.mark.parametrize("args,words", TABLE, ids=[" ".join(a)[:40] for a, _ in TABLE])
-def test_bad_cli_input_is_one_clear_line(files, capsys, args, words):
+def test_bad_cli_input_is_one_clear_line(files, capsys, monkeypatch, args, words):
     args = [a.replace("{d}", str(files)) for a in args]
+    cwd = files / "cwd"  # where the default output, out.mp4, goes: the user's own file is there
+    cwd.mkdir()
+    (cwd / "out.mp4").write_bytes(b"the user's video")
+    monkeypatch.chdir(cwd)
     assert main([*BASE, *args]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[")]
     assert len(err) == 1 and err[0].startswith("streamgen: error: "), err
     for word in words:
         assert word in err[0], (word, err[0])
+    assert [p.name for p in cwd.iterdir()] == ["out.mp4"]
+    assert (cwd / "out.mp4").read_bytes() == b"the user's video"
+
+
+@pytest.mark.parametrize("setting,value", [("precision", "fp8"), ("attention", "xformers"),
+                                           ("compile", "fastest")])
+def test_bad_engine_settings_raise_when_the_stream_is_made(setting, value):
+    eng = tiny_engine()
+    setattr(eng, setting, value)
+    with pytest.raises(ConfigError, match=setting):
+        eng.run("uig", height=32, width=32)  # not at the first frame
+    with pytest.raises(ConfigError, match=setting):
+        eng.run_batch("uig", [{"height": 32, "width": 32}])
+    with pytest.raises(ConfigError, match="sampling.local"):
+        tiny_engine().run("uig", height=32, width=32, sampling={"local": "pnar"})
 
 
 IMAGE_TABLE = [
