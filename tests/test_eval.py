@@ -82,18 +82,20 @@ def test_eval_seam_score_is_the_mean_over_its_wide_canvases(capsys):
     assert "wide_canvases" in err and "must be at least 1" in err and "Traceback" not in err
 
 
+def _always_night_desert(self, frames):
+    """A reader that says night + desert dunes of every frame."""
+    n = len(frames)
+    return {"sky": torch.full((n,), L.ATTRIBUTES["sky"].index("night")),
+            "terrain": torch.full((n,), L.ATTRIBUTES["terrain"].index("desert dunes"))}
+
+
 def test_eval_counts_images_with_both_attributes_right(monkeypatch):
     """With a reader that always says night + desert dunes: on training combinations the sky is right
     for night scenes and the terrain for desert ones, never both; on held-out ones both are right
     exactly for the night + desert scenes."""
     from streamgen.bundle import load_engine
 
-    def always_night_desert(self, frames):
-        n = len(frames)
-        return {"sky": torch.full((n,), L.ATTRIBUTES["sky"].index("night")),
-                "terrain": torch.full((n,), L.ATTRIBUTES["terrain"].index("desert dunes"))}
-
-    monkeypatch.setattr(E.AttributeClassifier, "predict", always_night_desert)
+    monkeypatch.setattr(E.AttributeClassifier, "predict", _always_night_desert)
     samples, seed = 8, 3
     res = E.run_eval(load_engine("tiny"), samples=samples, frames=2, drift_frames=0, size=32, wide_patches=2,
                      wide_canvases=1, seed=seed, log=lambda line: None)
@@ -164,16 +166,11 @@ def test_eval_reads_codec_reconstructions_of_held_out_combinations(monkeypatch):
     from streamgen.codecs import VQGAN, CodecConfig
     from streamgen.codecs.neural import NeuralCodec
 
-    def always_night_desert(self, frames):
-        n = len(frames)
-        return {"sky": torch.full((n,), L.ATTRIBUTES["sky"].index("night")),
-                "terrain": torch.full((n,), L.ATTRIBUTES["terrain"].index("desert dunes"))}
-
     engine = load_engine("tiny")
     torch.manual_seed(0)
     engine.codec = NeuralCodec(VQGAN(CodecConfig(factor=8, codebook_size=engine.model.cfg.vocab_size,
                                                  code_dim=8, channels=[8, 8, 16, 16])), None)
-    monkeypatch.setattr(E.AttributeClassifier, "predict", always_night_desert)
+    monkeypatch.setattr(E.AttributeClassifier, "predict", _always_night_desert)
     res = E.run_eval(engine, samples=2, frames=2, drift_frames=0, size=32, wide_patches=2,
                      wide_canvases=1, log=lambda line: None)
     for a in ("sky", "terrain"):
