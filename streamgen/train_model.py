@@ -74,6 +74,13 @@ class ModelTrainConfig(Strict):
     min_lr: float = Field(0.0, ge=0, description="cosine decay from lr to min_lr over `steps`; "
                           "min_lr = lr keeps the rate constant")
     weight_decay: float = Field(0.01, ge=0)
+    train_only: list[str] | None = Field(None, description="train only the parameters whose names start with "
+                                         "one of these (say ['nbr_emb']); the others keep their weights. With "
+                                         "`init`, a fine-tune that adds an input without retraining the model")
+    keep_none_hints: bool = Field(False, description="keep the 'none' rows of the token-hint tables (prev_emb, "
+                                  "nbr_emb) as they are: where a hint is 'none' (a patch whose neighbours are "
+                                  "not made yet, a first frame), a model trained with `train_only` on its hint "
+                                  "tables then computes exactly what it did before")
     seed: int = 0
     threads: int = Field(2, ge=1)
     save_every: int = Field(1000, ge=1)
@@ -199,8 +206,9 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.safetensors"
     model = VisionDecoder(cfg.model)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
+    trained = freeze(model, cfg)
+    decay = [p for n, p in trained if p.ndim >= 2 and "emb" not in n]
+    no_decay = [p for n, p in trained if not (p.ndim >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     if cfg.pnar_share and not cfg.model.pnar:
@@ -305,6 +313,25 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
         dist.barrier()
         dist.destroy_process_group()
     return path
+
+
+def freeze(model: VisionDecoder, cfg: ModelTrainConfig) -> list[tuple[str, torch.nn.Parameter]]:
+    """Apply ``cfg.train_only`` and ``cfg.keep_none_hints`` to ``model``; returns the named parameters
+    that train."""
+    named = list(model.named_parameters())
+    if cfg.train_only is not None:
+        for prefix in cfg.train_only:
+            if not any(n.startswith(prefix) for n, _ in named):
+                raise bad("train_only", "must name parameters of the model (by name or prefix, say "
+                          "'nbr_emb' or 'blocks.3.')", prefix)
+        for n, p in named:
+            p.requires_grad_(any(n.startswith(prefix) for prefix in cfg.train_only))
+    if cfg.keep_none_hints:
+        none = cfg.model.vocab_size
+        for n, p in named:
+            if n in ("prev_emb", "nbr_emb") and p.requires_grad:  # (sides, vocab + 1, D): row `none` kept
+                p.register_hook(lambda g: g.index_fill(1, torch.tensor([none]), 0.0))
+    return [(n, p) for n, p in named if p.requires_grad]
 
 
 def mask_predict_mask(shape: tuple[int, int], rng: random.Random) -> Tensor:

@@ -210,6 +210,28 @@ def test_pnar_edges_prev_frame_and_neighbours_training_starts_from_an_autoregres
     assert int(state["step"]) == 12
 
 
+def test_an_adapter_fine_tune_trains_only_the_named_parameters(tmp_path, tiny_codec, capsys):
+    plain = tmp_path / "plain"
+    run_cli(*model_args(plain, tiny_codec, 5))
+    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, neighbours=True)
+    args = [a for a in model_args(tmp_path / "nb", tiny_codec, 8) if not a.startswith("model=")]
+    args += [f"model={json.dumps(model)}", f"init={plain}/model.safetensors",
+             f"data.tokens={plain}/tokens.safetensors", "patches_per_step=2"]
+    run_cli(*args, 'train_only=["nbr_emb"]', "keep_none_hints=true")
+    before, after = ckpt.read(plain / "model.safetensors"), ckpt.read(tmp_path / "nb" / "model.safetensors")
+    # every weight of the model it started from is unchanged; the new border inputs learned, but not
+    # their 'none' row (16): where no neighbour is made the model computes what it did before
+    assert all(torch.equal(v, after[k]) for k, v in before.items() if not k.startswith("train/"))
+    assert after["nbr_emb"][:, :16].abs().sum() > 0 and after["nbr_emb"][:, 16].abs().sum() == 0
+    # without keep_none_hints the 'none' row learns too
+    run_cli(*[a.replace("/nb", "/nb2") for a in args], 'train_only=["nbr_emb"]')
+    assert ckpt.read(tmp_path / "nb2" / "model.safetensors")["nbr_emb"][:, 16].abs().sum() > 0
+    capsys.readouterr()
+    assert main([*[a.replace("/nb", "/nb3") for a in args], 'train_only=["blocks.7."]']) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`train_only`" in err[0] and "must name parameters" in err[0] and "'blocks.7.'" in err[0]
+
+
 def test_pnar_share_needs_a_pnar_model(tmp_path, tiny_codec, capsys):
     assert main(model_args(tmp_path, tiny_codec, 2) + ["pnar_share=0.5"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
