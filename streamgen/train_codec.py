@@ -43,8 +43,8 @@ class CodecData(Strict):
     color_jitter: float = Field(0.0, ge=0.0, le=3.0, allow_inf_nan=False, description="photometric "
                                 "augmentation of every sample (landscapes and photos alike): its pixels times "
                                 "a brightness exp(U(-j, j/4)), darker more often than lighter, and a gain "
-                                "per colour channel exp(U(-j/4, j/4)). A codec that saw only some "
-                                "colourings of a terrain learns to encode others; 0: none")
+                                "per colour channel exp(U(-j/4, j/4)), meant to give the codec codes for colourings "
+                                "of a terrain it never saw (at 0.8 it did not: RESULTS.md, session 14); 0: none")
 
 
 class CodecTrainConfig(Strict):

@@ -320,6 +320,9 @@ def freeze(model: VisionDecoder, cfg: ModelTrainConfig) -> list[tuple[str, torch
     that train."""
     named = list(model.named_parameters())
     if cfg.train_only is not None:
+        if not cfg.train_only:
+            raise bad("train_only", "must name at least one parameter prefix (None trains them all)",
+                      cfg.train_only)
         for prefix in cfg.train_only:
             if not any(n.startswith(prefix) for n, _ in named):
                 raise bad("train_only", "must name parameters of the model (by name or prefix, say "
@@ -330,7 +333,7 @@ def freeze(model: VisionDecoder, cfg: ModelTrainConfig) -> list[tuple[str, torch
         none = cfg.model.vocab_size
         for n, p in named:
             if n in ("prev_emb", "nbr_emb") and p.requires_grad:  # (sides, vocab + 1, D): row `none` kept
-                p.register_hook(lambda g: g.index_fill(1, torch.tensor([none]), 0.0))
+                p.register_hook(lambda g: g.index_fill(1, torch.tensor([none], device=g.device), 0.0))
     return [(n, p) for n, p in named if p.requires_grad]
 
 

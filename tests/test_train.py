@@ -230,6 +230,8 @@ def test_an_adapter_fine_tune_trains_only_the_named_parameters(tmp_path, tiny_co
     assert main([*[a.replace("/nb", "/nb3") for a in args], 'train_only=["blocks.7."]']) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "`train_only`" in err[0] and "must name parameters" in err[0] and "'blocks.7.'" in err[0]
+    assert main([*[a.replace("/nb", "/nb4") for a in args], "train_only=[]"]) != 0
+    assert "`train_only` must name at least one parameter prefix" in capsys.readouterr().err
 
 
 def test_pnar_share_needs_a_pnar_model(tmp_path, tiny_codec, capsys):
