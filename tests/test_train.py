@@ -380,3 +380,40 @@ def test_codec_training_data_errors_are_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs the package scikit-image" in err[0] and "streamgen[train]" in err[0]
     assert not (tmp_path / "vqgan.safetensors").exists()
+
+
+def test_zero_neighbour_sides_makes_those_borders_read_as_no_neighbour(tmp_path):
+    from pathlib import Path
+
+    from streamgen.model import VisionDecoder
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "zero_neighbour_sides.py"
+    cfg = tiny_config(neighbours=True)
+    torch.manual_seed(0)
+    model = VisionDecoder(cfg)
+    with torch.no_grad():
+        model.nbr_emb.normal_()
+        model.nbr_emb[:, cfg.vocab_size] = 0  # the 'none' row, as keep_none_hints leaves it
+    ckpt.save(tmp_path / "a.safetensors", model, cfg, meta={"steps": 7})
+    run = lambda *a: subprocess.run([sys.executable, str(script), *a], capture_output=True, text=True)  # noqa: E731
+    proc = run(str(tmp_path / "a.safetensors"), str(tmp_path / "b" / "model.safetensors"), "--sides", "top", "bottom")
+    assert proc.returncode == 0, proc.stderr
+    before, after = ckpt.read(tmp_path / "a.safetensors"), ckpt.read(tmp_path / "b" / "model.safetensors")
+    assert after["nbr_emb"][2:].abs().sum() == 0 and torch.equal(after["nbr_emb"][:2], before["nbr_emb"][:2])
+    assert all(torch.equal(v, after[k]) for k, v in before.items() if k != "nbr_emb")
+    # a patch whose only made neighbour is above it now gets the same inputs as one with none made
+    frame = torch.randint(0, cfg.vocab_size, (1, 8, 4))
+    made = torch.tensor([[True], [False]])
+    shipped = VisionDecoder(cfg)
+    ckpt.load_state(shipped, after)
+    index = shipped.neighbour_index(frame, made, 1, 0)
+    assert (index[:, 2] != cfg.vocab_size).any()  # the top border holds real tokens
+    none = torch.full_like(index, cfg.vocab_size)
+    assert torch.equal(shipped.prev_vectors(index), shipped.prev_vectors(none))
+    assert not torch.equal(model.prev_vectors(index), model.prev_vectors(none))  # the source model differed
+    # a table whose 'none' row learned cannot be cut this way
+    with torch.no_grad():
+        model.nbr_emb[:, cfg.vocab_size] = 1
+    ckpt.save(tmp_path / "c.safetensors", model, cfg)
+    proc = run(str(tmp_path / "c.safetensors"), str(tmp_path / "d.safetensors"), "--sides", "top")
+    assert proc.returncode != 0 and "'none' row of nbr_emb is not zero" in proc.stderr
