@@ -52,6 +52,11 @@ class ModelData(Strict):
                                       "with still clips, where a frame is mostly a copy of the one before")
     pan_tokens: float = Field(1.0, gt=0, description="camera speed of pans in codec tokens per frame: "
                               "at a whole number, a pan shifts the token grid by whole tokens")
+    context_noise: float = Field(0.0, ge=0, lt=1, description="share of a video frame's tokens that the frame "
+                                 "after it sees swapped for tokens from other places of the same frame (its "
+                                 "context and previous-frame hints; `corrupt`), while it still predicts the "
+                                 "true tokens: noise on the context against the drift of long videos, whose "
+                                 "frames build on generated frames, not true ones")
 
 
 class ModelTrainConfig(Strict):
@@ -179,18 +184,31 @@ def patches(tokens: Tensor, plan: Plan, ph: int, pw: int) -> list[tuple[tuple[in
     return out
 
 
-def plan_hints(model: VisionDecoder, plan: Plan, tokens: Tensor) -> list[Tensor | None]:
+def plan_hints(model: VisionDecoder, plan: Plan, tokens: Tensor, seen: Tensor | None = None) -> list[Tensor | None]:
     """Each patch's `hint_index` in plan order, as teacher forcing gives them, for frames of tokens
-    (B, F, h, w): the previous frame's tokens, and the tokens across the borders of the patches made
-    earlier in the plan. All None for models without hints."""
+    (B, F, h, w): the previous frame's tokens (from ``seen``, the frames as the next frame sees them,
+    if given), and the tokens across the borders of the patches made earlier in the plan. All None for
+    models without hints."""
     made = torch.zeros(tokens.shape[1], plan.rows, plan.cols, dtype=torch.bool)
+    last = tokens if seen is None else seen
     out = []
     for item in plan:
         f, y, x = item.pos
-        out.append(model.hint_index(tokens[:, f - 1] if f else None, tokens[:, f], made[f], y, x,
+        out.append(model.hint_index(last[:, f - 1] if f else None, tokens[:, f], made[f], y, x,
                                     batch=tokens.shape[0]))
         made[f, y, x] = True
     return out
+
+
+def corrupt(tokens: Tensor, share: float, gen: torch.Generator) -> Tensor:
+    """A copy of frames of tokens (B, F, h, w) where, in each frame, about ``share`` of the places hold
+    the token of another random place of the same frame: errors of the kind a generated frame makes
+    (a patch of cloud in the lake), not tokens foreign to the scene."""
+    B, Fr, h, w = tokens.shape
+    flat = tokens.reshape(B * Fr, h * w)
+    swap = torch.rand(flat.shape, generator=gen) < share
+    src = torch.randint(0, h * w, flat.shape, generator=gen)
+    return torch.where(swap, flat.gather(1, src), flat).reshape(tokens.shape)
 
 
 def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -232,6 +250,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     if distributed:
         dist.barrier()
     data = TokenBatches(cfg, random.Random(cfg.seed * 7919 + rank * 104729 + step))
+    noise_gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank * 104729 + step)
     encoder = None
     if cfg.model.text_dim is not None:
         from .text import MiniLMEncoder
@@ -264,7 +283,13 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             mk = torch.cat([F.pad(m, (0, T - m.shape[1])) for m in masks])
         pool = NearbyContextPool(ext)
         todo = patches(toks, plan, ph, pw)
-        hints = plan_hints(model, plan, toks)
+        # with context noise, a frame's patches are also run on the corrupted tokens (no gradient), and
+        # the next frame reads those caches and hints; the frame itself still sees its own true tokens
+        noisy = kind == "video" and cfg.data.context_noise > 0
+        seen = corrupt(toks, cfg.data.context_noise, noise_gen) if noisy else None
+        seen_todo = dict(patches(seen, plan, ph, pw)) if noisy else {}
+        seen_cache: dict[tuple[int, int, int], Tensor] = {}
+        hints = plan_hints(model, plan, toks, seen)
         k = cfg.patches_per_step
         group_loss = 0.0
         for i, (pos_, target) in enumerate(todo):
@@ -278,9 +303,12 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
                 group = min(k, len(todo) - i)  # patches in this optimizer step
             # the text memory depends on the weights: recompute it for every optimizer step
             text = net.text_memory(st, mk) if encoder is not None else None
-            ctx = [(p, o) for _, p, o in pool.select(pos_)]
+            ctx = [(seen_cache.get(q, p) if q[0] < pos_[0] else p, o) for q, p, o in pool.select(pos_)]
             edges = adc.edges(pos_[1], pos_[2], plan.rows, plan.cols)
             prev = hints[i]
+            if noisy and pos_[0] + 1 < Fr:
+                with torch.no_grad():
+                    seen_cache[pos_] = model.patch_forward(seen_todo[pos_], ctx, text, edges=edges, prev=prev)[1]
             if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
                 masked = mask_predict_mask(target.shape, data.rng)
                 logits, _ = step_fn(target, ctx, text, masked, edges, prev)
@@ -293,6 +321,8 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             (loss / group).backward()
             group_loss += loss.item() / group
             pool.add(pos_, payload, plan.expiry(pos_))
+            for q in [q for q in seen_cache if q[0] < pos_[0] - ext.f]:  # beyond every later patch's extent
+                del seen_cache[q]
             pool.remove(plan.step_of(pos_))
             if i % k != k - 1 and i != len(todo) - 1:
                 continue

@@ -417,3 +417,81 @@ def test_zero_neighbour_sides_makes_those_borders_read_as_no_neighbour(tmp_path)
     ckpt.save(tmp_path / "c.safetensors", model, cfg)
     proc = run(str(tmp_path / "c.safetensors"), str(tmp_path / "d.safetensors"), "--sides", "top")
     assert proc.returncode != 0 and "'none' row of nbr_emb is not zero" in proc.stderr
+
+
+def test_corrupt_swaps_a_share_of_each_frames_tokens_for_tokens_of_the_same_frame():
+    from streamgen.train_model import corrupt
+
+    # frame j of row b holds ids 1000 * (2 * b + j) + place: every id tells its frame and place
+    B, Fr, h, w = 2, 2, 8, 8
+    toks = (torch.arange(B * Fr)[:, None] * 1000 + torch.arange(h * w)).reshape(B, Fr, h, w)
+    out = corrupt(toks, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(out // 1000, toks // 1000)  # every token comes from its own frame
+    changed = (out != toks).float().mean().item()
+    assert 0.2 < changed < 0.4  # about the share asked (a swap may pick its own place)
+    assert torch.equal(corrupt(toks, 0.0, torch.Generator().manual_seed(0)), toks)
+
+
+def test_context_noise_gives_the_next_frame_the_caches_and_hints_of_a_corrupted_frame(
+        tmp_path, tiny_codec, monkeypatch):
+    from streamgen.model import VisionDecoder
+    from streamgen.train_model import PatchStep
+
+    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, prev_frame=True)
+    args = [a for a in model_args(tmp_path, tiny_codec, 4) if not a.startswith("model=")]
+    args += [f"model={json.dumps(model)}", "data.video_share=1", "patches_per_step=8"]  # 8 patches: one clip
+    noisy, trained = [], []  # (tokens, returned cache) of the passes without gradient; the trained passes
+    orig_forward, orig_step = VisionDecoder.patch_forward, PatchStep.forward
+
+    def forward(self, tokens, context, *a, **k):
+        out = orig_forward(self, tokens, context, *a, **k)
+        if not torch.is_grad_enabled():
+            noisy.append((tokens, out[1]))
+        return out
+
+    def step(self, tokens, context, text, masked=None, edges=None, prev=None):
+        trained.append((tokens, [p for p, _ in context], prev))
+        return orig_step(self, tokens, context, text, masked, edges, prev)
+    monkeypatch.setattr(VisionDecoder, "patch_forward", forward)
+    monkeypatch.setattr(PatchStep, "forward", step)
+    run_cli(*args, "data.context_noise=0.5")
+    # 32 px frames of 8 px tokens: 2x2 patches per frame, two frames per clip, one clip per step; each
+    # first frame's patches also run once on corrupted tokens, without gradient
+    assert len(trained) == 4 * 8 and len(noisy) == 4 * 4
+    caches = {id(c) for _, c in noisy}
+    for clip in range(4):
+        first, second = trained[clip * 8:clip * 8 + 4], trained[clip * 8 + 4:clip * 8 + 8]
+        # the second frame reads the corrupted caches of all four patches of the first (the extent
+        # spans the 2x2 grid), and its own earlier patches' true ones; the first frame reads true ones
+        assert [sum(id(c) in caches for c in ctx) for _, ctx, _ in second] == [4, 4, 4, 4]
+        assert [len(ctx) for _, ctx, _ in second] == [4, 5, 6, 7]
+        assert not any(id(c) in caches for _, ctx, _ in first for c in ctx)
+        # the first frame's prev-frame hints say 'none' (16); the second's hold ids
+        assert all((prev == 16).all() for _, _, prev in first)
+        assert all((prev < 16).any() for _, _, prev in second)
+    # the corrupted passes ran on tokens that differ from the true ones somewhere
+    firsts = torch.cat([trained[clip * 8 + j][0] for clip in range(4) for j in range(4)])
+    assert not torch.equal(torch.cat([t for t, _ in noisy]), firsts)
+    noisy.clear()
+    trained.clear()
+    run_cli(*[a.replace(str(tmp_path), str(tmp_path / "clean")) for a in args])
+    assert noisy == [] and len(trained) == 32  # without context noise: no extra passes
+
+
+def test_plan_hints_read_the_previous_frame_from_the_seen_frames():
+    from streamgen.adc import Plan
+    from streamgen.config import Extent, ModelConfig
+    from streamgen.model import VisionDecoder
+    from streamgen.train_model import plan_hints
+
+    cfg = ModelConfig(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, prev_frame=True,
+                      neighbours=True)
+    model = VisionDecoder(cfg)
+    toks = torch.randint(0, 16, (1, 2, 4, 4), generator=torch.Generator().manual_seed(0))
+    seen = torch.randint(0, 16, (1, 2, 4, 4), generator=torch.Generator().manual_seed(1))
+    plan = Plan.basic("omega", 2, 2, 2, Extent(w=1, h=1, f=1))
+    for item, hint in zip(plan, plan_hints(model, plan, toks, seen)):
+        f, y, x = item.pos
+        if f:
+            assert torch.equal(hint[:, :3], model.prev_index(seen[:, 0], y, x))  # the previous frame: seen
+        assert torch.equal(hint[:, 3:], plan_hints(model, plan, toks)[list(plan).index(item)][:, 3:])
