@@ -108,6 +108,11 @@ class SamplingConfig(Strict):
                                          "step, 'pnar' mask-predict in `pnar_steps` parallel steps "
                                          "(needs a model trained with pnar)")
     pnar_steps: int = Field(4, ge=1, le=64, description="parallel steps per patch of the P-NAR local decoder")
+    refine_borders: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
+                                         description="once a patch is drawn, draw its tokens along the borders "
+                                         "with patches already made again, at this temperature, in one P-NAR "
+                                         "pass that sees the rest of the patch as well as its context (needs a "
+                                         "model trained with pnar); None: no second draw")
 
 
 # What `streamgen generate` and the live preset sample with, and what `streamgen eval` measures: the 64

@@ -319,6 +319,25 @@ class Engine:
         def rows_of(index: Tensor | None) -> Tensor | None:  # one row per workspace row
             return None if index is None else index.repeat(rows // batch, 1, 1)
 
+        def border_of(item: adc.Item) -> Tensor:  # (batch, M) bool: along borders with made patches
+            _, y, x = item.pos
+            b = torch.zeros(ph, pw, dtype=torch.bool)
+            b[:, 0] |= x > 0 and bool(made[y, x - 1])
+            b[:, -1] |= x + 1 < plan.cols and bool(made[y, x + 1])
+            b[0] |= y > 0 and bool(made[y - 1, x])
+            b[-1] |= y + 1 < plan.rows and bool(made[y + 1, x])
+            return b.reshape(1, M).expand(batch, M).to(self.device)
+
+        def refine(w: Workspace, mem: TextMemory | None, group: list[adc.Item], toks: Tensor,
+                   shown: Tensor | None) -> Tensor:
+            if sampling.refine_borders is None:
+                return toks
+            border = torch.cat([border_of(it) for it in group])
+            if not border.any():
+                return toks
+            u = torch.cat([patch_uniforms(seeds, it.pos, M, draw=1) for it in group])
+            return self._refine_borders(w, mem, toks, border, u, sampling, guided, shown)
+
         def shown_of(index: Tensor | None) -> Tensor | None:  # (batch, M): the previous frame shows it
             shown = None if index is None or not cfg.prev_frame else index[:, 1] != cfg.vocab_size
             return shown if shown is not None and bool(shown.any()) else None  # None: nothing shown
@@ -339,7 +358,9 @@ class Engine:
                             model.prefill(ws, toks.repeat(rows // batch, 1), memory)
                         else:
                             u = patch_uniforms(seeds, item.pos, M * draws)
-                            toks = self._decode_patch(ws, memory, u, sampling, guided, shown_of(index))
+                            shown = shown_of(index)
+                            toks = self._decode_patch(ws, memory, u, sampling, guided, shown)
+                            toks = refine(ws, memory, group, toks, shown)
                         payloads = [model.patch_payload(ws)]
                     else:  # independent patches of one stream, decoded as one batch
                         G = len(group)
@@ -355,6 +376,7 @@ class Engine:
                         u = torch.cat([patch_uniforms(seeds, it.pos, M * draws) for it in group])
                         shown = None if indices[0] is None else shown_of(torch.cat(indices))
                         toks = self._decode_patch(gws, _rows(memory, rows, G), u, sampling, guided, shown)
+                        toks = refine(gws, _rows(memory, rows, G), group, toks, shown)
                         payload = model.patch_payload(gws)
                         payloads = [payload[:, :, i::G].clone() for i in range(G)]
                     for i, item in enumerate(group):
@@ -389,6 +411,9 @@ class Engine:
         self._parts()
 
     def _draws(self, sampling: SamplingConfig) -> int:
+        if sampling.refine_borders is not None and not self.model.cfg.pnar:
+            raise bad("sampling.refine_borders", "needs a model trained for P-NAR (its config's pnar is true)",
+                      sampling.refine_borders)
         if sampling.local != "pnar":
             return 1
         if not self.model.cfg.pnar:
@@ -487,6 +512,25 @@ class Engine:
             tok = torch.cat([nxt, nxt]) if guided else nxt
         model.complete(ws, tok, memory)
         return out.t()
+
+    def _refine_borders(self, ws: Workspace, memory: TextMemory | None, toks: Tensor, border: Tensor,
+                        u: Tensor, sampling: SamplingConfig, guided: bool, shown: Tensor | None) -> Tensor:
+        """Draw the ``border`` (B, M) tokens of a drawn patch ``toks`` (B, M) again, at the temperature
+        ``sampling.refine_borders``, in one P-NAR pass that sees the rest of the patch and its context
+        (uniforms ``u`` (B, M)); the workspace is left holding the cache of the new tokens.
+
+        The autoregressive decoder draws a patch's first column before the rest of the patch exists;
+        this second draw sees both sides of the border (benchmarks/RESULTS.md, session 15)."""
+        model = self.model
+        sampling = sampling.model_copy(update={"temperature": sampling.refine_borders})
+        B, M = toks.shape
+        rep = ws.batch // B
+        logits = model.pnar_logits(ws, toks.repeat(rep, 1), border.repeat(rep, 1), memory)
+        logits = draw_logits(logits, sampling, guided, shown)
+        cand = sample(logits.reshape(B * M, -1), u.reshape(-1), sampling).view(B, M)
+        toks = torch.where(border, cand, toks)
+        model.prefill(ws, toks.repeat(rep, 1), memory)
+        return toks
 
     def _decode_patch_pnar(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
                            sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:

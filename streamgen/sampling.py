@@ -23,15 +23,17 @@ def patch_seed(seed: int, row: int, pos: Pos) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") >> 1
 
 
-def patch_uniforms(seeds: list[int], pos: Pos, tokens: int, device: torch.device | str = "cpu"
-                   ) -> Tensor:
+def patch_uniforms(seeds: list[int], pos: Pos, tokens: int, device: torch.device | str = "cpu",
+                   draw: int = 0) -> Tensor:
     """Uniforms (len(seeds), tokens) float64 in [0, 1) for the patch at ``pos``, one row per stream.
 
     A row depends only on its own stream's seed, so a stream gives the same tokens alone or batched.
+    ``draw`` numbers independent sets for one patch: 0 draws its tokens, 1 redraws its borders
+    (`SamplingConfig.refine_borders`).
     """
     out = torch.empty(len(seeds), tokens, dtype=torch.float64)
     for r, seed in enumerate(seeds):
-        g = torch.Generator().manual_seed(patch_seed(seed, 0, pos))
+        g = torch.Generator().manual_seed(patch_seed(seed, draw, pos))
         out[r] = torch.rand(tokens, generator=g, dtype=torch.float64)
     return out.to(device)
 

@@ -170,3 +170,58 @@ def test_compiled_step_parts_give_the_same_frames(monkeypatch):
             got = frames(eng, **req)
         assert seen and all(ws.parts is not EAGER_PARTS for ws in seen)
         assert np.array_equal(got, want)
+
+
+def test_refine_borders_redraws_only_the_tokens_along_made_borders_and_caches_them(monkeypatch):
+    from streamgen.adc import Plan
+    from streamgen.config import Extent, SamplingConfig
+
+    eng = pnar_engine(neighbours=True)
+    with torch.no_grad():
+        eng.model.nbr_emb.normal_(0, 1.0)
+    text = torch.randn(1, 3, 8)
+    added = {}  # the payload each patch leaves in the pool
+    orig_add = __import__("streamgen.ncp", fromlist=["x"]).NearbyContextPool.add
+
+    def spy(self, pos, payload, expiry):
+        added[pos] = payload
+        return orig_add(self, pos, payload, expiry)
+    monkeypatch.setattr("streamgen.ncp.NearbyContextPool.add", spy)
+
+    def tokens(**s):
+        plan = Plan.basic("omega", 2, 2, 1, Extent(w=1, h=1, f=1))  # 8x8 tokens: 2x2 patches of 4x4
+        return next(iter(eng.generate_tokens(plan, seed=7, text=text, sampling=SamplingConfig(top_k=None, **s)))).tokens[0]
+    plain, refined = tokens(), tokens(refine_borders=1.0)
+    # omega: (0, 0) has no made neighbour and is drawn as before; (0, 1) has its left neighbour made:
+    # its first column is drawn again (some token changes), the rest of it stays
+    assert torch.equal(plain[:4, :4], refined[:4, :4])
+    assert torch.equal(plain[:4, 5:], refined[:4, 5:]) and not torch.equal(plain[:4, 4], refined[:4, 4])
+    # each patch leaves in the pool the cache of its final tokens: what the engine leaves when it is
+    # given those tokens
+    caches = dict(added)
+    given = Plan.basic("omega", 2, 2, 1, Extent(w=1, h=1, f=1), known_frames=1)
+    next(iter(eng.generate_tokens(given, seed=7, text=text, sampling=SamplingConfig(),
+                                  known=lambda pos: refined[pos[1] * 4:pos[1] * 4 + 4, pos[2] * 4:pos[2] * 4 + 4])))
+    assert all(torch.allclose(caches[p], added[p], atol=1e-5) for p in added)
+    # the same seed draws the same tokens; greedy redraws differ from temperature-1 ones
+    assert torch.equal(refined, tokens(refine_borders=1.0))
+    assert not torch.equal(refined, tokens(refine_borders=0.0))
+
+
+
+def test_refine_borders_is_batch_and_wavefront_invariant_and_needs_pnar():
+    eng = pnar_engine()
+    sampling = dict(refine_borders=0.6, top_k=8, guidance=2.0)
+    a = frames(eng, sampling=sampling)
+    assert not np.array_equal(a, frames(eng, sampling=dict(top_k=8, guidance=2.0)))
+    eng.wavefront = not eng.wavefront
+    assert np.array_equal(a, frames(eng, sampling=sampling))
+    batch = list(eng.run_batch("t2v", [dict(prompt="a red hill", height=8, width=16, frames=3, seed=s,
+                                            sampling=sampling) for s in (4, 5)]))
+    assert np.array_equal(np.stack([fr[1] for fr in batch]), a)
+    plain = tiny_engine(text_dim=8)
+    plain.text_encoder = HashTextEncoder(8)
+    with pytest.raises(ConfigError, match=r"sampling\.refine_borders.*pnar.*0\.6"):
+        frames(plain, sampling=dict(refine_borders=0.6))
+    with pytest.raises(ConfigError, match=r"refine_borders"):
+        frames(eng, sampling=dict(refine_borders=-1))
