@@ -29,7 +29,7 @@ class GenerateConfig(Strict):
     left: int | None = None
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(**DEFAULT_SAMPLING),
                                      description="the default preset: top-k 64, classifier-free guidance 3 "
-                                     "(what `streamgen eval` measures)")
+                                     "(what `streamgen eval` measures); the fields given are laid over it")
     extent: Extent | None = Field(None, description="NCP window; at most the model's")
     request: dict[str, Any] = Field(default_factory=dict, description="further fields of the task's "
                                     "request, for tasks with options of their own (request.images=[...])")
@@ -53,6 +53,11 @@ class GenerateConfig(Strict):
     snapshot: str | None = Field(None, description="file the stream's state is saved to")
     snapshot_every: int = Field(100, ge=1, description="frames between snapshots")
     resume: str | None = Field(None, description="snapshot to continue from")
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _over_default(cls, v: Any) -> Any:  # sampling.top_k=50 keeps the preset's guidance
+        return {**DEFAULT_SAMPLING, **v} if isinstance(v, dict) else v
 
     @field_validator("frames", mode="before")
     @classmethod
