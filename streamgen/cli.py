@@ -165,7 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides (key=value) may come before, between or after the options: argparse ends a positional
+    # list at the first option, so the ones after it come back unknown and join the list here
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        bad_args = [a for a in extra if not hasattr(args, "set") or a.startswith("-") or "=" not in a]
+        if bad_args:
+            parser.error(f"unrecognized arguments: {' '.join(bad_args)}")
+        args.set = [*args.set, *extra]
     try:
         return args.func(args)
     except StreamgenError as exc:

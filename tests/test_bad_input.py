@@ -214,3 +214,15 @@ def test_sampling_fields_given_are_laid_over_the_default_preset():
     assert parse(GenerateConfig, {"task": "t2v", "sampling": {"refine_borders": 0.6}}).sampling.refine_borders == 0.6
     with pytest.raises(ConfigError, match=r"sampling\.refine_borders.*greater than or equal to 0.*-1"):
         parse(GenerateConfig, {"task": "t2v", "sampling": {"refine_borders": -1}})
+
+
+def test_overrides_may_come_before_between_and_after_the_options(tmp_path, capsys):
+    png = tmp_path / "a.png"
+    args = ["generate", "--model", "tiny", "--task", "t2i", "--prompt", "a day sky", "frames=1",
+            "-o", str(png), "--size", "16x16", "seed=3", "sampling.top_k=5"]
+    assert main(args) == 0 and png.is_file()
+    with pytest.raises(SystemExit) as exc:  # an unknown option is still argparse's one-line error
+        main([*args, "--bogus"])
+    assert exc.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # and so is a stray word that is not an override
+        main([*args, "stray"])
