@@ -11,6 +11,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+import torch
+from torch import Tensor
+
 from .config import Extent
 from .errors import bad
 
@@ -90,6 +93,19 @@ def edges(y: int, x: int, rows: int, cols: int) -> int:
     """
     return (TOP * (y == 0) + BOTTOM * (y == rows - 1)
             + LEFT * (x == 0) + RIGHT * (x == cols - 1))
+
+
+def border_mask(made: Tensor, y: int, x: int, ph: int, pw: int) -> Tensor:
+    """The tokens (ph * pw,) bool of patch (y, x) along its borders with patches already made
+    (``made``: (rows, cols) bool): what ``sampling.refine_borders`` draws again, and what training
+    with ``pnar_border`` masks."""
+    rows, cols = made.shape
+    b = torch.zeros(ph, pw, dtype=torch.bool)
+    b[:, 0] |= x > 0 and bool(made[y, x - 1])
+    b[:, -1] |= x + 1 < cols and bool(made[y, x + 1])
+    b[0] |= y > 0 and bool(made[y - 1, x])
+    b[-1] |= y + 1 < rows and bool(made[y + 1, x])
+    return b.reshape(-1)
 
 
 def wave(order: str, y: int, x: int, rows: int, cols: int, extent: Extent) -> int:

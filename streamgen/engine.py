@@ -321,12 +321,7 @@ class Engine:
 
         def border_of(item: adc.Item) -> Tensor:  # (batch, M) bool: along borders with made patches
             _, y, x = item.pos
-            b = torch.zeros(ph, pw, dtype=torch.bool)
-            b[:, 0] |= x > 0 and bool(made[y, x - 1])
-            b[:, -1] |= x + 1 < plan.cols and bool(made[y, x + 1])
-            b[0] |= y > 0 and bool(made[y - 1, x])
-            b[-1] |= y + 1 < plan.rows and bool(made[y + 1, x])
-            return b.reshape(1, M).expand(batch, M).to(self.device)
+            return adc.border_mask(made, y, x, ph, pw).reshape(1, M).expand(batch, M).to(self.device)
 
         def refine(w: Workspace, mem: TextMemory | None, group: list[adc.Item], toks: Tensor,
                    shown: Tensor | None) -> Tensor:

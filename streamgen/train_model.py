@@ -74,6 +74,10 @@ class ModelTrainConfig(Strict):
     warmup: int = Field(500, ge=0)
     pnar_share: float = Field(0.0, ge=0, le=1, description="share of patch steps trained with the P-NAR "
                               "mask-predict loss instead of the autoregressive one (needs model.pnar)")
+    pnar_border: float = Field(0.0, ge=0, le=1, description="share of the P-NAR patch steps whose mask is "
+                               "the patch's tokens along its borders with patches made before it in the "
+                               "frame (what `sampling.refine_borders` draws again) instead of MaskGIT's random "
+                               "mask; patches with no made neighbour keep the random mask")
     init: str | None = Field(None, description="start from this checkpoint's weights (a fresh optimizer at "
                              "step 0); parameters it lacks, such as new P-NAR embeddings, keep their init")
     min_lr: float = Field(0.0, ge=0, description="cosine decay from lr to min_lr over `steps`; "
@@ -231,6 +235,9 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     if cfg.pnar_share and not cfg.model.pnar:
         raise bad("pnar_share", "must be 0 unless model.pnar is true", cfg.pnar_share)
+    if cfg.pnar_border and not cfg.pnar_share:
+        raise bad("pnar_border", "must be 0 unless pnar_share is above 0 (it shapes the P-NAR steps' masks)",
+                  cfg.pnar_border)
     step = ckpt.resume(path, model, opt)
     if not step and cfg.init:
         missing = ckpt.load_state(model, ckpt.read(cfg.init), cfg.init, allow_missing=True)
@@ -290,6 +297,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
         seen_todo = dict(patches(seen, plan, ph, pw)) if noisy else {}
         seen_cache: dict[tuple[int, int, int], Tensor] = {}
         hints = plan_hints(model, plan, toks, seen)
+        made = torch.zeros(Fr, plan.rows, plan.cols, dtype=torch.bool)  # for `pnar_border` masks
         k = cfg.patches_per_step
         group_loss = 0.0
         for i, (pos_, target) in enumerate(todo):
@@ -311,6 +319,10 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
                     seen_cache[pos_] = model.patch_forward(seen_todo[pos_], ctx, text, edges=edges, prev=prev)[1]
             if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
                 masked = mask_predict_mask(target.shape, data.rng)
+                if cfg.pnar_border and data.rng.random() < cfg.pnar_border:
+                    border = adc.border_mask(made[pos_[0]], pos_[1], pos_[2], ph, pw)
+                    if border.any():
+                        masked = border.expand_as(masked)
                 logits, _ = step_fn(target, ctx, text, masked, edges, prev)
                 loss = F.cross_entropy(logits[masked], target[masked])
                 with torch.no_grad():  # the pool keeps the autoregressive pass's cache, as in generation
@@ -321,6 +333,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             (loss / group).backward()
             group_loss += loss.item() / group
             pool.add(pos_, payload, plan.expiry(pos_))
+            made[pos_] = True
             for q in [q for q in seen_cache if q[0] < pos_[0] - ext.f]:  # beyond every later patch's extent
                 del seen_cache[q]
             pool.remove(plan.step_of(pos_))

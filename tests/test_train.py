@@ -495,3 +495,34 @@ def test_plan_hints_read_the_previous_frame_from_the_seen_frames():
         if f:
             assert torch.equal(hint[:, :3], model.prev_index(seen[:, 0], y, x))  # the previous frame: seen
         assert torch.equal(hint[:, 3:], plan_hints(model, plan, toks)[list(plan).index(item)][:, 3:])
+
+
+def test_pnar_border_masks_the_tokens_along_borders_with_made_patches(tmp_path, tiny_codec, monkeypatch, capsys):
+    from streamgen import train_model as tm
+
+    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, pnar=True)
+    args = [a for a in model_args(tmp_path, tiny_codec, 3) if not a.startswith("model=")]
+    args += [f"model={json.dumps(model)}", "data.video_share=1", "patches_per_step=8", "pnar_share=1"]
+    masks = []
+    orig = tm.PatchStep.forward
+
+    def step(self, tokens, context, text, masked=None, edges=None, prev=None):
+        masks.append(masked)
+        return orig(self, tokens, context, text, masked, edges, prev)
+    monkeypatch.setattr(tm.PatchStep, "forward", step)
+    monkeypatch.setattr(tm, "ORDERS", ("omega*",))  # down, then left: (0, 1), (1, 1), (0, 0), (1, 0)
+    run_cli(*args, "pnar_border=1")
+    assert len(masks) == 3 * 8
+    # a 2x2-token patch, row-major: the top row is tokens 0 and 1, the right column tokens 1 and 3
+    want = [[True, True, False, False], [False, True, False, True], [True, True, False, True]]
+    for f in range(6):  # each frame: the first patch has no made neighbour (a random mask), then
+        got = masks[f * 4 + 1:f * 4 + 4]  # the top one is made, then the right one, then both
+        assert [m.tolist() for m in got] == [[w, w] for w in want]  # batch of two rows
+    masks.clear()
+    run_cli(*[a.replace(str(tmp_path), str(tmp_path / "random")) for a in args])
+    assert any(masks[f * 4 + 1 + i].tolist() != [want[i]] * 2 for f in range(6) for i in range(3))
+    capsys.readouterr()
+    assert main([*[a.replace(str(tmp_path), str(tmp_path / "bad")) for a in args if a != "pnar_share=1"],
+                 "pnar_border=0.5"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`pnar_border`" in err[0] and "pnar_share" in err[0] and "0.5" in err[0]
