@@ -8,9 +8,9 @@ Each video is `streamgen eval`'s drift video for a scene of the train split: the
 `landscapes.caption(scene, k, video=True)` and the sampling seed ``seed + k``, with scene number
 ``seed + 99 + k`` (so scenes 99-101 with seeds 0-2 are the eval's own). ``--lake-pans N`` takes the
 first N train-split scenes from 200 on with a lake and a moving camera, where the shipped decoder's
-videos drift (RESULTS.md, session 14). Each argument is a JSON object of `SamplingConfig` fields laid
-over `DEFAULT_SAMPLING`. For each video it prints the share of 8-frame windows whose sky and terrain
-the eval's reader reads right, at the first frames and at every ``--every`` frames, then per setting
+videos drift (RESULTS.md, session 14). Each argument is a JSON object of `SamplingConfig` fields
+laid over the model's preset (`Engine.preset`). For each video it prints the share of 8-frame
+windows whose sky and terrain the eval's reader reads right, at the first frames and at every ``--every`` frames, then per setting
 the mean over videos of the last window (sky and terrain), the figure the drift bar compares.
 """
 from __future__ import annotations
@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from streamgen.bundle import load_engine
-from streamgen.config import DEFAULT_SAMPLING
 from streamgen.data import landscapes as L
 from streamgen.evaluate import AttributeClassifier
 
@@ -69,7 +68,7 @@ def main() -> None:
     engine = load_engine(args.model)
     clf = AttributeClassifier.fit(size=128)
     for setting in args.settings:
-        sampling = {**DEFAULT_SAMPLING, **json.loads(setting)}
+        sampling = {**engine.preset, **json.loads(setting)}
         last = []
         for n in scenes:
             k = 0 if n > 101 else n - 99  # the eval's videos keep their caption variant and seed

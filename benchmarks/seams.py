@@ -4,7 +4,7 @@
     python benchmarks/seams.py --model DIR --first-seed 0 --canvases 4    # the eval's own four
     python benchmarks/seams.py '{"top_k": 16}' '{"temperature": 0.8}'
 
-Each canvas is the eval's: task `uig`, 128 px high, 32 patches wide, the default sampling without
+Each canvas is the eval's: task `uig`, 128 px high, 32 patches wide, the model's preset without
 guidance, one seed per canvas. Each argument is a JSON object of `SamplingConfig` fields laid over
 that. It prints each setting's mean seam score, its standard error and the canvases' scores. Four
 canvases' mean moves by about 0.1 between checkpoints of one model (RESULTS.md, session 14): compare
@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from streamgen.bundle import load_engine
-from streamgen.config import DEFAULT_SAMPLING
 from streamgen.evaluate import seam_score
 
 
@@ -39,7 +38,7 @@ def main() -> None:
     engine = load_engine(args.model)
     patch_px = engine.codec.factor * engine.model.cfg.patch_w
     for setting in args.settings:
-        sampling = {**DEFAULT_SAMPLING, "guidance": 1.0, **json.loads(setting)}
+        sampling = {**engine.preset, "guidance": 1.0, **json.loads(setting)}
         t0 = time.perf_counter()
         scores = [seam_score(next(engine.run("uig", height=128, width=args.patches * patch_px, seed=s,
                                              sampling=sampling)), patch_px)

@@ -4,8 +4,8 @@
     python benchmarks/video_sampling.py --still-frames 0 --offset 500 '{"order": "zeta"}' \
         '{"extent": {"w": 1, "h": 0, "f": 1}}'
 
-Each argument is a JSON object of `SamplingConfig` fields laid over the default sampling
-(`DEFAULT_SAMPLING`), and optionally the task request's `order` and `extent`. For each it prints:
+Each argument is a JSON object of `SamplingConfig` fields laid over the model's preset
+(`Engine.preset`), and optionally the task request's `order` and `extent`. For each it prints:
 camera-motion accuracy on `streamgen eval`'s motion clips (same prompts and seeds unless `--offset`
 moves both rows to other scenes) and the frames/s of those clips, sky and terrain accuracy on held-out
 t2i prompts, whether one still-camera video (always scene 100, seed 1) still shows its prompt's sky and
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from streamgen.bundle import load_engine
-from streamgen.config import DEFAULT_SAMPLING
 from streamgen.data import landscapes as L
 from streamgen.evaluate import EVAL_SAMPLES, AttributeClassifier, camera_motion
 
@@ -92,7 +91,7 @@ def main() -> None:
     for setting in args.settings:
         fields = json.loads(setting)
         request = {k: fields.pop(k) for k in REQUEST_KEYS if k in fields}
-        sampling = {**DEFAULT_SAMPLING, **fields}
+        sampling = {**engine.preset, **fields}
         print(json.dumps({**sampling, **request}),
               probe(engine, clf, sampling, args.samples, args.still_frames, args.offset, request), flush=True)
 

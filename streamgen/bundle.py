@@ -6,9 +6,10 @@ A model folder holds ``model.safetensors`` (the vision decoder), ``vqgan.safeten
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from . import checkpoint as ckpt
-from .config import ModelConfig
+from .config import DEFAULT_SAMPLING, ModelConfig, SamplingConfig, parse
 from .engine import Engine
 from .errors import ConfigError
 from .model import VisionDecoder
@@ -21,6 +22,22 @@ def load_model(path: str | Path) -> VisionDecoder:
     model = VisionDecoder(cfg)
     ckpt.load_state(model, ckpt.read(path), path)
     return model.eval()
+
+
+def model_preset(path: str | Path) -> dict[str, Any]:
+    """The sampling preset of the model checkpoint ``path``: `DEFAULT_SAMPLING` with the fields of its
+    config record's ``sampling`` laid over it (a ConfigError names the file if they are not valid)."""
+    _, info = ckpt.read_config(path, ModelConfig)
+    own = info.get("sampling", {})
+    where = str(ckpt.config_path(path))
+    if not isinstance(own, dict):
+        raise ConfigError(f"`sampling` in {where} must be an object of SamplingConfig fields, but got {own!r}")
+    preset = {**DEFAULT_SAMPLING, **own}
+    try:
+        parse(SamplingConfig, preset, prefix="sampling")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return preset
 
 
 def load_engine(spec: str | Path | None = None, text_encoder: str = "minilm", codec_name: str = "vqgan") -> Engine:
@@ -40,10 +57,14 @@ def load_engine(spec: str | Path | None = None, text_encoder: str = "minilm", co
                               "(a folder with model.safetensors and vqgan.safetensors) or `--model tiny`")
         raise ConfigError(f"`model` must be a folder holding model.safetensors, but got {str(folder)!r}")
     model = load_model(folder / "model.safetensors")
+    preset = model_preset(folder / "model.safetensors")
     pg = folder / "pg.safetensors"
     # the codec comes through the plugin registry, so a plugin can replace "vqgan" with its own
     codec = manager().codecs.get(codec_name)(folder / "vqgan.safetensors", pg if pg.is_file() else None)
     encoder = None
     if model.cfg.text_dim is not None:
         encoder = manager().text_encoders.get(text_encoder)()
-    return Engine(model, codec, encoder)
+    engine = Engine(model, codec, encoder)
+    engine.preset = preset
+    engine.check_settings(SamplingConfig(**preset))  # refine_borders on a model without pnar fails here
+    return engine

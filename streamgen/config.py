@@ -116,8 +116,9 @@ class SamplingConfig(Strict):
 
 
 # What `streamgen generate` and the live preset sample with, and what `streamgen eval` measures: the 64
-# likeliest tokens, classifier-free guidance 3 (and `SamplingConfig.shown_top_p`'s default 0.9).
-# `refine_borders` is not in it: it lowers the seams but costs held-out skies (RESULTS.md, session 15).
+# likeliest tokens, classifier-free guidance 3 (and `SamplingConfig.shown_top_p`'s default 0.9). A
+# model folder's model.json may lay its own `sampling` fields over it (`Engine.preset`, set by
+# `bundle.load_engine`): settings that only some models can run, such as `refine_borders`, go there.
 DEFAULT_SAMPLING: dict[str, Any] = dict(top_k=64, guidance=3.0)
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -21,7 +21,7 @@ from torch import Tensor
 from . import adc
 from .adc import Plan, Pos
 from .codec import Codec
-from .config import Extent, SamplingConfig, Strict, parse
+from .config import DEFAULT_SAMPLING, Extent, SamplingConfig, Strict, parse
 from .errors import ConfigError, bad
 from .model import EAGER_PARTS, StepParts, TextMemory, VisionDecoder, Workspace, compiled_parts
 from .ncp import NearbyContextPool
@@ -124,6 +124,9 @@ class Engine:
         # None, or a torch.compile backend ("inductor") for the decode step's static-shape parts
         self.compile: str | None = None
         self._compiled: dict[str, StepParts] = {}
+        # the sampling `streamgen generate` and `streamgen eval` use where the user sets none: the project's
+        # preset, and the model folder's own fields over it (bundle.load_engine)
+        self.preset: dict[str, Any] = dict(DEFAULT_SAMPLING)
 
     def identity(self) -> dict[str, str]:
         """Weight digests of the model and the codec: what a snapshot must match to be resumed."""

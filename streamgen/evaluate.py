@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import DEFAULT_SAMPLING
 from .data import landscapes as L
 
 BANDS = 12
@@ -269,7 +268,7 @@ def run_eval(engine, *, samples: int = EVAL_SAMPLES, frames: int = 8, drift_fram
              local: str = "ar", log=print) -> dict[str, float]:
     """Every measurement of the default-model issue for ``engine``; prints and returns the figures.
 
-    Generation samples as `streamgen generate` does (`DEFAULT_SAMPLING`; unconditional tasks without
+    Generation samples as `streamgen generate` does (``engine.preset``; unconditional tasks without
     guidance) through the ``local`` decoder ("ar" or "pnar"). Attribute accuracies are over
     ``samples`` generated images per row. The seam score is the mean over ``wide_canvases``
     unconditional canvases ``wide_patches`` patches wide (seeds ``seed`` on); Block-FID compares the
@@ -284,7 +283,7 @@ def run_eval(engine, *, samples: int = EVAL_SAMPLES, frames: int = 8, drift_fram
         raise bad("wide_canvases", "must be at least 1", wide_canvases)
 
     res = _Figures(log)
-    sampling = dict(DEFAULT_SAMPLING, local=local)
+    sampling = dict(engine.preset, local=local)
     unguided = dict(sampling, guidance=1.0)
     clf = AttributeClassifier.fit(size=size)
     n_fakes = max(samples, 8)  # FID's generated images; the true renders are at least twice as many

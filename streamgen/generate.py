@@ -27,9 +27,11 @@ class GenerateConfig(Strict):
     image: str | None = Field(None, description="input image file for io and ia")
     top: int | None = None
     left: int | None = None
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(**DEFAULT_SAMPLING),
-                                     description="the default preset: top-k 64, classifier-free guidance 3 "
-                                     "(what `streamgen eval` measures); the fields given are laid over it")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig,
+                                     description="the fields given are laid over the model's preset "
+                                     "(`sampling_over`): top-k 64 and classifier-free guidance 3 "
+                                     "(`DEFAULT_SAMPLING`), with the model folder's own fields over that; "
+                                     "what `streamgen eval` measures")
     extent: Extent | None = Field(None, description="NCP window; at most the model's")
     request: dict[str, Any] = Field(default_factory=dict, description="further fields of the task's "
                                     "request, for tasks with options of their own (request.images=[...])")
@@ -54,11 +56,6 @@ class GenerateConfig(Strict):
     snapshot_every: int = Field(100, ge=1, description="frames between snapshots")
     resume: str | None = Field(None, description="snapshot to continue from")
 
-    @field_validator("sampling", mode="before")
-    @classmethod
-    def _over_default(cls, v: Any) -> Any:  # sampling.top_k=50 keeps the preset's guidance
-        return {**DEFAULT_SAMPLING, **v} if isinstance(v, dict) else v
-
     @field_validator("frames", mode="before")
     @classmethod
     def _inf(cls, v: Any) -> Any:
@@ -76,6 +73,12 @@ class GenerateConfig(Strict):
             raise ValueError(f"`size` must look like WxH with positive integers, e.g. 128x128, but got {v!r}")
         return v
 
+    def sampling_over(self, preset: dict[str, Any] = DEFAULT_SAMPLING) -> SamplingConfig:
+        """The sampling to run: the fields the user gave (``sampling.top_k=50``, or a ``sampling`` object
+        in a config file) over ``preset`` (an engine's `Engine.preset`), so the others keep the preset's."""
+        given = self.sampling.model_dump(include=self.sampling.model_fields_set)
+        return SamplingConfig(**{**preset, **given})
+
     @property
     def width_height(self) -> tuple[int, int] | None:
         if self.size is None:
@@ -91,7 +94,7 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     if size is None and fields.get("height") is not None and fields["height"].default is not None:
         size = DEFAULT_SIZE
     w, h = size if size is not None else (None, None)
-    req: dict[str, Any] = {"seed": cfg.seed, "sampling": cfg.sampling.model_dump()}
+    req: dict[str, Any] = {"seed": cfg.seed, "sampling": cfg.sampling.model_dump()}  # resolved by generate()
     if cfg.extent is not None:
         req["extent"] = cfg.extent.model_dump()
     wanted = {"height": h, "width": w, "prompt": cfg.prompt, "frames": cfg.frames, "order": cfg.order,
@@ -143,6 +146,9 @@ def generate(cfg: GenerateConfig) -> int:
     task = manager().tasks.get(cfg.task)
     engine = load_engine(cfg.model)
     engine.precision, engine.attention, engine.compile = cfg.precision, cfg.attention, cfg.compile
+    # from here on cfg holds the whole sampling, and so does a snapshot's copy of it: a resumed stream
+    # samples as it did, whatever the preset then is
+    cfg = cfg.model_copy(update={"sampling": cfg.sampling_over(engine.preset)})
     if resume is not None:
         snap.check_identity(info, engine.identity(), cfg.resume)
         if cfg.frames is not None and resume.frames_done >= cfg.frames:

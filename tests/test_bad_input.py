@@ -209,9 +209,10 @@ def test_generate_configs_are_valid_or_config_errors(data):
 def test_sampling_fields_given_are_laid_over_the_default_preset():
     from streamgen.config import DEFAULT_SAMPLING
 
-    cfg = parse(GenerateConfig, {"task": "t2v", "sampling": {"top_k": 50}})
-    assert cfg.sampling.top_k == 50 and cfg.sampling.guidance == DEFAULT_SAMPLING["guidance"] == 3.0
-    assert parse(GenerateConfig, {"task": "t2v", "sampling": {"refine_borders": 0.6}}).sampling.refine_borders == 0.6
+    cfg = parse(GenerateConfig, {"task": "t2v", "sampling": {"top_k": 50}}).sampling_over()
+    assert cfg.top_k == 50 and cfg.guidance == DEFAULT_SAMPLING["guidance"] == 3.0
+    cfg = parse(GenerateConfig, {"task": "t2v", "sampling": {"refine_borders": 0.6}}).sampling_over()
+    assert cfg.refine_borders == 0.6 and cfg.top_k == 64
     with pytest.raises(ConfigError, match=r"sampling\.refine_borders.*greater than or equal to 0.*-1"):
         parse(GenerateConfig, {"task": "t2v", "sampling": {"refine_borders": -1}})
 

@@ -1,0 +1,86 @@
+"""A model folder's own sampling preset: model.json's `sampling` laid over DEFAULT_SAMPLING."""
+import numpy as np
+import pytest
+import torch
+
+from streamgen import checkpoint as ckpt
+from streamgen.bundle import load_engine
+from streamgen.cli import main
+from streamgen.codecs import VQGAN, CodecConfig
+from streamgen.config import DEFAULT_SAMPLING, parse
+from streamgen.errors import ConfigError
+from streamgen.generate import GenerateConfig
+from streamgen.model import VisionDecoder
+from streamgen.testing import tiny_config
+
+
+def folder(path, sampling=None, **over):
+    """A model folder of a tiny random decoder (pnar unless told) and a tiny VQGAN."""
+    torch.manual_seed(0)
+    model = VisionDecoder(tiny_config(**{"pnar": True, **over}))
+    ckpt.save(path / "model.safetensors", model, model.cfg, meta=None if sampling is None else {"sampling": sampling})
+    codec = CodecConfig(factor=8, codebook_size=64, code_dim=8, channels=[8, 8, 16, 16])
+    ckpt.save(path / "vqgan.safetensors", VQGAN(codec), codec)
+    return path
+
+
+def image(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def test_the_folder_preset_is_what_generate_samples_with_unless_the_user_sets_a_field(tmp_path):
+    plain = load_engine(folder(tmp_path / "plain"))
+    assert plain.preset == DEFAULT_SAMPLING
+    own = load_engine(folder(tmp_path / "own", sampling={"refine_borders": 0.6}))
+    assert own.preset == {**DEFAULT_SAMPLING, "refine_borders": 0.6}
+
+    def run(model, *over):  # a 2-patch canvas: the second patch's border with the first is redrawn
+        out = tmp_path / f"{model}{len(over)}.png"
+        assert main(["generate", "--model", str(tmp_path / model), "--task", "uig", "--size", "64x32",
+                     "-o", str(out), "seed=1", *over]) == 0
+        return image(out)
+    redrawn, plain_img = run("own"), run("plain")
+    assert not np.array_equal(redrawn, plain_img)  # the preset's redraw ran
+    assert np.array_equal(run("own", "sampling.refine_borders=null"), plain_img)  # the user turned it off
+    assert np.array_equal(run("plain", "sampling.refine_borders=0.6"), redrawn)  # or on
+    # what a user gives is laid over the preset field by field
+    cfg = parse(GenerateConfig, {"task": "t2v", "sampling": {"top_k": 50}})
+    assert cfg.sampling_over(own.preset).model_dump(exclude_defaults=True) == {
+        "top_k": 50, "guidance": 3.0, "refine_borders": 0.6}
+    assert parse(GenerateConfig, {"task": "t2v"}).sampling_over(own.preset).refine_borders == 0.6
+
+
+def test_a_stream_resumed_from_a_snapshot_keeps_the_sampling_it_ran_with(tmp_path):
+    from streamgen import snapshot as snap
+
+    d = folder(tmp_path / "own", sampling={"refine_borders": 0.6})
+    args = ["generate", "--model", str(d), "--task", "uig", "--size", "64x32", "-o", str(tmp_path / "a.png"),
+            "--snapshot", str(tmp_path / "s.snap"), "snapshot_every=1"]
+    assert main(args) == 0
+    _, info = snap.load(tmp_path / "s.snap")
+    assert info["request"]["sampling"]["refine_borders"] == 0.6 and info["request"]["sampling"]["top_k"] == 64
+    # a preset changed after the snapshot does not change what the snapshot's request says
+    saved = parse(GenerateConfig, info["request"])
+    assert saved.sampling_over(DEFAULT_SAMPLING).refine_borders == 0.6
+
+
+@pytest.mark.parametrize("sampling, words", [
+    ({"top_k": 0}, ["model.json", "sampling.top_k", "greater than or equal to 1", "0"]),
+    ({"colour": 1}, ["model.json", "sampling.colour", "xtra"]),
+    ([64], ["model.json", "`sampling`", "object", "[64]"]),
+])
+def test_a_bad_preset_is_a_one_line_error_naming_the_file(tmp_path, capsys, sampling, words):
+    d = folder(tmp_path / "bad", sampling=sampling)
+    assert main(["generate", "--model", str(d), "--task", "uig", "--size", "32x32", "-o", str(tmp_path / "x.png")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(w in err[0] for w in words), err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_preset_the_model_cannot_run_fails_when_the_folder_is_loaded(tmp_path):
+    d = folder(tmp_path / "ar", sampling={"refine_borders": 0.6}, pnar=False)
+    with pytest.raises(ConfigError, match=r"sampling\.refine_borders.*pnar.*0\.6"):
+        load_engine(d)
