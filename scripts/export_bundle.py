@@ -3,9 +3,10 @@ model cards.
 
     python scripts/export_bundle.py --codec runs/codec --model runs/model --out streamgen/weights
 
-Writes model.safetensors, vqgan.safetensors, pg.safetensors, their JSON configs, and a model card
-for each (model.md, vqgan.md, pg.md): what the checkpoint's record says (steps, size, config) plus
-the notes in --cards DIR/<name>.md (data, training time, metrics), and an index MODEL_CARD.md.
+Writes model.safetensors, vqgan.safetensors, pg.safetensors, their JSON configs (model.json with
+the model's sampling preset if --sampling gives one), and a model card for each (model.md, vqgan.md,
+pg.md): what the checkpoint's record says (steps, size, config, preset) plus the notes in --cards
+DIR/<name>.md (data, training time, metrics), and an index MODEL_CARD.md.
 Optimizer state is dropped: only weights are shipped.
 """
 from __future__ import annotations
@@ -20,14 +21,16 @@ from safetensors.torch import save_file
 from streamgen import checkpoint as ckpt
 
 
-def export(src: Path, dst: Path) -> dict:
+def export(src: Path, dst: Path, sampling: dict | None = None) -> dict:
     tensors = {k: v for k, v in ckpt.read(src).items() if not k.startswith("train/")}
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(dst))
     info = json.loads(ckpt.config_path(src).read_text())
+    if sampling is not None:  # the model's own sampling preset (`Engine.preset`)
+        info["sampling"] = sampling
     ckpt.config_path(dst).write_text(json.dumps(info, indent=2) + "\n")
     return {"file": dst.name, "steps": info.get("steps"), "bytes": dst.stat().st_size,
-            "config": info["config"]}
+            "config": info["config"], "sampling": info.get("sampling")}
 
 
 def main() -> None:
@@ -36,9 +39,12 @@ def main() -> None:
     ap.add_argument("--model", default="runs/model")
     ap.add_argument("--out", default="streamgen/weights")
     ap.add_argument("--cards", help="folder with model.md, vqgan.md, pg.md: data, time and metrics of each")
+    ap.add_argument("--sampling", help="the model's sampling preset, a JSON object of SamplingConfig fields "
+                    "laid over DEFAULT_SAMPLING (written to model.json), e.g. '{\"refine_borders\": 0.6}'")
     args = ap.parse_args()
     out = Path(args.out)
-    rows = [export(Path(args.model) / "model.safetensors", out / "model.safetensors"),
+    sampling = json.loads(args.sampling) if args.sampling else None
+    rows = [export(Path(args.model) / "model.safetensors", out / "model.safetensors", sampling),
             export(Path(args.codec) / "vqgan.safetensors", out / "vqgan.safetensors")]
     if (Path(args.codec) / "pg.safetensors").exists():
         rows.append(export(Path(args.codec) / "pg.safetensors", out / "pg.safetensors"))
@@ -47,6 +53,8 @@ def main() -> None:
         name = r["file"].removesuffix(".safetensors")
         card = [f"# {r['file']}", "", f"- training steps: {r['steps']}", f"- size: {r['bytes'] / 1e6:.1f} MB",
                 f"- config: `{json.dumps(r['config'])}`"]
+        if r["sampling"] is not None:
+            card.append(f"- sampling preset (over DEFAULT_SAMPLING): `{json.dumps(r['sampling'])}`")
         notes = Path(args.cards) / f"{name}.md" if args.cards else None
         if notes is not None and notes.is_file():
             card += ["", notes.read_text().strip()]
