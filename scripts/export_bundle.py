@@ -19,15 +19,28 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from streamgen import checkpoint as ckpt
+from streamgen.config import DEFAULT_SAMPLING, SamplingConfig, parse
+from streamgen.errors import ConfigError
+
+
+def check_preset(sampling: object, config: dict) -> None:
+    """Refuse a preset that is not SamplingConfig fields, or that needs P-NAR on a model without it."""
+    if not isinstance(sampling, dict):
+        raise ConfigError(f"`--sampling` must be a JSON object of SamplingConfig fields, but got {sampling!r}")
+    full = parse(SamplingConfig, {**DEFAULT_SAMPLING, **sampling}, prefix="sampling")
+    if (full.refine_borders is not None or full.local == "pnar") and not config.get("pnar"):
+        raise ConfigError(f"`--sampling` needs a model trained with pnar for refine_borders or local 'pnar', "
+                          f"but got {sampling!r} for a model without it")
 
 
 def export(src: Path, dst: Path, sampling: dict | None = None) -> dict:
+    info = json.loads(ckpt.config_path(src).read_text())
+    if sampling is not None:  # the model's own sampling preset (`Engine.preset`), checked before it ships
+        check_preset(sampling, info["config"])
+        info["sampling"] = sampling
     tensors = {k: v for k, v in ckpt.read(src).items() if not k.startswith("train/")}
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(dst))
-    info = json.loads(ckpt.config_path(src).read_text())
-    if sampling is not None:  # the model's own sampling preset (`Engine.preset`)
-        info["sampling"] = sampling
     ckpt.config_path(dst).write_text(json.dumps(info, indent=2) + "\n")
     return {"file": dst.name, "steps": info.get("steps"), "bytes": dst.stat().st_size,
             "config": info["config"], "sampling": info.get("sampling")}
@@ -43,9 +56,15 @@ def main() -> None:
                     "laid over DEFAULT_SAMPLING (written to model.json), e.g. '{\"refine_borders\": 0.6}'")
     args = ap.parse_args()
     out = Path(args.out)
-    sampling = json.loads(args.sampling) if args.sampling else None
-    rows = [export(Path(args.model) / "model.safetensors", out / "model.safetensors", sampling),
-            export(Path(args.codec) / "vqgan.safetensors", out / "vqgan.safetensors")]
+    try:
+        sampling = json.loads(args.sampling) if args.sampling else None
+    except json.JSONDecodeError as exc:
+        ap.error(f"--sampling must be a JSON object, but got {args.sampling!r} ({exc})")
+    try:  # the model first: a preset it cannot run stops the export before anything is written
+        rows = [export(Path(args.model) / "model.safetensors", out / "model.safetensors", sampling)]
+    except ConfigError as exc:
+        ap.error(str(exc))
+    rows.append(export(Path(args.codec) / "vqgan.safetensors", out / "vqgan.safetensors"))
     if (Path(args.codec) / "pg.safetensors").exists():
         rows.append(export(Path(args.codec) / "pg.safetensors", out / "pg.safetensors"))
     index = ["# streamgen default model", "", "| file | training steps | size | card |", "|---|---|---|---|"]

@@ -66,5 +66,8 @@ def load_engine(spec: str | Path | None = None, text_encoder: str = "minilm", co
         encoder = manager().text_encoders.get(text_encoder)()
     engine = Engine(model, codec, encoder)
     engine.preset = preset
-    engine.check_settings(SamplingConfig(**preset))  # refine_borders on a model without pnar fails here
+    try:  # a preset this model cannot run (refine_borders without pnar) fails here, naming the file
+        engine.check_settings(SamplingConfig(**preset))
+    except ConfigError as exc:
+        raise ConfigError(f"{ckpt.config_path(folder / 'model.safetensors')}: {exc}") from None
     return engine

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--frames", type=int, default=8, help="frames per video for camera motion")
     ev.add_argument("--drift-frames", dest="drift_frames", type=int, default=1000)
     ev.add_argument("--drift-videos", dest="drift_videos", type=int, default=3)
-    ev.add_argument("--local", choices=("ar", "pnar"), default="ar", help="local decoder inside patches")
+    ev.add_argument("--local", choices=("ar", "pnar"), default=None,
+                    help="local decoder inside patches; default: the model's preset (autoregressive)")
     ev.add_argument("--precision", choices=("fp32", "mixed"), default="fp32")
     ev.add_argument("--wide-patches", dest="wide_patches", type=int, default=32)
     ev.add_argument("--wide-canvases", dest="wide_canvases", type=int, default=4,

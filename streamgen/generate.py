@@ -105,6 +105,9 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     for key in ("prompt", "image"):
         if getattr(cfg, key) is not None and key not in fields:
             raise ConfigError(f"`{key}` is not used by task {task.name!r}, but got {getattr(cfg, key)!r}")
+    if "sampling" in cfg.request:  # it would bypass the model's preset and the snapshot's record
+        raise ConfigError(f"`request.sampling` must be given as `sampling` (laid over the model's preset), "
+                          f"not inside `request`, but got {cfg.request['sampling']!r}")
     req.update(cfg.request)  # validated by the task's own request model, which forbids unknown keys
     return req
 

@@ -82,5 +82,37 @@ def test_a_bad_preset_is_a_one_line_error_naming_the_file(tmp_path, capsys, samp
 
 def test_a_preset_the_model_cannot_run_fails_when_the_folder_is_loaded(tmp_path):
     d = folder(tmp_path / "ar", sampling={"refine_borders": 0.6}, pnar=False)
-    with pytest.raises(ConfigError, match=r"sampling\.refine_borders.*pnar.*0\.6"):
+    with pytest.raises(ConfigError, match=r"model\.json: .*sampling\.refine_borders.*pnar.*0\.6"):
         load_engine(d)
+
+
+def test_request_sampling_is_refused_for_it_would_bypass_the_preset(tmp_path, capsys):
+    d = folder(tmp_path / "own", sampling={"refine_borders": 0.6})
+    out = tmp_path / "x.png"
+    assert main(["generate", "--model", str(d), "--task", "uig", "--size", "32x32", "-o", str(out),
+                 'request.sampling={"top_k": 5}']) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`request.sampling`" in err[0] and "'top_k': 5" in err[0] and not out.exists()
+
+
+def test_export_bundle_writes_a_checked_preset(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_bundle.py"
+    src = folder(tmp_path / "src")
+    ar = folder(tmp_path / "ar", pnar=False)
+
+    def export(model, sampling, out):
+        return subprocess.run([sys.executable, str(script), "--model", str(model), "--codec", str(src),
+                               "--out", str(out), "--sampling", sampling], capture_output=True, text=True)
+    for model, bad, words in ((src, '{"top_k": 0}', "sampling.top_k"), (src, "[64]", "JSON object"),
+                              (ar, '{"refine_borders": 0.6}', "pnar"), (src, "{top_k", "JSON object")):
+        r = export(model, bad, tmp_path / "bad")
+        assert r.returncode == 2 and words in r.stderr.strip().splitlines()[-1], r.stderr
+        assert not (tmp_path / "bad").exists()  # nothing written
+    r = export(src, '{"refine_borders": 0.6}', tmp_path / "good")
+    assert r.returncode == 0, r.stderr
+    assert load_engine(tmp_path / "good").preset["refine_borders"] == 0.6
+    assert '`{"refine_borders": 0.6}`' in (tmp_path / "good" / "model.md").read_text()
