@@ -1,4 +1,7 @@
 """A model folder's own sampling preset: model.json's `sampling` laid over DEFAULT_SAMPLING."""
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +119,41 @@ def test_export_bundle_writes_a_checked_preset(tmp_path):
     assert r.returncode == 0, r.stderr
     assert load_engine(tmp_path / "good").preset["refine_borders"] == 0.6
     assert '`{"refine_borders": 0.6}`' in (tmp_path / "good" / "model.md").read_text()
+
+
+def test_a_killed_stream_resumes_with_its_own_sampling_when_the_preset_changed_since(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = folder(tmp_path / "own", sampling={"refine_borders": 0.6})
+    photo = tmp_path / "photo.png"
+    assert main(["generate", "--model", str(d), "--task", "uig", "--size", "64x32", "-o", str(photo)]) == 0
+    gen = [sys.executable, "-m", "streamgen.cli", "generate", "--model", str(d), "--task", "ia", "--image",
+           str(photo), "--size", "64x32", "--frames", "40"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole, broken, state = tmp_path / "whole", tmp_path / "broken", tmp_path / "s.snap"
+    whole.mkdir()
+    broken.mkdir()
+    subprocess.run([*gen, "-o", str(whole / "%02d.png")], check=True, capture_output=True, env=env)
+    proc = subprocess.Popen([*gen, "-o", str(broken / "%02d.png"), "--realtime", "--fps", "15", "--snapshot",
+                             str(state), "snapshot_every=5"], stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 60
+    while len(list(broken.iterdir())) < 12 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 12 <= len(list(broken.iterdir())) < 40
+    model_json = json.loads((d / "model.json").read_text())
+    model_json["sampling"] = {"refine_borders": None}  # the folder's preset changes meanwhile
+    (d / "model.json").write_text(json.dumps(model_json))
+    subprocess.run([*gen[:3], "generate", "--resume", str(state)], check=True, capture_output=True, env=env)
+    names = sorted(p.name for p in whole.iterdir())
+    assert sorted(p.name for p in broken.iterdir()) == names
+    assert all(np.array_equal(image(broken / n), image(whole / n)) for n in names)
+    # a fresh stream now samples without the redraw
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    subprocess.run([*gen, "-o", str(fresh / "%02d.png")], check=True, capture_output=True, env=env)
+    assert not all(np.array_equal(image(fresh / n), image(whole / n)) for n in names)
