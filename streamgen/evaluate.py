@@ -270,9 +270,10 @@ def run_eval(engine, *, samples: int = EVAL_SAMPLES, frames: int = 8, drift_fram
 
     Generation samples as `streamgen generate` does (``engine.preset``; unconditional tasks without
     guidance) through the ``local`` decoder ("ar" or "pnar"; None: the preset's). Attribute
-    accuracies are over ``samples`` generated images per row. The seam score is the mean over ``wide_canvases``
-    unconditional canvases ``wide_patches`` patches wide (seeds ``seed`` on); Block-FID compares the
-    blocks of all of them with those of twice as many true renders of the same size.
+    accuracies are over ``samples`` generated images per row. The seam score is the mean over
+    ``wide_canvases`` unconditional canvases ``wide_patches`` patches wide (seeds ``seed`` on);
+    Block-FID compares the blocks of all of them with those of twice as many true renders of the
+    same size.
     """
     import time
 
