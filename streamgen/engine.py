@@ -326,15 +326,19 @@ class Engine:
             _, y, x = item.pos
             return adc.border_mask(made, y, x, ph, pw).reshape(1, M).expand(batch, M).to(self.device)
 
+        # the redraw's sampling: the stream's, at the redraw temperature (made once, not per patch)
+        redraw = (None if sampling.refine_borders is None
+                  else sampling.model_copy(update={"temperature": sampling.refine_borders}))
+
         def refine(w: Workspace, mem: TextMemory | None, group: list[adc.Item], toks: Tensor,
                    shown: Tensor | None) -> Tensor:
-            if sampling.refine_borders is None:
+            if redraw is None:
                 return toks
             border = torch.cat([border_of(it) for it in group])
             if not border.any():
                 return toks
             u = torch.cat([patch_uniforms(seeds, it.pos, M, draw=1) for it in group])
-            return self._refine_borders(w, mem, toks, border, u, sampling, guided, shown)
+            return self._refine_borders(w, mem, toks, border, u, redraw, guided, shown)
 
         def shown_of(index: Tensor | None) -> Tensor | None:  # (batch, M): the previous frame shows it
             shown = None if index is None or not cfg.prev_frame else index[:, 1] != cfg.vocab_size
@@ -512,20 +516,20 @@ class Engine:
         return out.t()
 
     def _refine_borders(self, ws: Workspace, memory: TextMemory | None, toks: Tensor, border: Tensor,
-                        u: Tensor, sampling: SamplingConfig, guided: bool, shown: Tensor | None) -> Tensor:
-        """Draw the ``border`` (B, M) tokens of a drawn patch ``toks`` (B, M) again, at the temperature
-        ``sampling.refine_borders``, in one P-NAR pass that sees the rest of the patch and its context
-        (uniforms ``u`` (B, M)); the workspace is left holding the cache of the new tokens.
+                        u: Tensor, redraw: SamplingConfig, guided: bool, shown: Tensor | None) -> Tensor:
+        """Draw the ``border`` (B, M) tokens of a drawn patch ``toks`` (B, M) again with ``redraw`` (the
+        stream's sampling at the ``refine_borders`` temperature), in one P-NAR pass that sees the rest
+        of the patch and its context (uniforms ``u`` (B, M)); the workspace is left holding the cache
+        of the new tokens.
 
         The autoregressive decoder draws a patch's first column before the rest of the patch exists;
         this second draw sees both sides of the border (benchmarks/RESULTS.md, session 15)."""
         model = self.model
-        sampling = sampling.model_copy(update={"temperature": sampling.refine_borders})
         B, M = toks.shape
         rep = ws.batch // B
         logits = model.pnar_logits(ws, toks.repeat(rep, 1), border.repeat(rep, 1), memory)
-        logits = draw_logits(logits, sampling, guided, shown)
-        cand = sample(logits.reshape(B * M, -1), u.reshape(-1), sampling).view(B, M)
+        logits = draw_logits(logits, redraw, guided, shown)
+        cand = sample(logits.reshape(B * M, -1), u.reshape(-1), redraw).view(B, M)
         toks = torch.where(border, cand, toks)
         model.prefill(ws, toks.repeat(rep, 1), memory)
         return toks
