@@ -46,7 +46,7 @@ def still_clips(codec, count: int, first_seed: int, size: int, frames: int = 2):
     """Tokens (count, frames, h, w) of still-camera landscape clips (train split) at size x size px."""
     import torch
 
-    from streamgen.data import landscapes as L
+    from streamgen.training.data import landscapes as L
 
     clips = []
     for i in range(count):

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from streamgen.codecs import NeuralCodec
-from streamgen.evaluate import decode_both, temporal_errors
-from streamgen.data.folder import read_frames
-from streamgen.train_codec import HELD_OUT_CLIPS
+from streamgen.evaluation import decode_both, temporal_errors
+from streamgen.media import read_frames
+from streamgen.training.codec import HELD_OUT_CLIPS
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

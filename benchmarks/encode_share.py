@@ -19,9 +19,9 @@ import time
 import torch
 
 from streamgen import Engine, ModelConfig, VisionDecoder
-from streamgen.bundle import SHIPPED, load_engine
+from streamgen.bundle import SHIPPED, load
 from streamgen.codecs import PaletteCodec
-from streamgen.sinks import open_sink
+from streamgen.output.sinks import open_sink
 
 
 def engine_for(spec: str | None) -> tuple[Engine, str]:
@@ -30,7 +30,7 @@ def engine_for(spec: str | None) -> tuple[Engine, str]:
     if spec == "shape":  # the default model's shape, random weights, palette codec at factor 16
         cfg = ModelConfig(vocab_size=512, width=256, layers=4, heads=4, patch_h=4, patch_w=4)
         return Engine(VisionDecoder(cfg), PaletteCodec(512, factor=16)), "random model of the default shape"
-    return load_engine(spec), spec or "shipped model"
+    return load(spec), spec or "shipped model"
 
 
 def main() -> None:

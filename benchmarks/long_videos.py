@@ -24,9 +24,9 @@ from collections import deque
 import numpy as np
 import torch
 
-from streamgen.bundle import load_engine
-from streamgen.data import landscapes as L
-from streamgen.evaluate import AttributeClassifier
+from streamgen.bundle import load
+from streamgen.training.data import landscapes as L
+from streamgen.evaluation import AttributeClassifier
 
 WINDOW = 8  # frames a reading averages over, as the eval's drift row
 
@@ -66,7 +66,7 @@ def main() -> None:
     if min(scenes) < 99:
         ap.error(f"--scenes must be at least 99 (scene = seed + 99 + k), got {min(scenes)}")
     torch.set_num_threads(args.threads)
-    engine = load_engine(args.model)
+    engine = load(args.model)
     clf = AttributeClassifier.fit(size=128)
     for setting in args.settings:
         sampling = {**engine.preset, **json.loads(setting)}

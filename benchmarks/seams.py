@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from streamgen.bundle import load_engine
-from streamgen.evaluate import seam_score
+from streamgen.bundle import load
+from streamgen.evaluation import seam_score
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     if args.canvases < 1 or args.patches < 2:
         ap.error(f"--canvases must be >= 1 and --patches >= 2, got {args.canvases} and {args.patches}")
     torch.set_num_threads(args.threads)
-    engine = load_engine(args.model)
+    engine = load(args.model)
     patch_px = engine.codec.factor * engine.model.cfg.patch_w
     for setting in args.settings:
         sampling = {**engine.preset, "guidance": 1.0, **json.loads(setting)}

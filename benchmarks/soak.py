@@ -20,7 +20,7 @@ import av
 import torch
 
 from _common import rss_mb
-from streamgen.sinks import open_sink
+from streamgen.output.sinks import open_sink
 from streamgen.testing import tiny_engine
 
 

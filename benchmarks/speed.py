@@ -8,8 +8,7 @@ Video is 128x128 px. Printed, as Markdown tables:
 
 - decoding: tokens/s and frames/s at batch 1 and with 8 streams in one batch, in fp32 and in
   "mixed" precision (bfloat16 attention and whole-patch matmuls, fp32 single-token matmuls: see
-  VisionDecoder.new_workspace), with the decode step's static parts compiled by torch.compile
-  (inductor), and with the P-NAR local decoder; this machine's matmul bound for the model (a decode
+  VisionDecoder.new_workspace), and with the P-NAR local decoder; this machine's matmul bound for the model (a decode
   step that did nothing but its matmuls, with and without the attention's two products) beside them;
 - peak RSS after 10, 100 and 1,000 frames (each in a fresh process) and time(1,000) / time(100);
 - the share of wall time spent in codec decoding and in encoding (H.264 into an .mp4);
@@ -38,12 +37,12 @@ import torch
 from _common import steady_keys, steady_rate
 from engine_core import matmul_bound
 from streamgen import Engine, ModelConfig, PRESETS, Plan, VisionDecoder
-from streamgen.adc import rel_index
-from streamgen.bundle import SHIPPED, load_engine
+from streamgen.engine.adc import rel_index
+from streamgen.bundle import SHIPPED, load
 from streamgen.codecs import PaletteCodec
 from streamgen.config import SamplingConfig
-from streamgen.sampling import sample
-from streamgen.sinks import open_sink
+from streamgen.engine.sampling import sample
+from streamgen.output.sinks import open_sink
 
 SIZE = 128
 
@@ -54,7 +53,7 @@ def make_engine(spec: str | None, pnar: bool = False) -> Engine:
         torch.manual_seed(0)
         cfg = ModelConfig(**PRESETS["bench"], pnar=pnar)
         return Engine(VisionDecoder(cfg), PaletteCodec(cfg.vocab_size, factor=8))
-    return load_engine(SHIPPED if spec == "shipped" else spec)
+    return load(SHIPPED if spec == "shipped" else spec)
 
 
 def tokens_per_frame(eng: Engine) -> int:
@@ -74,7 +73,6 @@ def decoding_rows(eng: Engine, frames: int, windows: int, keys: int) -> tuple[li
     configs = {
         "batch 1, fp32": dict(precision="fp32", batch=1, sampling=None),
         "batch 1, mixed": dict(precision="mixed", batch=1, sampling=None),
-        "batch 1, fp32, compiled (inductor)": dict(precision="fp32", batch=1, sampling=None, compile="inductor"),
         "8 streams, fp32": dict(precision="fp32", batch=8, sampling=None),
         "8 streams, mixed": dict(precision="mixed", batch=8, sampling=None),
     }
@@ -86,11 +84,11 @@ def decoding_rows(eng: Engine, frames: int, windows: int, keys: int) -> tuple[li
     bounds = [(matmul_bound(eng.model.cfg), matmul_bound(eng.model.cfg, keys=keys))]
     for _ in range(windows):
         for label, c in configs.items():
-            eng.precision, eng.compile = c["precision"], c.get("compile")
+            eng.precision = c["precision"]
             seeds = list(range(c["batch"]))
             rates[label].append(stream_rate(eng, frames, seed=seeds, batch=c["batch"], sampling=c["sampling"]))
         bounds.append((matmul_bound(eng.model.cfg), matmul_bound(eng.model.cfg, keys=keys)))
-    eng.precision, eng.compile = "fp32", None
+    eng.precision = "fp32"
     return [(k, statistics.median(v)) for k, v in rates.items()], bounds
 
 
@@ -158,7 +156,7 @@ def full_cache_rate(model: VisionDecoder, toks, pos) -> tuple[float, int]:
     ws = model.new_workspace(1, len(pos))
     ctx = []
     for i in range(len(pos) - 1):  # build every patch's cache once (prefill), never evict
-        model.load_context(ws, [])
+        model.load_context(ws, [[]])
         model.prefill(ws, toks[:, i])
         ctx.append((model.patch_payload(ws), pos[i]))
     cur = pos[-1]
@@ -172,7 +170,7 @@ def full_cache_rate(model: VisionDecoder, toks, pos) -> tuple[float, int]:
     u = torch.rand(model.M, dtype=torch.float64)
     cfg = SamplingConfig()
     t0 = time.perf_counter()
-    model.load_context(ws, loaded)
+    model.load_context(ws, [loaded])
     tok = torch.full((1,), model.bos)
     for m in range(model.M):  # sampling included, as in streamgen's loop; the history's token is fed
         sample(model.decode_step(ws, tok, m), u[m:m + 1], cfg)

@@ -24,9 +24,9 @@ from collections import Counter
 import numpy as np
 import torch
 
-from streamgen.bundle import load_engine
-from streamgen.data import landscapes as L
-from streamgen.evaluate import EVAL_SAMPLES, AttributeClassifier, camera_motion
+from streamgen.bundle import load
+from streamgen.training.data import landscapes as L
+from streamgen.evaluation import EVAL_SAMPLES, AttributeClassifier, camera_motion
 
 
 REQUEST_KEYS = ("order", "extent")  # setting keys that go to the task request, not to the sampling
@@ -86,7 +86,7 @@ def main() -> None:
     if args.offset < 0:
         ap.error(f"--offset must be >= 0, got {args.offset}")
     torch.set_num_threads(args.threads)
-    engine = load_engine(args.model)
+    engine = load(args.model)
     clf = AttributeClassifier.fit(size=128)
     for setting in args.settings:
         fields = json.loads(setting)

@@ -1,7 +1,7 @@
 """Registers the built-in codecs through the ``streamgen_register_codecs`` hook."""
 from __future__ import annotations
 
-from streamgen.hookspecs import hookimpl
+from streamgen.plugins.hookspecs import hookimpl
 
 from .neural import NeuralCodec
 from .palette import PaletteCodec

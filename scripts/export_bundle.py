@@ -4,9 +4,9 @@ model cards.
     python scripts/export_bundle.py --codec runs/codec --model runs/model --out streamgen/weights
 
 Writes model.safetensors, vqgan.safetensors, pg.safetensors, their JSON configs (model.json with
-the model's sampling preset if --sampling gives one), and a model card for each (model.md, vqgan.md,
-pg.md): what the checkpoint's record says (steps, size, config, preset) plus the notes in --cards
-DIR/<name>.md (data, training time, metrics), and an index MODEL_CARD.md.
+the model's sampling preset if --sampling gives one), a model card for each (model.md, vqgan.md,
+pg.md: the card in --cards DIR/<name>.md as it is, or else what the checkpoint's record says:
+steps, size, config, preset), and an index MODEL_CARD.md.
 Optimizer state is dropped: only weights are shipped.
 """
 from __future__ import annotations
@@ -74,9 +74,9 @@ def main() -> None:
                 f"- config: `{json.dumps(r['config'])}`"]
         if r["sampling"] is not None:
             card.append(f"- sampling preset (over DEFAULT_SAMPLING): `{json.dumps(r['sampling'])}`")
-        notes = Path(args.cards) / f"{name}.md" if args.cards else None
-        if notes is not None and notes.is_file():
-            card += ["", notes.read_text().strip()]
+        written = Path(args.cards) / f"{name}.md" if args.cards else None
+        if written is not None and written.is_file():  # a full card: data, recipe, figures
+            card = [written.read_text().strip()]
         (out / f"{name}.md").write_text("\n".join(card) + "\n")
         index.append(f"| {r['file']} | {r['steps']} | {r['bytes'] / 1e6:.1f} MB | [{name}.md]({name}.md) |")
     (out / "MODEL_CARD.md").write_text("\n".join(index) + "\n")

@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint as ckpt
-from .config import DEFAULT_SAMPLING, ModelConfig, SamplingConfig, parse
-from .engine import Engine
-from .errors import ConfigError
-from .model import VisionDecoder
+from streamgen import checkpoint as ckpt
+from streamgen.config import DEFAULT_SAMPLING, ModelConfig, SamplingConfig, parse
+from streamgen.engine import Engine
+from streamgen.errors import ConfigError
+from streamgen.model import VisionDecoder
 
 SHIPPED = Path(__file__).resolve().parent / "weights"
 
@@ -40,12 +40,22 @@ def model_preset(path: str | Path) -> dict[str, Any]:
     return preset
 
 
-def load_engine(spec: str | Path | None = None, text_encoder: str = "minilm", codec_name: str = "vqgan") -> Engine:
-    """An `Engine` from ``spec``: None (the shipped default), ``"tiny"`` (random, for tests), or a folder."""
-    from .plugins import manager
+def load(path: str | Path | None = None, *, text_encoder: str = "minilm", codec: str = "vqgan") -> Engine:
+    """An `Engine` ready to generate: ``None`` loads the model shipped inside the package, a folder
+    path another model (``model.safetensors``, ``vqgan.safetensors``, optionally ``pg.safetensors``,
+    each with its JSON config), ``"tiny"`` a random tiny model for trying the plumbing.
+
+    The engine carries the model's text encoder (``text_encoder``, a registered name) and its
+    sampling preset (`Engine.preset`), so ``streamgen.load().run("t2v", prompt=...)`` gives the
+    frames ``streamgen generate --task t2v --prompt ...`` gives. ``codec`` names the registered
+    codec factory that reads the folder's codec weights.
+    """
+    spec = path
+    codec_name = codec
+    from streamgen.plugins import manager
 
     if spec == "tiny":
-        from .testing import HashTextEncoder, tiny_engine
+        from streamgen.testing import HashTextEncoder, tiny_engine
 
         eng = tiny_engine(text_dim=8)
         eng.text_encoder = HashTextEncoder(8)

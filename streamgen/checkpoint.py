@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import parse
-from .errors import StreamgenError
+from streamgen.config import parse
+from streamgen.errors import StreamgenError
 
 T = TypeVar("T", bound=BaseModel)
 

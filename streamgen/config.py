@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import from_validation_error
+from streamgen.errors import from_validation_error
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -54,22 +54,22 @@ class ModelConfig(Strict):
     extent: Extent = Field(default_factory=Extent, description="NCP extents the model is trained for")
     text_dim: int | None = Field(None, ge=1, description="width of text token states; None: no cross-attention")
     mlp_ratio: int = Field(4, ge=1, le=16, description="feed-forward width as a multiple of D")
-    pnar: bool = Field(False, description="also trained for P-NAR local decoding (MaskGIT-style mask-predict "
+    pnar: bool = Field(True, description="also trained for P-NAR local decoding (MaskGIT-style mask-predict "
                        "inside a patch): adds the mask and P-NAR start embeddings")
-    rel_bias: bool = Field(False, description="a learned attention bias per layer and head for every token "
+    rel_bias: bool = Field(True, description="a learned attention bias per layer and head for every token "
                            "displacement (frames, rows, columns) between the token a query predicts and the "
                            "token a key holds, across the whole extent window (a relative position bias in "
                            "token units): copying a still frame or a pan by whole tokens is one number a head "
                            "learns")
-    edges: bool = Field(False, description="tell each patch which canvas borders it touches (top, bottom, left, "
+    edges: bool = Field(True, description="tell each patch which canvas borders it touches (top, bottom, left, "
                         "right): a learned vector per combination added to the patch's start position, so "
                         "a patch without context knows whether it is sky or ground in a fixed-height frame")
-    prev_frame: bool = Field(False, description="each token's input also carries the previous frame's tokens "
+    prev_frame: bool = Field(True, description="each token's input also carries the previous frame's tokens "
                              "at its place and one column to either side (a learned embedding per side; "
                              "'none' in a first frame or image): copying a still frame or following a pan "
                              "of one token per frame becomes a direct path instead of an attention pattern "
                              "the model must discover")
-    neighbours: bool = Field(False, description="each token on a patch's border also carries the token across "
+    neighbours: bool = Field(True, description="each token on a patch's border also carries the token across "
                              "that border in the same frame, when that patch is already made (a learned "
                              "embedding per side; 'none' otherwise): a border token's own input is the token "
                              "before it in the patch, which for the first column is the far end of the row "
@@ -97,9 +97,6 @@ class SamplingConfig(Strict):
                                 description="keep the smallest set whose probability reaches p")
     guidance: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False,
                             description="classifier-free guidance scale; 1 disables it")
-    guidance_shown: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
-                                         description="guidance scale of the tokens whose place the previous "
-                                         "frame shows (models with prev_frame); None: `guidance`")
     shown_top_p: float | None = Field(0.9, gt=0.0, le=1.0, allow_inf_nan=False,
                                       description="a token whose place the previous frame shows is drawn only "
                                       "among the conditional model's likeliest tokens reaching this "
@@ -118,14 +115,17 @@ class SamplingConfig(Strict):
 # What `streamgen generate` and the live preset sample with, and what `streamgen eval` measures: the 64
 # likeliest tokens, classifier-free guidance 3 (and `SamplingConfig.shown_top_p`'s default 0.9). A
 # model folder's model.json may lay its own `sampling` fields over it (`Engine.preset`, set by
-# `bundle.load_engine`): settings that only some models can run, such as `refine_borders`, go there.
+# `bundle.load`): settings that only some models can run, such as `refine_borders`, go there.
 DEFAULT_SAMPLING: dict[str, Any] = dict(top_k=64, guidance=3.0)
+
+# The paper's decoder without the inputs added beyond it (each test turns on what it checks).
+_PLAIN = dict(pnar=False, rel_bias=False, edges=False, prev_frame=False, neighbours=False)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The shape the tests use: tiny, so the suite runs in minutes on two cores.
     "tiny": dict(vocab_size=64, width=32, layers=2, heads=2, patch_h=4, patch_w=4,
-                 extent=dict(w=1, h=1, f=1)),
-    # The shape of the engine's speed target (issue "Engine core").
+                 extent=dict(w=1, h=1, f=1), **_PLAIN),
+    # The shape of the engine's speed benchmark (benchmarks/speed.py), kept as measured since 2026-11.
     "bench": dict(vocab_size=1024, width=256, layers=4, heads=4, patch_h=8, patch_w=8,
-                  extent=dict(w=1, h=1, f=1)),
+                  extent=dict(w=1, h=1, f=1), **_PLAIN),
 }

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from .config import PRESETS, ModelConfig
-from .engine import Engine
-from .model import VisionDecoder
+from streamgen.config import PRESETS, ModelConfig
+from streamgen.engine import Engine
+from streamgen.model import VisionDecoder
 
 
 def tiny_config(**over: Any) -> ModelConfig:
@@ -55,7 +55,7 @@ class HashTextEncoder:
 def check_task(task: Any, request: dict[str, Any], frames: int = 2) -> list:
     """Conformance kit: run a task plugin on a tiny random CPU engine and check its contract.
 
-    ``task`` is a `streamgen.task.Task` instance or an installed task's name; ``request`` a valid
+    ``task`` is a `streamgen.plugins.task.Task` instance or an installed task's name; ``request`` a valid
     request for it (small sizes: the tiny engine has 8x8-pixel patches). Checks that the request
     model forbids unknown fields, that the job's plan covers every patch, that known patches are
     planned as known, that the output has the declared kind and consistent frames, and that the same
@@ -65,15 +65,15 @@ def check_task(task: Any, request: dict[str, Any], frames: int = 2) -> list:
 
     import numpy as np
 
-    from .errors import ConfigError
-    from .plugins import manager
-    from .task import Task, TaskEnv, TaskRequest
+    from streamgen.errors import ConfigError
+    from streamgen.plugins import manager
+    from streamgen.plugins.task import Task, TaskEnv, TaskRequest
 
     if isinstance(task, str):
         task = manager().tasks.get(task)
-    assert isinstance(task, Task), f"{task!r} is not a streamgen.task.Task"
+    assert isinstance(task, Task), f"{task!r} is not a streamgen.plugins.task.Task"
     assert isinstance(task.name, str) and task.name, "a task needs a name"
-    assert issubclass(task.Request, TaskRequest), "Request must subclass streamgen.task.TaskRequest"
+    assert issubclass(task.Request, TaskRequest), "Request must subclass streamgen.plugins.task.TaskRequest"
     assert task.output in ("image", "video"), f"output must be 'image' or 'video', not {task.output!r}"
     eng = tiny_engine(text_dim=8 if task.needs_text else None)
     if task.needs_text:

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import StreamgenError
-from .hookspecs import hookimpl
+from streamgen.errors import StreamgenError
+from streamgen.plugins.hookspecs import hookimpl
 
 MAX_TOKENS = 64  # prompts longer than this are truncated (the landscapes' captions use ~20)
 

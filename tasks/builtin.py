@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from streamgen.adc import Plan, check_order
+from streamgen.engine.adc import Plan, check_order
 from streamgen.errors import bad
-from streamgen.hookspecs import hookimpl
-from streamgen.task import (ImageInputMixin, Job, PromptMixin, Task, TaskEnv, TaskRequest,
+from streamgen.plugins.hookspecs import hookimpl
+from streamgen.plugins.task import (ImageInputMixin, Job, PromptMixin, Task, TaskEnv, TaskRequest,
                             VideoMixin)
 
 

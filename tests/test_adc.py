@@ -1,7 +1,7 @@
 import pytest
 
 from streamgen import ConfigError, Extent, Plan, split, split_video
-from streamgen.adc import center_index, rel_index, window
+from streamgen.engine.adc import center_index, rel_index, window
 
 
 def test_four_basic_orders_on_a_2x3_grid():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import streamgen.engine as engine_mod
+import streamgen.engine.core as engine_mod
 from streamgen import Extent, Plan, SamplingConfig
 from streamgen.testing import tiny_engine
 
@@ -79,7 +79,7 @@ def test_sampling_options(engine, sampling):
 
 
 def test_top_k_keeps_only_the_k_most_likely_tokens():
-    from streamgen.sampling import sample
+    from streamgen.engine.sampling import sample
 
     logits = torch.tensor([[0.0, 5.0, 4.0, -1.0, 3.0]]).repeat(2000, 1)
     u = torch.rand(2000, dtype=torch.float64)
@@ -160,7 +160,7 @@ def test_wavefront_gives_the_tokens_of_sequential_decoding(order, guidance):
 
 
 def test_wavefront_groups_are_independent_and_complete():
-    from streamgen.adc import window
+    from streamgen.engine.adc import window
 
     for order in ("omega", "omega*", "zeta", "zeta*"):
         plan = Plan.basic(order, 5, 9, 1, Extent(w=1, h=1, f=0))
@@ -188,8 +188,8 @@ def test_the_engine_feeds_the_hints_training_gives(order, extra):
     """Greedy tokens from the engine are the argmax of the teacher-forced pass that feeds every patch
     its hints as training builds them (the previous frame's tokens, the tokens across borders already
     made, `hint_index`); with all-'none' hints the argmax differs, so the engine did feed them."""
-    from streamgen.adc import edges
-    from streamgen.train_model import plan_hints
+    from streamgen.engine.adc import edges
+    from streamgen.training.model import plan_hints
 
     eng = tiny_engine(seed=4, edges=True, rel_bias=True, **extra)
     model = eng.model
@@ -216,7 +216,7 @@ def test_the_engine_feeds_the_hints_training_gives(order, extra):
 def _guided_reference(wavefront: bool, sampling: SamplingConfig):
     """Greedy guided tokens (1, N, M) of a 3-frame prev_frame stream, with the teacher-forced
     conditional and unconditional logits of those tokens and which tokens the previous frame shows."""
-    from streamgen.adc import edges
+    from streamgen.engine.adc import edges
 
     eng = tiny_engine(seed=5, text_dim=8, edges=True, rel_bias=True, prev_frame=True)
     model = eng.model
@@ -243,22 +243,10 @@ def _guided_reference(wavefront: bool, sampling: SamplingConfig):
 
 
 @pytest.mark.parametrize("wavefront", [False, True])
-def test_tokens_the_previous_frame_shows_are_guided_by_guidance_shown(wavefront):
-    """Greedy guided tokens are the argmax of uncond + s * (cond - uncond) of the teacher-forced pass,
-    with s = `guidance_shown` where the previous frame has a token at the place and `guidance`
-    elsewhere (all of frame 0); one scale for every token gives other tokens."""
-    sampling = SamplingConfig(temperature=0, guidance=3.0, guidance_shown=0.5, shown_top_p=None)
-    toks, cond, uncond, shown = _guided_reference(wavefront, sampling)
-    per_token = uncond + torch.where(shown, 0.5, 3.0) * (cond - uncond)
-    assert torch.equal(per_token.argmax(-1), toks)
-    assert not torch.equal((uncond + 3.0 * (cond - uncond)).argmax(-1)[:, 4:], toks[:, 4:])
-
-
-@pytest.mark.parametrize("wavefront", [False, True])
 def test_shown_tokens_are_drawn_among_the_conditional_models_likeliest(wavefront):
     """With `shown_top_p`, a shown token is the guided argmax among the tokens of the conditional
     model's top-p set; new tokens (frame 0) are guided freely. Without the limit the tokens differ."""
-    from streamgen.sampling import top_p_mask
+    from streamgen.engine.sampling import top_p_mask
 
     sampling = SamplingConfig(temperature=0, guidance=6.0, shown_top_p=0.3)
     toks, cond, uncond, shown = _guided_reference(wavefront, sampling)
@@ -270,7 +258,7 @@ def test_shown_tokens_are_drawn_among_the_conditional_models_likeliest(wavefront
 
 
 def test_top_p_mask_keeps_the_smallest_set_reaching_p():
-    from streamgen.sampling import top_p_mask
+    from streamgen.engine.sampling import top_p_mask
 
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()[:, [2, 0, 3, 1]]  # shuffled
     assert top_p_mask(logits, 0.5).tolist() == [[False, True, False, False]]

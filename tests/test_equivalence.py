@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from streamgen import Extent, NearbyContextPool, Plan, VisionDecoder
-from streamgen.adc import edges
+from streamgen.engine.adc import edges
 
 from streamgen.testing import tiny_config
-from streamgen.train_model import plan_hints
+from streamgen.training.model import plan_hints
 
 FRAMES = 5
 
@@ -47,7 +47,7 @@ def cached_logits(model, plan, tokens, text, mode):
     for item in plan:
         e = edges(*item.pos[1:], plan.rows, plan.cols)
         prev = None if prevs is None else prevs[:, item.step]
-        model.load_context(ws, [(p, o) for _, p, o in pool.select(item.pos)], e, prev)
+        model.load_context(ws, [[(p, o) for _, p, o in pool.select(item.pos)]], [e], [prev])
         toks = tokens[:, item.step]
         if mode == "patch":
             logits, payload = model.patch_forward(toks, [(p, o) for _, p, o in pool.select(item.pos)], text,
@@ -134,7 +134,7 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
             masked = torch.rand(B, M) < 0.5
             e = edges(*item.pos[1:], plan.rows, plan.cols)
             prev = torch.randint(0, model.cfg.vocab_size + 1, (B, 7, M))  # any previous-frame and neighbour ids
-            model.load_context(ws, ctx, e, prev)
+            model.load_context(ws, [ctx], [e], [prev])
             got = model.pnar_logits(ws, toks, masked, text)
             want, _ = model.patch_forward(toks, ctx, text, masked, e, prev)
             torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
@@ -157,7 +157,7 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
 
 def test_value_offsets_carry_the_direction_of_a_single_context_patch():
     """Key offsets alone only reweigh a lone context patch; the value offsets tell above from below."""
-    from streamgen.adc import rel_index
+    from streamgen.engine.adc import rel_index
 
     torch.manual_seed(3)
     model = sensitive(VisionDecoder(tiny_config()))
@@ -193,8 +193,8 @@ def test_edges_tell_a_lone_patch_where_it_is():
 def test_displacement_bias_makes_copying_the_previous_frame_one_number():
     """With ``rel_bias``, one learned number per head raises attention to the token at the same place
     one frame back, whichever context patch holds it and wherever it sits in the patch."""
-    from streamgen.adc import rel_index
-    from streamgen.model import _bias_index, _bias_key
+    from streamgen.engine.adc import rel_index
+    from streamgen.model.decoder import _bias_index, _bias_key
 
     cfg = tiny_config(rel_bias=True)
     model = VisionDecoder(cfg)

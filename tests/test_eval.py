@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from streamgen import evaluate as E
+from streamgen import evaluation as E
 from streamgen.cli import main
-from streamgen.data import landscapes as L
+from streamgen.training.data import landscapes as L
 
 
 def test_attribute_classifier_reads_ground_truth():
@@ -67,9 +67,9 @@ def test_eval_command_runs_end_to_end(capsys):
 
 
 def test_eval_seam_score_is_the_mean_over_its_wide_canvases(capsys):
-    from streamgen.bundle import load_engine
+    from streamgen.bundle import load
     from streamgen.config import DEFAULT_SAMPLING
-    engine = load_engine("tiny")
+    engine = load("tiny")
     res = E.run_eval(engine, samples=2, frames=3, drift_frames=0, size=32, wide_patches=4,
                      wide_canvases=3, seed=5, log=lambda line: None)
     px = engine.codec.factor * engine.model.cfg.patch_w
@@ -93,11 +93,11 @@ def test_eval_counts_images_with_both_attributes_right(monkeypatch):
     """With a reader that always says night + desert dunes: on training combinations the sky is right
     for night scenes and the terrain for desert ones, never both; on held-out ones both are right
     exactly for the night + desert scenes."""
-    from streamgen.bundle import load_engine
+    from streamgen.bundle import load
 
     monkeypatch.setattr(E.AttributeClassifier, "predict", _always_night_desert)
     samples, seed = 8, 3
-    res = E.run_eval(load_engine("tiny"), samples=samples, frames=2, drift_frames=0, size=32, wide_patches=2,
+    res = E.run_eval(load("tiny"), samples=samples, frames=2, drift_frames=0, size=32, wide_patches=2,
                      wide_canvases=1, seed=seed, log=lambda line: None)
     train = [L.sample_scene(seed * 1000 + i, split="train") for i in range(samples)]
     held = [L.sample_scene(seed * 1000 + i, split="heldout") for i in range(samples)]
@@ -112,8 +112,8 @@ def test_eval_counts_images_with_both_attributes_right(monkeypatch):
 
 
 def test_eval_logs_each_figure_as_it_is_measured():
-    from streamgen.bundle import load_engine
-    engine = load_engine("tiny")
+    from streamgen.bundle import load
+    engine = load("tiny")
     seen = []  # (line, frames the engine had generated when the line was logged)
     res = E.run_eval(engine, samples=2, frames=3, drift_frames=10, size=32, wide_patches=4,
                      log=lambda line: seen.append((line, engine.stats.frames)))
@@ -162,11 +162,11 @@ def test_eval_reads_codec_reconstructions_of_held_out_combinations(monkeypatch):
     """The codec never trains on the held-out combinations: the eval reads its reconstructions of
     them apart (what the codec's own tokens of true renders would score on the held-out rows). Half of
     those renders are night + desert dunes."""
-    from streamgen.bundle import load_engine
+    from streamgen.bundle import load
     from streamgen.codecs import VQGAN, CodecConfig
     from streamgen.codecs.neural import NeuralCodec
 
-    engine = load_engine("tiny")
+    engine = load("tiny")
     torch.manual_seed(0)
     engine.codec = NeuralCodec(VQGAN(CodecConfig(factor=8, codebook_size=engine.model.cfg.vocab_size,
                                                  code_dim=8, channels=[8, 8, 16, 16])), None)

@@ -1,12 +1,12 @@
-"""The procedural captioned landscapes (streamgen.data.landscapes)."""
+"""The procedural captioned landscapes (streamgen.training.data.landscapes)."""
 import itertools
 import re
 
 import numpy as np
 import pytest
 
-from streamgen.data import landscapes as L
-from streamgen.data.landscapes import ATTRIBUTES, HELD_OUT, Scene, caption, render, sample_scene
+from streamgen.training.data import landscapes as L
+from streamgen.training.data.landscapes import ATTRIBUTES, HELD_OUT, Scene, caption, render, sample_scene
 from streamgen.errors import ConfigError
 
 SKIES, TERRAINS, MOTIONS = ATTRIBUTES["sky"], ATTRIBUTES["terrain"], ATTRIBUTES["motion"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamgen import ConfigError, StreamgenError
-from streamgen.sinks import PngSink, open_sink, redact
+from streamgen.output.sinks import PngSink, open_sink, redact
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
@@ -192,7 +192,7 @@ def test_realtime_generates_on_the_calling_thread_and_writes_on_the_clock():
     import threading
     import time
 
-    from streamgen.live import pump
+    from streamgen.output.live import pump
 
     seen, times = [], []
 
@@ -213,7 +213,7 @@ def test_realtime_generates_on_the_calling_thread_and_writes_on_the_clock():
 
 
 def test_realtime_writer_failure_stops_generation_with_its_error():
-    from streamgen.live import pump
+    from streamgen.output.live import pump
 
     made = []
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from streamgen import Extent, NearbyContextPool, Plan
-from streamgen.adc import window
+from streamgen.engine.adc import window
 
 
 def run_pool(plan, limit=None):

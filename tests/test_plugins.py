@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from streamgen import ConfigError, hookimpl, hookspecs, plugins
+from streamgen import ConfigError, hookimpl, plugins
+from streamgen.plugins import hookspecs
 from streamgen.plugins import PluginError
 from streamgen.testing import check_task, tiny_engine
 
@@ -27,7 +28,7 @@ def test_every_hook_is_prefixed_typed_documented_and_in_the_readme():
 
 
 def test_importing_streamgen_creates_no_plugin_manager():
-    code = "import streamgen, streamgen.plugins as p; assert p._current is None; print('ok')"
+    code = "import streamgen, streamgen.plugins.registry as p; assert p._current is None; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
 
@@ -85,7 +86,7 @@ def test_a_plugin_that_fails_to_import_is_named_with_its_distribution(monkeypatc
     def fake(**kw):
         return list(real(**kw)) + [ghost]
 
-    monkeypatch.setattr(plugins.md, "entry_points", fake)
+    monkeypatch.setattr(plugins.registry.md, "entry_points", fake)
     p = plugins.load()
     assert "uig" in p.tasks  # the others keep working
     (failure,) = p.failures
@@ -138,7 +139,7 @@ def test_outpainting_keeps_the_known_region_and_animation_starts_from_the_image(
 
 
 def test_wide_image_streams_with_few_caches(monkeypatch):
-    import streamgen.engine as engine_mod
+    import streamgen.engine.core as engine_mod
 
     sizes = []
 
@@ -189,7 +190,7 @@ def test_third_party_task_generates_through_the_cli(predict_plugin, tmp_path):
     for i, img in enumerate([IMG16, np.roll(IMG16, 2, axis=1)]):
         eng = tiny_engine()
         p = tmp_path / f"given{i}.png"
-        from streamgen.sinks import PngSink
+        from streamgen.output.sinks import PngSink
 
         PngSink(str(p)).write(img)
         paths.append(str(p))

@@ -100,7 +100,7 @@ def test_mixed_precision_keeps_the_guarantees_and_stays_close_to_fp32():
         out = {}
         for mixed in (False, True):
             ws = model.new_workspace(2, 0, mixed=mixed)
-            model.load_context(ws, [])
+            model.load_context(ws, [[]])
             out[mixed] = (model.prefill(ws, toks), model.pnar_logits(ws, toks, masked))
     for full, mixed in zip(out[False], out[True]):
         assert mixed.dtype == torch.float32
@@ -123,7 +123,7 @@ def test_xformers_attention_glue_matches_sdpa_with_a_stand_in(monkeypatch):
 
     import torch.nn.functional as F
 
-    from streamgen import engine as engine_mod
+    from streamgen.engine import core as engine_mod
 
     def memory_efficient_attention(q, k, v, attn_bias=None):  # xformers' layout: (B, T, H, hd)
         assert attn_bias is None or attn_bias.shape == (q.shape[0], q.shape[2], q.shape[1], k.shape[1])
@@ -152,28 +152,8 @@ def test_xformers_attention_glue_matches_sdpa_with_a_stand_in(monkeypatch):
     assert np.array_equal(out, want)
 
 
-def test_compiled_step_parts_give_the_same_frames(monkeypatch):
-    """`Engine.compile`: the decode step's static-shape parts go through torch.compile. Dynamo's
-    "eager" backend captures the same graphs without code generation: the frames must not change,
-    in fp32 and mixed precision, one patch at a time and by wavefront (benchmarks/speed.py runs and
-    times inductor)."""
-    from streamgen.model import EAGER_PARTS
-
-    eng = pnar_engine()
-    req = dict(sampling=dict(top_k=8, guidance=2.0))
-    for precision in ("fp32", "mixed"):
-        eng.precision, eng.compile = precision, None
-        want = frames(eng, **req)
-        eng.compile = "eager"
-        with monkeypatch.context() as m:
-            seen = workspaces(m, eng)
-            got = frames(eng, **req)
-        assert seen and all(ws.parts is not EAGER_PARTS for ws in seen)
-        assert np.array_equal(got, want)
-
-
 def test_refine_borders_redraws_only_the_tokens_along_made_borders_and_caches_them(monkeypatch):
-    from streamgen.adc import Plan
+    from streamgen.engine.adc import Plan
     from streamgen.config import Extent, SamplingConfig
 
     eng = pnar_engine(neighbours=True)
@@ -181,12 +161,12 @@ def test_refine_borders_redraws_only_the_tokens_along_made_borders_and_caches_th
         eng.model.nbr_emb.normal_(0, 1.0)
     text = torch.randn(1, 3, 8)
     added = {}  # the payload each patch leaves in the pool
-    orig_add = __import__("streamgen.ncp", fromlist=["x"]).NearbyContextPool.add
+    orig_add = __import__("streamgen.engine.ncp", fromlist=["x"]).NearbyContextPool.add
 
     def spy(self, pos, payload, expiry):
         added[pos] = payload
         return orig_add(self, pos, payload, expiry)
-    monkeypatch.setattr("streamgen.ncp.NearbyContextPool.add", spy)
+    monkeypatch.setattr("streamgen.engine.ncp.NearbyContextPool.add", spy)
 
     def tokens(**s):
         plan = Plan.basic("omega", 2, 2, 1, Extent(w=1, h=1, f=1))  # 8x8 tokens: 2x2 patches of 4x4

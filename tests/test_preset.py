@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from streamgen import checkpoint as ckpt
-from streamgen.bundle import load_engine
+from streamgen.bundle import load
 from streamgen.cli import main
 from streamgen.codecs import VQGAN, CodecConfig
 from streamgen.config import DEFAULT_SAMPLING, parse
 from streamgen.errors import ConfigError
-from streamgen.generate import GenerateConfig
+from streamgen.cli.generate import GenerateConfig
 from streamgen.model import VisionDecoder
 from streamgen.testing import tiny_config
 
@@ -35,9 +35,9 @@ def image(path):
 
 
 def test_the_folder_preset_is_what_generate_samples_with_unless_the_user_sets_a_field(tmp_path):
-    plain = load_engine(folder(tmp_path / "plain"))
+    plain = load(folder(tmp_path / "plain"))
     assert plain.preset == DEFAULT_SAMPLING
-    own = load_engine(folder(tmp_path / "own", sampling={"refine_borders": 0.6}))
+    own = load(folder(tmp_path / "own", sampling={"refine_borders": 0.6}))
     assert own.preset == {**DEFAULT_SAMPLING, "refine_borders": 0.6}
 
     def run(model, *over):  # a 2-patch canvas: the second patch's border with the first is redrawn
@@ -51,13 +51,13 @@ def test_the_folder_preset_is_what_generate_samples_with_unless_the_user_sets_a_
     assert np.array_equal(run("plain", "sampling.refine_borders=0.6"), redrawn)  # or on
     # what a user gives is laid over the preset field by field
     cfg = parse(GenerateConfig, {"task": "t2v", "sampling": {"top_k": 50}})
-    assert cfg.sampling_over(own.preset).model_dump(exclude_defaults=True) == {
+    assert own.sampling_for(cfg.sampling).model_dump(exclude_defaults=True) == {
         "top_k": 50, "guidance": 3.0, "refine_borders": 0.6}
-    assert parse(GenerateConfig, {"task": "t2v"}).sampling_over(own.preset).refine_borders == 0.6
+    assert own.sampling_for(parse(GenerateConfig, {"task": "t2v"}).sampling).refine_borders == 0.6
 
 
 def test_a_stream_resumed_from_a_snapshot_keeps_the_sampling_it_ran_with(tmp_path):
-    from streamgen import snapshot as snap
+    from streamgen.engine import snapshot as snap
 
     d = folder(tmp_path / "own", sampling={"refine_borders": 0.6})
     args = ["generate", "--model", str(d), "--task", "uig", "--size", "64x32", "-o", str(tmp_path / "a.png"),
@@ -67,7 +67,7 @@ def test_a_stream_resumed_from_a_snapshot_keeps_the_sampling_it_ran_with(tmp_pat
     assert info["request"]["sampling"]["refine_borders"] == 0.6 and info["request"]["sampling"]["top_k"] == 64
     # a preset changed after the snapshot does not change what the snapshot's request says
     saved = parse(GenerateConfig, info["request"])
-    assert saved.sampling_over(DEFAULT_SAMPLING).refine_borders == 0.6
+    assert load("tiny").sampling_for(saved.sampling).refine_borders == 0.6
 
 
 @pytest.mark.parametrize("sampling, words", [
@@ -86,7 +86,7 @@ def test_a_bad_preset_is_a_one_line_error_naming_the_file(tmp_path, capsys, samp
 def test_a_preset_the_model_cannot_run_fails_when_the_folder_is_loaded(tmp_path):
     d = folder(tmp_path / "ar", sampling={"refine_borders": 0.6}, pnar=False)
     with pytest.raises(ConfigError, match=r"model\.json: .*sampling\.refine_borders.*pnar.*0\.6"):
-        load_engine(d)
+        load(d)
 
 
 def test_request_sampling_is_refused_for_it_would_bypass_the_preset(tmp_path, capsys):
@@ -117,7 +117,7 @@ def test_export_bundle_writes_a_checked_preset(tmp_path):
         assert not (tmp_path / "bad").exists()  # nothing written
     r = export(src, '{"refine_borders": 0.6}', tmp_path / "good")
     assert r.returncode == 0, r.stderr
-    assert load_engine(tmp_path / "good").preset["refine_borders"] == 0.6
+    assert load(tmp_path / "good").preset["refine_borders"] == 0.6
     assert '`{"refine_borders": 0.6}`' in (tmp_path / "good" / "model.md").read_text()
 
 

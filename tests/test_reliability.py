@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from streamgen import snapshot as snap
+from streamgen.engine import snapshot as snap
 from streamgen.testing import tiny_engine
 
 os.environ["OMP_NUM_THREADS"] = "1"

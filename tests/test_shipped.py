@@ -26,9 +26,9 @@ def test_the_shipped_weights_are_safetensors_with_cards_and_fit_the_budget():
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
-    from streamgen.data import landscapes as L
+    from streamgen.training.data import landscapes as L
 
-    from streamgen.sinks import open_sink
+    from streamgen.output.sinks import open_sink
 
     path = tmp_path_factory.mktemp("img") / "day.png"
     sink = open_sink(str(path), fps=1, size=(128, 128))
@@ -59,3 +59,31 @@ def test_every_task_runs_out_of_the_box(task, args, photo, tmp_path):
         assert len(frames) == 3 and frames[0].shape == (128, 128, 3)
     else:
         assert len(frames) == 1 and frames[0].std() > 5  # a picture, not a flat fill
+
+
+@pytest.mark.parametrize("task,fields,args", [
+    ("t2v", dict(prompt="a sunset sky over desert dunes, the camera pans left", frames=2),
+     ["--prompt", "a sunset sky over desert dunes, the camera pans left", "--frames", "2"]),
+    ("t2i", dict(prompt="a night sky over snowy mountains", seed=3),
+     ["--prompt", "a night sky over snowy mountains", "--seed", "3"]),
+])
+def test_python_gives_the_frames_the_command_line_gives(task, fields, args, tmp_path):
+    """`streamgen.load()` with a request's defaults samples and sizes as `streamgen generate` does:
+    the same model, preset, size and seed, so the same frames (PNG frames: lossless)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import streamgen
+
+    engine = streamgen.load()
+    frames = list(engine.run(task, **fields))
+    cmd = [sys.executable, "-m", "streamgen.cli", "generate", "--task", task, *args,
+           "-o", str(tmp_path / "%06d.png")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    written = sorted(tmp_path.glob("*.png"))
+    assert len(written) == len(frames) >= 1
+    for path, frame in zip(written, frames):
+        assert frame.shape == (128, 128, 3)
+        assert np.array_equal(read(path)[0], frame), path.name

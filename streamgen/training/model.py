@@ -1,0 +1,367 @@
+"""Training the vision decoder (`streamgen train model`), following NUWA-Infinity's Algorithm 1.
+
+For each batch: a random order among the four basic orders, patches visited in that order, the
+context of each patch taken from a Nearby Context Pool of detached caches, and the loss of each patch
+computed and optimised as soon as the patch is predicted ("patch loss", Table 7c). Captions are
+dropped for a fraction of samples so classifier-free guidance works. Batches alternate between
+videos (consecutive frames, a camera that pans or stays) and wide still images.
+
+The data are the procedural landscapes, rendered once, encoded with the trained codec, and kept as
+tokens (`build_tokens`). Distributed training runs with ``torchrun`` (DistributedDataParallel on the
+gloo backend on CPUs): every rank draws its own samples, gradients are averaged at every patch step.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from streamgen import checkpoint as ckpt
+from streamgen.engine import adc
+from streamgen.engine.adc import ORDERS, Plan
+from streamgen.config import Extent, ModelConfig, Strict
+from streamgen.errors import bad
+from streamgen.model import VisionDecoder
+from streamgen.engine.ncp import NearbyContextPool
+from streamgen.progress import Progress
+
+
+class ModelData(Strict):
+    tokens: str = Field("runs/tokens.safetensors", description="token dataset made by build_tokens")
+    videos: int = Field(3000, ge=1, description="video clips to render and encode")
+    images: int = Field(1500, ge=1, description="wide still images to render and encode")
+    height: int = Field(128, ge=16, description="frame height and width of videos (px)")
+    image_width: int = Field(256, ge=16, description="width of still images (px)")
+    clip_frames: int = Field(8, ge=2, description="frames rendered per clip")
+    train_frames: int = Field(3, ge=1, description="frames per training video sample")
+    text_dropout: float = Field(0.15, ge=0, le=1, description="share of samples trained without caption")
+    partial_captions: float = Field(0.0, ge=0, le=1, description="share of captioned samples whose caption "
+                                    "names only the sky or only the terrain (`landscapes.partial_caption`), "
+                                    "for composition")
+    video_share: float = Field(0.6, ge=0, le=1, description="share of batches that are videos")
+    motions: list[str] | None = Field(None, description="camera motions of the video samples (of "
+                                      "'pan left', 'pan right', 'still'); None: all. A curriculum can start "
+                                      "with still clips, where a frame is mostly a copy of the one before")
+    pan_tokens: float = Field(1.0, gt=0, description="camera speed of pans in codec tokens per frame: "
+                              "at a whole number, a pan shifts the token grid by whole tokens")
+    context_noise: float = Field(0.0, ge=0, lt=1, description="share of a video frame's tokens that the frame "
+                                 "after it sees swapped for tokens from other places of the same frame (its "
+                                 "context and previous-frame hints; `corrupt`), while it still predicts the "
+                                 "true tokens: noise on the context against the drift of long videos, whose "
+                                 "frames build on generated frames, not true ones")
+
+
+class ModelTrainConfig(Strict):
+    model: ModelConfig
+    codec: str = Field("runs/codec/vqgan.safetensors", description="the trained VQGAN checkpoint")
+    data: ModelData = Field(default_factory=ModelData)
+    out: str = Field("runs/model", description="folder of the checkpoints")
+    steps: int = Field(20000, ge=0, description="optimizer steps (one per `patches_per_step` patches)")
+    patches_per_step: int = Field(1, ge=1, description="patches whose gradients one optimizer step takes: "
+                                  "1 is the paper's patch loss; more keeps the cached context of a sample "
+                                  "closer to the weights that read it (each patch's loss is still computed "
+                                  "and backpropagated as soon as the patch is predicted)")
+    batch: int = Field(16, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup: int = Field(500, ge=0)
+    pnar_share: float = Field(0.0, ge=0, le=1, description="share of patch steps trained with the P-NAR "
+                              "mask-predict loss instead of the autoregressive one (needs model.pnar)")
+    init: str | None = Field(None, description="start from this checkpoint's weights (a fresh optimizer at "
+                             "step 0); parameters it lacks, such as new P-NAR embeddings, keep their init")
+    min_lr: float = Field(0.0, ge=0, description="cosine decay from lr to min_lr over `steps`; "
+                          "min_lr = lr keeps the rate constant")
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+    save_every: int = Field(1000, ge=1)
+
+
+def build_tokens(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Render the procedural landscapes (train split only), encode them, save tokens as safetensors."""
+    from safetensors.torch import save_file
+
+    from streamgen.codecs.neural import NeuralCodec
+    from streamgen.training.data import landscapes as L
+
+    path = Path(cfg.data.tokens)
+    if path.exists():
+        return path
+    codec = NeuralCodec.load(cfg.codec)
+    d = cfg.data
+    out: dict[str, Tensor] = {}
+    for kind, count, width, frames in (("video", d.videos, d.height, d.clip_frames),
+                                       ("image", d.images, d.image_width, 1)):
+        toks, attrs = [], []
+        bar = Progress(count, f"encode {kind}s")
+        for i in range(count):
+            seed = (cfg.seed * 1_000_003 + i * 2 + (kind == "image")) % (1 << 31)
+            scene = L.sample_scene(seed, split="train")
+            clip = torch.from_numpy(L.render(scene, d.height, width, frames=frames,
+                                             speed=d.pan_tokens * codec.factor))
+            toks.append(codec.encode(clip).to(torch.int16))
+            attrs.append([L.ATTRIBUTES["sky"].index(scene.sky), L.ATTRIBUTES["terrain"].index(scene.terrain),
+                          int(scene.lake), L.ATTRIBUTES["motion"].index(scene.motion), scene.seed])
+            bar.goto(i + 1)
+        bar.close()
+        out[f"{kind}/tokens"] = torch.stack(toks)  # (n, F, h, w)
+        out[f"{kind}/attrs"] = torch.tensor(attrs, dtype=torch.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path))
+    log(f"saved {path}")
+    return path
+
+
+class TokenBatches:
+    """Random training batches from the token dataset, with captions."""
+
+    def __init__(self, cfg: ModelTrainConfig, rng: random.Random):
+        from streamgen.training.data import landscapes as L
+
+        self.L, self.cfg, self.rng = L, cfg, rng
+        t = ckpt.read(cfg.data.tokens)
+        self.videos, self.vattrs = t["video/tokens"].long(), t["video/attrs"]
+        self.images, self.iattrs = t["image/tokens"].long(), t["image/attrs"]
+        if cfg.data.motions is not None:
+            names = L.ATTRIBUTES["motion"]
+            if not cfg.data.motions or any(m not in names for m in cfg.data.motions):
+                raise bad("data.motions", f"must list some of {', '.join(repr(n) for n in names)}",
+                          cfg.data.motions)
+            keep = torch.isin(self.vattrs[:, 3], torch.tensor([names.index(m) for m in cfg.data.motions]))
+            if not keep.any():
+                raise bad("data.motions", f"selects none of the {len(keep)} clips in {cfg.data.tokens}",
+                          cfg.data.motions)
+            self.videos, self.vattrs = self.videos[keep], self.vattrs[keep]
+
+    def _scene(self, a: Tensor):
+        L = self.L
+        return L.Scene(L.ATTRIBUTES["sky"][a[0]], L.ATTRIBUTES["terrain"][a[1]], bool(a[2]),
+                       L.ATTRIBUTES["motion"][a[3]], int(a[4]))
+
+    def sample(self) -> tuple[str, Tensor, list[str | None]]:
+        """("video" | "image", tokens (B, F, h, w), captions (None where dropped))."""
+        d, rng = self.cfg.data, self.rng
+        video = rng.random() < d.video_share
+        src, attrs = (self.videos, self.vattrs) if video else (self.images, self.iattrs)
+        idx = [rng.randrange(len(src)) for _ in range(self.cfg.batch)]
+        if video:
+            f0 = rng.randrange(src.shape[1] - d.train_frames + 1)
+            toks = src[idx, f0:f0 + d.train_frames]
+        else:
+            toks = src[idx]
+        caps = []
+        for i in idx:
+            if rng.random() < d.text_dropout:
+                caps.append(None)
+            elif rng.random() < d.partial_captions:
+                caps.append(self.L.partial_caption(self._scene(attrs[i]), rng.choice(("sky", "terrain")),
+                                                   rng.randrange(1 << 16), video=video))
+            else:
+                caps.append(self.L.caption(self._scene(attrs[i]), rng.randrange(1 << 16), video=video))
+        return ("video" if video else "image"), toks, caps
+
+
+def patches(tokens: Tensor, plan: Plan, ph: int, pw: int) -> list[tuple[tuple[int, int, int], Tensor]]:
+    """The plan's patches of tokens (B, F, h, w): [(pos, (B, ph * pw))] in plan order."""
+    out = []
+    for item in plan:
+        f, y, x = item.pos
+        out.append((item.pos, tokens[:, f, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].reshape(tokens.shape[0], -1)))
+    return out
+
+
+def plan_hints(model: VisionDecoder, plan: Plan, tokens: Tensor, seen: Tensor | None = None) -> list[Tensor | None]:
+    """Each patch's `hint_index` in plan order, as teacher forcing gives them, for frames of tokens
+    (B, F, h, w): the previous frame's tokens (from ``seen``, the frames as the next frame sees them,
+    if given), and the tokens across the borders of the patches made earlier in the plan. All None for
+    models without hints."""
+    made = torch.zeros(tokens.shape[1], plan.rows, plan.cols, dtype=torch.bool)
+    last = tokens if seen is None else seen
+    out = []
+    for item in plan:
+        f, y, x = item.pos
+        out.append(model.hint_index(last[:, f - 1] if f else None, tokens[:, f], made[f], y, x,
+                                    batch=tokens.shape[0]))
+        made[f, y, x] = True
+    return out
+
+
+def corrupt(tokens: Tensor, share: float, gen: torch.Generator) -> Tensor:
+    """A copy of frames of tokens (B, F, h, w) where, in each frame, about ``share`` of the places hold
+    the token of another random place of the same frame: errors of the kind a generated frame makes
+    (a patch of cloud in the lake), not tokens foreign to the scene."""
+    B, Fr, h, w = tokens.shape
+    flat = tokens.reshape(B * Fr, h * w)
+    swap = torch.rand(flat.shape, generator=gen) < share
+    src = torch.randint(0, h * w, flat.shape, generator=gen)
+    return torch.where(swap, flat.gather(1, src), flat).reshape(tokens.shape)
+
+
+def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Train (or resume) the vision decoder; returns the checkpoint path."""
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    rank = 0
+    if distributed:
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # same seed on every rank: DDP also broadcasts rank 0's weights
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.safetensors"
+    model = VisionDecoder(cfg.model)
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if p.ndim >= 2 and "emb" not in n]
+    no_decay = [p for n, p in named if not (p.ndim >= 2 and "emb" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    if cfg.pnar_share and not cfg.model.pnar:
+        raise bad("pnar_share", "must be 0 unless model.pnar is true", cfg.pnar_share)
+    step = ckpt.resume(path, model, opt)
+    if not step and cfg.init:
+        missing = ckpt.load_state(model, ckpt.read(cfg.init), cfg.init, allow_missing=True)
+        if rank == 0:
+            log(f"initialised from {cfg.init}" + (f"; new: {', '.join(missing)}" if missing else ""))
+    if step and rank == 0:
+        log(f"resumed {path} at step {step}")
+    # DDP all-reduces gradients of what runs through its forward: make that the patch step
+    step_fn: torch.nn.Module = PatchStep(model)
+    if distributed:
+        # P-NAR and autoregressive steps use different embeddings: each leaves some unused
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, find_unused_parameters=cfg.model.pnar)
+    net = model
+
+    if rank == 0:
+        build_tokens(cfg, log)
+    if distributed:
+        dist.barrier()
+    data = TokenBatches(cfg, random.Random(cfg.seed * 7919 + rank * 104729 + step))
+    noise_gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank * 104729 + step)
+    encoder = None
+    if cfg.model.text_dim is not None:
+        from streamgen.text import MiniLMEncoder
+
+        encoder = MiniLMEncoder()
+    text_cache: dict[str, tuple[Tensor, Tensor]] = {}
+    ph, pw = cfg.model.patch_h, cfg.model.patch_w
+    ext: Extent = cfg.model.extent
+    bar = Progress(cfg.steps, "model", start=step) if rank == 0 else None
+    model.train()
+    while step < cfg.steps:
+        kind, toks, caps = data.sample()
+        B, Fr, h, w = toks.shape
+        order = data.rng.choice(ORDERS)
+        plan = Plan.basic(order, h // ph, w // pw, Fr, ext)
+        text = None
+        if encoder is not None:
+            states, masks = [], []
+            for c in caps:
+                if c is None:
+                    states.append(torch.zeros(1, 1, encoder.dim))
+                    masks.append(torch.zeros(1, 1, dtype=torch.bool))
+                    continue
+                if c not in text_cache:
+                    text_cache[c] = encoder.encode([c])
+                states.append(text_cache[c][0])
+                masks.append(text_cache[c][1])
+            T = max(s.shape[1] for s in states)
+            st = torch.cat([F.pad(s, (0, 0, 0, T - s.shape[1])) for s in states])
+            mk = torch.cat([F.pad(m, (0, T - m.shape[1])) for m in masks])
+        pool = NearbyContextPool(ext)
+        todo = patches(toks, plan, ph, pw)
+        # with context noise, a frame's patches are also run on the corrupted tokens (no gradient), and
+        # the next frame reads those caches and hints; the frame itself still sees its own true tokens
+        noisy = kind == "video" and cfg.data.context_noise > 0
+        seen = corrupt(toks, cfg.data.context_noise, noise_gen) if noisy else None
+        seen_todo = dict(patches(seen, plan, ph, pw)) if noisy else {}
+        seen_cache: dict[tuple[int, int, int], Tensor] = {}
+        hints = plan_hints(model, plan, toks, seen)
+        k = cfg.patches_per_step
+        group_loss = 0.0
+        for i, (pos_, target) in enumerate(todo):
+            if step >= cfg.steps:
+                break
+            if i % k == 0:
+                lr = learning_rate(cfg, step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                group = min(k, len(todo) - i)  # patches in this optimizer step
+            # the text memory depends on the weights: recompute it for every optimizer step
+            text = net.text_memory(st, mk) if encoder is not None else None
+            ctx = [(seen_cache.get(q, p) if q[0] < pos_[0] else p, o) for q, p, o in pool.select(pos_)]
+            edges = adc.edges(pos_[1], pos_[2], plan.rows, plan.cols)
+            prev = hints[i]
+            if noisy and pos_[0] + 1 < Fr:
+                with torch.no_grad():
+                    seen_cache[pos_] = model.patch_forward(seen_todo[pos_], ctx, text, edges=edges, prev=prev)[1]
+            if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
+                masked = mask_predict_mask(target.shape, data.rng)
+                logits, _ = step_fn(target, ctx, text, masked, edges, prev)
+                loss = F.cross_entropy(logits[masked], target[masked])
+                with torch.no_grad():  # the pool keeps the autoregressive pass's cache, as in generation
+                    payload = model.patch_forward(target, ctx, text, edges=edges, prev=prev)[1]
+            else:
+                logits, payload = step_fn(target, ctx, text, None, edges, prev)
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            (loss / group).backward()
+            group_loss += loss.item() / group
+            pool.add(pos_, payload, plan.expiry(pos_))
+            for q in [q for q in seen_cache if q[0] < pos_[0] - ext.f]:  # beyond every later patch's extent
+                del seen_cache[q]
+            pool.remove(plan.step_of(pos_))
+            if i % k != k - 1 and i != len(todo) - 1:
+                continue
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if bar:
+                bar.goto(step, loss=group_loss, kind=kind, lr=lr)
+            group_loss = 0.0
+            if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
+                extra = {"step": torch.tensor(step), **ckpt.optimizer_tensors(opt)}
+                ckpt.save(path, model, cfg.model, extra, meta={"steps": step})
+    if bar:
+        bar.close()
+    if distributed:
+        # every rank records a digest of its weights: they must agree (tests/test_train.py checks)
+        (out / f"rank{rank}.sha256").write_text(ckpt.digest(model) + "\n")
+        dist.barrier()
+        dist.destroy_process_group()
+    return path
+
+
+def mask_predict_mask(shape: tuple[int, int], rng: random.Random) -> Tensor:
+    """MaskGIT's training mask (B, M) bool: per row, ceil(M * cos(pi/2 * r)) random tokens, r ~ U(0, 1)."""
+    B, M = shape
+    out = torch.zeros(B, M, dtype=torch.bool)
+    for b in range(B):
+        n = max(1, math.ceil(M * math.cos(math.pi / 2 * rng.random())))
+        out[b, rng.sample(range(M), n)] = True
+    return out
+
+
+def learning_rate(cfg: ModelTrainConfig, step: int) -> float:
+    """Linear warmup, then cosine decay from ``cfg.lr`` to ``cfg.min_lr`` at ``cfg.steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class PatchStep(torch.nn.Module):
+    """`VisionDecoder.patch_forward` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: VisionDecoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor, context, text, masked=None, edges=None, prev=None):
+        return self.model.patch_forward(tokens, context, text, masked, edges, prev)
