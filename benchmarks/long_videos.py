@@ -8,7 +8,7 @@ Each video is `streamgen eval`'s drift video for a scene of the train split: the
 `landscapes.caption(scene, k, video=True)` and the sampling seed ``seed + k``, with scene number
 ``seed + 99 + k`` (so scenes 99-101 with seeds 0-2 are the eval's own). ``--lake-pans N`` takes the
 first N train-split scenes from 200 on with a lake and a moving camera, where the shipped decoder's
-videos drift (RESULTS.md, session 14). Each argument is a JSON object of `SamplingConfig` fields
+videos drift (docs/results.md, 2026-12-05). Each argument is a JSON object of `SamplingConfig` fields
 laid over the model's preset (`Engine.preset`). For each video it prints the share of 8-frame
 windows whose sky and terrain the eval's reader reads right, at the first frames and at every
 ``--every`` frames, then per setting the mean over videos of the last window (sky and terrain),

@@ -7,7 +7,7 @@
 Each canvas is the eval's: task `uig`, 128 px high, 32 patches wide, the model's preset without
 guidance, one seed per canvas. Each argument is a JSON object of `SamplingConfig` fields laid over
 that. It prints each setting's mean seam score, its standard error and the canvases' scores. Four
-canvases' mean moves by about 0.1 between checkpoints of one model (RESULTS.md, session 14): compare
+canvases' mean moves by about 0.1 between checkpoints of one model (docs/results.md, 2026-12-05): compare
 decoders on 16 or more, on other seeds than the eval's 0-3.
 """
 from __future__ import annotations

@@ -97,7 +97,7 @@ class AttributeClassifier:
     def fit(cls, size: int = 128, per_combo: int = 24, seed: int = 12345,
             views: tuple[tuple[int, float], ...] = READER_VIEWS) -> "AttributeClassifier":
         """Fitted on `render_set` renders, each seen in every one of ``views`` ((blur, noise) pairs of
-        `degrade`; ((1, 0.0),) fits on the sharp renders alone, as the reader did up to session 10)."""
+        `degrade`; ((1, 0.0),) fits on the sharp renders alone, as the reader did before 2026-11-23)."""
         frames, labels = render_set(size, per_combo, seed)
         feats = torch.cat([band_features(degrade(frames, b, n, seed + k)) for k, (b, n) in enumerate(views)])
         heads = {a: _fit_head(feats, labels[a].repeat(len(views)), len(L.ATTRIBUTES[a])) for a in cls.ATTRS}
@@ -266,7 +266,7 @@ class _Figures(dict):
 def run_eval(engine, *, samples: int = EVAL_SAMPLES, frames: int = 8, drift_frames: int = 1000, drift_videos: int = 3,
              wide_patches: int = 32, wide_canvases: int = 4, size: int = 128, seed: int = 0,
              local: str | None = None, log=print) -> dict[str, float]:
-    """Every measurement of the default-model issue for ``engine``; prints and returns the figures.
+    """Every measurement of the default model's eval for ``engine``; prints and returns the figures.
 
     Generation samples as `streamgen generate` does (``engine.preset``; unconditional tasks without
     guidance) through the ``local`` decoder ("ar" or "pnar"; None: the preset's). Attribute
