@@ -57,16 +57,20 @@ def check_task(task: Any, request: dict[str, Any], frames: int = 2) -> list:
 
     ``task`` is a `streamgen.plugins.task.Task` instance or an installed task's name; ``request`` a valid
     request for it (small sizes: the tiny engine has 8x8-pixel patches). Checks that the request
-    model forbids unknown fields, that the job's plan covers every patch, that known patches are
-    planned as known, that the output has the declared kind and consistent frames, and that the same
-    seed gives the same frames. Returns the frames taken; raises ``AssertionError`` on a breach.
+    model forbids unknown fields, that the job's plan covers every patch and makes frames of the
+    requested size, that known patches are planned as known, that the output has the declared kind
+    and consistent frames, that the same seed gives the same frames, and that a fault inside
+    ``job()`` (an engine service raising) reaches the caller as the engine's one-line `PluginError`
+    naming the task, not swallowed or passed off as bad input. Returns the frames taken; raises
+    ``AssertionError`` on a breach.
     """
     import itertools
 
     import numpy as np
 
     from streamgen.errors import ConfigError
-    from streamgen.plugins import manager
+    from streamgen.plugins import PluginError, manager
+    from streamgen.plugins.registry import make_job, validate_request
     from streamgen.plugins.task import Task, TaskEnv, TaskRequest
 
     if isinstance(task, str):
@@ -84,7 +88,11 @@ def check_task(task: Any, request: dict[str, Any], frames: int = 2) -> list:
         pass
     else:
         raise AssertionError("the request model accepted an unknown field: use extra='forbid'")
-    job = task.job(task.Request.model_validate(request), TaskEnv(eng))
+    req = validate_request(task, request)
+    try:
+        job = make_job(task, req, TaskEnv(eng))  # the engine's own checks of a job
+    except PluginError as exc:
+        raise AssertionError(str(exc)) from exc
     assert job.output == task.output, f"job.output {job.output!r} differs from task.output"
     plan = job.plan
     first = list(itertools.islice(plan, plan.rows * plan.cols))
@@ -101,4 +109,39 @@ def check_task(task: Any, request: dict[str, Any], frames: int = 2) -> list:
         assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3, f"bad frame {a.dtype} {a.shape}"
         assert a.shape == out[0].shape, "frames of one output must share a size"
         assert np.array_equal(a, b), "the same seed must give the same frames"
+    asked = (getattr(req, "height", None), getattr(req, "width", None))
+    for got, want in zip(out[0].shape[:2], asked):
+        assert want is None or got == want, f"frames are {out[0].shape[:2]} (HxW) but the request asks {asked}"
+    _check_faults_are_reported(task, request)
     return out
+
+
+class _InjectedFault(RuntimeError):
+    pass
+
+
+def _check_faults_are_reported(task: Any, request: dict[str, Any]) -> None:
+    """Make the engine services a plan needs raise, and check what the caller of ``engine.run`` gets."""
+    from streamgen.errors import ConfigError
+    from streamgen.plugins import PluginError
+
+    eng = tiny_engine(text_dim=8 if task.needs_text else None)
+    if task.needs_text:
+        eng.text_encoder = HashTextEncoder(8)
+
+    def fault(*args: Any, **kw: Any) -> Any:
+        raise _InjectedFault("check_task: injected fault")
+
+    eng.grid = eng.check_extent = fault  # type: ignore[method-assign]
+    try:
+        eng.run(task, request)
+    except PluginError as exc:
+        msg = str(exc)
+        assert isinstance(exc.__cause__, _InjectedFault), f"the fault is not chained as __cause__: {exc!r}"
+        assert f"`{task.name}`" in msg and "\n" not in msg and "injected fault" in msg, \
+            f"a fault in job() must be one line naming the task and the fault, not {msg!r}"
+    except ConfigError as exc:
+        raise AssertionError(f"job() turned an internal fault into bad input (ConfigError): {exc}") from exc
+    except _InjectedFault as exc:
+        raise AssertionError("a fault in job() reached the caller unreported: the engine must wrap it") from exc
+    # no exception: the task plans without the engine's grid or extent, so there was nothing to inject into

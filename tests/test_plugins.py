@@ -55,12 +55,26 @@ class Clash:
     def streamgen_register_tasks(self, registry):
         registry.add("uig", object())
 
+    @hookimpl
+    def streamgen_register_codecs(self, registry):
+        registry.add("palette", object())
 
-def test_two_plugins_registering_one_name_is_an_error_naming_both():
+    @hookimpl
+    def streamgen_register_sinks(self, registry):
+        registry.add("file", object())
+
+
+def test_a_name_two_plugins_register_is_an_error_naming_both_only_where_it_is_used():
     p = plugins.load(extra=[("clash", Clash())])
-    with pytest.raises(PluginError, match=r"task `uig` is registered twice: by plugin `builtin_tasks` "
-                                          r"\(streamgen\) and by plugin `clash`"):
-        p.tasks
+    for registry, name, other in ((p.tasks, "uig", "t2v"), (p.codecs, "palette", "vqgan"), (p.sinks, "file", "pipe")):
+        assert other in registry and name not in registry  # the rest of the registry keeps working
+        with pytest.raises(ConfigError, match=rf"{registry.kind} `{name}` is registered twice: by plugin "
+                                              rf"`builtin_\w+` from `streamgen` and by plugin `clash` from "
+                                              rf"`\(registered directly\)`; uninstall one or disable it with "
+                                              rf"STREAMGEN_DISABLE_PLUGINS=clash$") as info:
+            registry.get(name)
+        assert isinstance(info.value, PluginError)
+        assert any(f"`{name}` is registered twice" in str(f) for f in registry.failures)
 
 
 class Broken:
@@ -75,6 +89,28 @@ def test_a_plugin_raising_in_a_hook_is_named_and_the_others_keep_working():
     with pytest.raises(PluginError, match=r"unknown task 'fancy'; installed: ia, io, .*plugin `broken` "
                                           r"from .* failed: streamgen_register_tasks raised RuntimeError: boom"):
         p.tasks.get("fancy")
+
+
+class BadName:
+    @hookimpl
+    def streamgen_register_tasks(self, registry):
+        registry.add("", object())
+
+
+class Misspelt:
+    @hookimpl
+    def streamgen_register_taks(self, registry):
+        pass
+
+
+def test_a_plugin_registering_an_invalid_name_or_a_misspelt_hook_fails_alone():
+    p = plugins.load(extra=[("badname", BadName()), ("misspelt", Misspelt())])
+    assert "uig" in p.tasks
+    failures = [str(f) for f in p.tasks.failures]
+    assert any(f.startswith("plugin `misspelt` from `(registered directly)` failed: implements a hook "
+                            "streamgen does not have") and "streamgen_register_taks" in f for f in failures)
+    assert "plugin `badname` from `(registered directly)` failed: streamgen_register_tasks raised PluginError: " \
+           "plugin `badname` registered a task with an invalid name ''" in failures
 
 
 def test_a_plugin_that_fails_to_import_is_named_with_its_distribution(monkeypatch):

@@ -2,9 +2,16 @@
 
 The manager is created on demand (`manager()`), never at import time. It loads every entry point of
 the ``streamgen`` group, one at a time, so a plugin that fails to import is reported with its name and
-distribution while the others keep working; then it runs ``check_pending()``. Each hook
-implementation is called on its own for the same reason. ``STREAMGEN_DISABLE_PLUGINS`` (a
-comma-separated list of entry-point names) keeps named plugins from loading.
+distribution while the others keep working; ``check_pending()`` then unloads and reports a plugin
+that implements a hook streamgen does not have. Each hook implementation is called on its own for the
+same reason, and a name two plugins register is an error only where that name is looked up.
+``STREAMGEN_DISABLE_PLUGINS`` (a comma-separated list of entry-point names) keeps named plugins from
+loading.
+
+`validate_request` and `make_job` are how the engine calls a task plugin: whatever a plugin raises
+there that is not a `StreamgenError` becomes one `PluginError` line naming the task, the plugin and
+its distribution (the original stays chained as ``__cause__``), and a job whose frames are not the
+requested size is refused before any work.
 """
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ from typing import Any, Generic, Iterator, TypeVar
 import pluggy
 
 from streamgen.plugins import hookspecs
-from streamgen.errors import StreamgenError
+from streamgen.config import parse
+from streamgen.errors import ConfigError, StreamgenError
 
 ENTRY_POINT_GROUP = "streamgen"
 DISABLE_ENV = "STREAMGEN_DISABLE_PLUGINS"
@@ -25,7 +33,12 @@ T = TypeVar("T")
 
 
 class PluginError(StreamgenError):
-    """A plugin failed to load, raised inside a hook, or clashed with another plugin."""
+    """A plugin failed to load, raised inside a hook or a task, or clashed with another plugin."""
+
+
+class PluginConflict(PluginError, ConfigError):
+    """A name registered by more than one plugin was looked up. A `ConfigError` too: the fix is in
+    the installation (uninstall or disable one plugin), not in streamgen or the plugins' code."""
 
 
 @dataclass
@@ -46,30 +59,58 @@ class Failure:
         return f"plugin `{self.plugin}` from `{self.dist}` failed: {self.error}"
 
 
+@dataclass
+class Conflict:
+    """One name registered by several plugins; every registration of it, in the order made."""
+
+    kind: str
+    name: str
+    regs: list[Registration]
+
+    def __str__(self) -> str:
+        by = [f"plugin `{r.plugin}` from `{r.dist}`" for r in self.regs]
+        times = "twice" if len(by) == 2 else f"{len(by)} times"
+        # streamgen's own plugins carry the built-ins: the one to switch off is a third party's
+        third = [r for r in self.regs if r.dist != "streamgen"] or self.regs
+        off = third[-1].plugin
+        return (f"{self.kind} `{self.name}` is registered {times}: by {', by '.join(by[:-1])} and by {by[-1]}; "
+                f"uninstall one or disable it with {DISABLE_ENV}={off}")
+
+
 class Registry(Generic[T]):
     """Named things of one kind (tasks, codecs, ...), each remembering which plugin added it."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, Registration[T]] = {}
-        self.failures: list[Failure] = []
+        self._failures: list[Failure] = []
+        self.conflicts: dict[str, Conflict] = {}
         self._plugin, self._dist = "(direct)", "(direct)"
 
+    @property
+    def failures(self) -> list[Failure | Conflict]:
+        """Plugins that failed to load or to register, then names registered more than once."""
+        return [*self._failures, *self.conflicts.values()]
+
     def add(self, name: str, obj: T) -> None:
-        """Register ``obj`` as ``name``; a second registration of the same name is an error."""
+        """Register ``obj`` as ``name``. A name registered again becomes a `Conflict`: it is taken out
+        of use (looking it up raises `PluginConflict`), and every other name keeps working."""
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin `{self._plugin}` registered a {self.kind} with an invalid name {name!r}")
-        old = self._items.get(name)
-        if old is not None:
-            raise PluginError(f"{self.kind} `{name}` is registered twice: by plugin `{old.plugin}` "
-                              f"({old.dist}) and by plugin `{self._plugin}` ({self._dist}); "
-                              f"uninstall one or disable it with {DISABLE_ENV}={self._plugin}")
-        self._items[name] = Registration(name, obj, self._plugin, self._dist)
+        reg = Registration(name, obj, self._plugin, self._dist)
+        if name in self.conflicts:
+            self.conflicts[name].regs.append(reg)
+        elif name in self._items:
+            self.conflicts[name] = Conflict(self.kind, name, [self._items.pop(name), reg])
+        else:
+            self._items[name] = reg
 
     def get(self, name: str) -> T:
         return self.registration(name).obj
 
     def registration(self, name: str) -> Registration[T]:
+        if name in self.conflicts:
+            raise PluginConflict(str(self.conflicts[name]))
         try:
             return self._items[name]
         except KeyError:
@@ -87,6 +128,19 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def find(self, obj: Any) -> Registration[T] | None:
+        """The registration of ``obj``, or else of an object of its class (a task instantiated anew
+        by the caller, as `check_task(Predict(), ...)` does); None if no plugin registered either."""
+        regs = [*self._items.values(), *(r for c in self.conflicts.values() for r in c.regs)]
+        tests = [lambda r: r.obj is obj]
+        if type(obj).__module__ != "builtins":  # every function or `object()` shares a class
+            tests.append(lambda r: type(r.obj) is type(obj))
+        for same in tests:
+            for reg in regs:
+                if same(reg):
+                    return reg
+        return None
 
 
 @dataclass
@@ -108,17 +162,15 @@ class Plugins:
         if which not in self._registries:
             hook, kind = self.HOOKS[which]
             reg: Registry = Registry(kind)
-            reg.failures = list(self.failures)
+            reg._failures = list(self.failures)
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 reg._plugin = impl.plugin_name
                 reg._dist = self.dists.get(impl.plugin_name, "(registered directly)")
                 try:
                     impl.function(registry=reg)
-                except PluginError:
-                    raise
                 except Exception as exc:  # a broken plugin must not take the others down
-                    reg.failures.append(Failure(reg._plugin, reg._dist,
-                                                f"{hook} raised {type(exc).__name__}: {exc}"))
+                    reg._failures.append(Failure(reg._plugin, reg._dist,
+                                                 f"{hook} raised {type(exc).__name__}: {exc}"))
             reg._plugin = reg._dist = "(direct)"
             self._registries[which] = reg
         return self._registries[which]
@@ -166,10 +218,15 @@ def load(extra: list[tuple[str, Any]] | None = None) -> Plugins:
         plugins.dists[ep.name] = dist
     for name, obj in extra or []:
         pm.register(obj, name=name)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin `{exc.plugin}` implements a hook streamgen does not have: {exc}") from None
+    while True:  # one plugin at a time: a hook name misspelt in one plugin leaves the others loaded
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            pm.unregister(exc.plugin)
+            dist = plugins.dists.pop(name, "(registered directly)")
+            plugins.failures.append(Failure(name, dist, f"implements a hook streamgen does not have: {exc}"))
     return plugins
 
 
@@ -185,3 +242,63 @@ def reset() -> None:
     """Forget the loaded plugins (after installing or disabling one); the next call reloads."""
     global _current
     _current = None
+
+
+# --- calling a task plugin ----------------------------------------------------------------------------
+
+def _origin(task: Any) -> str:
+    """``task `x` of plugin `p` from `dist```: what a message about a task's fault names."""
+    try:
+        reg = manager().tasks.find(task)
+    except Exception:  # reporting one plugin's fault must not end in another plugin's
+        reg = None
+    if reg is None:
+        cls = type(task)
+        return (f"task `{getattr(task, 'name', cls.__name__)}` ({cls.__module__}.{cls.__qualname__}, "
+                f"registered by no installed plugin)")
+    return f"task `{reg.name}` of plugin `{reg.plugin}` from `{reg.dist}`"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def validate_request(task: Any, data: Any, prefix: str = "") -> Any:
+    """``data`` validated by the task's request model. Bad input stays the `ConfigError` naming the
+    field; anything else the model raises is the plugin's fault, a `PluginError` naming it."""
+    try:
+        return parse(task.Request, data, prefix)
+    except StreamgenError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{_origin(task)} failed validating its request: {_one_line(exc)}") from exc
+
+
+def make_job(task: Any, request: Any, env: Any) -> Any:
+    """``task.job(request, env)``, checked: a plugin's own exception becomes one `PluginError` line,
+    and a job that is not a `Job` of a `Plan` or whose frames are not the requested size is refused,
+    so no caller writes frames of one size into an output opened for another."""
+    from streamgen.engine.adc import Plan
+    from streamgen.plugins.task import Job
+
+    try:
+        job = task.job(request, env)
+    except StreamgenError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{_origin(task)} failed in job(): {_one_line(exc)}") from exc
+    if not isinstance(job, Job) or not isinstance(job.plan, Plan):
+        got = type(job).__name__ if not isinstance(job, Job) else f"a Job whose plan is {type(job.plan).__name__}"
+        raise PluginError(f"{_origin(task)} returned {got} from job(), not a streamgen.plugins.task.Job "
+                          f"with a streamgen.engine.adc.Plan")
+    ph, pw = env.patch_pixels
+    made = (job.plan.cols * pw, job.plan.rows * ph)
+    asked = (getattr(request, "width", None), getattr(request, "height", None))
+    if any(a is not None and a != m for a, m in zip(asked, made)):
+        shown = "x".join("?" if a is None else str(a) for a in asked)
+        raise PluginError(f"{_origin(task)} plans frames of {made[0]}x{made[1]} px (WxH), but the request "
+                          f"asks for {shown} px: a task's plan must make frames of the requested size")
+    return job
