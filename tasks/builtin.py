@@ -6,13 +6,13 @@ video of any length (frame 0 decoded by the VQGAN, the rest by the PG-VQGAN).
 """
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from streamgen.engine.adc import Plan, check_order
 from streamgen.errors import bad
 from streamgen.plugins.hookspecs import hookimpl
-from streamgen.plugins.task import (ImageInputMixin, Job, PromptMixin, Task, TaskEnv, TaskRequest,
-                            VideoMixin)
+from streamgen.plugins.task import (Given, ImageInputMixin, Job, PromptMixin, Task, TaskEnv, TaskRequest,
+                                    VideoMixin, check_prompt)
 
 
 class OrderMixin(TaskRequest):
@@ -33,12 +33,26 @@ class T2IRequest(OrderMixin, PromptMixin):
 
 
 class T2VRequest(OrderMixin, VideoMixin, PromptMixin):
-    pass
+    prompts: dict[int, str] = Field(default_factory=dict, description="a storyboard: the prompt from each "
+                                    "of these frames on, e.g. {\"64\": \"the same hills at night\"}; "
+                                    "`prompt` holds until the first of them")
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, v: dict[int, str]) -> dict[int, str]:
+        for frame, text in v.items():
+            if frame < 0:
+                raise ValueError(f"`prompts` must map frame numbers >= 0 to prompts, but got {frame}")
+            check_prompt(text)
+        return v
 
 
 class IORequest(TaskRequest, ImageInputMixin):
     top: int | None = Field(None, description="pixel row of the image's top edge in the canvas; None centres it")
     left: int | None = Field(None, description="pixel column of the image's left edge; None centres it")
+    feather: int = Field(4, ge=0, le=32, description="pixels along the image's edges with generated content "
+                         "that blend from the generated pixels into the image's own; inside them the output "
+                         "is the image exactly")
 
 
 class IARequest(OrderMixin, VideoMixin, ImageInputMixin):
@@ -67,7 +81,8 @@ class T2V(Task):
     summary = "text to video of any length"
 
     def job(self, req: T2VRequest, env: TaskEnv) -> Job:
-        return Job(req.plan(env, req.frames), "video", prompt=req.prompt)
+        return Job(req.plan(env, req.frames), "video", prompt=req.prompts.get(0, req.prompt),
+                   prompts=dict(req.prompts))
 
 
 class IO(Task):
@@ -93,7 +108,7 @@ class IO(Task):
         box = (y0, x0, y0 + h // pph, x0 + w // ppw)
         plan = Plan.outpaint(rows, cols, box, env.extent(req.extent))
         known = env.known_patches(env.encode(image), 0, y0, x0)
-        return Job(plan, "image", known=known)
+        return Job(plan, "image", known=known, given=[Given(0, image, top, left, req.feather)])
 
 
 class IA(Task):
@@ -109,7 +124,7 @@ class IA(Task):
         req = req.model_copy(update={"height": h, "width": w})
         plan = req.plan(env, req.frames, known_frames=1)
         known = env.known_patches(env.encode(image), 0)
-        return Job(plan, "video", known=known, given_frames={0: image})
+        return Job(plan, "video", known=known, given=[Given(0, image)])
 
 
 @hookimpl

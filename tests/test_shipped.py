@@ -3,6 +3,7 @@ command line exactly as a user on a fresh install would (no --model)."""
 import json
 
 import av
+import numpy as np
 import pytest
 
 from streamgen.bundle import SHIPPED
@@ -59,6 +60,11 @@ def test_every_task_runs_out_of_the_box(task, args, photo, tmp_path):
         assert len(frames) == 3 and frames[0].shape == (128, 128, 3)
     else:
         assert len(frames) == 1 and frames[0].std() > 5  # a picture, not a flat fill
+    given = read(photo)[0]
+    if task == "io":  # the user's picture comes back as it was, but for a 4-px band at its right edge
+        assert np.array_equal(frames[0][:, :124], given[:, :124])
+    if task == "ia":  # frame 0 is the picture, up to H.264 (the codec's own reconstruction is ~14 dB off)
+        assert np.abs(frames[0].astype(int) - given).mean() < 3
 
 
 @pytest.mark.parametrize("task,fields,args", [

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import NamedTuple
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from torch import Tensor
 from streamgen.engine import adc
 from streamgen.engine.adc import Plan, Pos
 from streamgen.plugins.codec import Codec
+from streamgen.plugins.task import Given
 from streamgen.config import DEFAULT_SAMPLING, Extent, SamplingConfig, Strict, parse
 from streamgen.errors import ConfigError, bad
 from streamgen.model import TextMemory, VisionDecoder, Workspace
@@ -28,7 +28,30 @@ from streamgen.engine.ncp import NearbyContextPool
 from streamgen.engine.sampling import draw_logits, filter_logits, patch_uniforms, sample
 
 if TYPE_CHECKING:
+    from streamgen.engine.stream import Steering, Stream
     from streamgen.plugins.task import Task
+
+def paste(frame: Tensor, given: Given) -> Tensor:
+    """``frame`` (B, H, W, 3) uint8 with ``given.image`` ((B,) h, w, 3) pasted at its box. Along each box
+    edge inside the frame, ``given.feather`` pixels ramp from mostly decoded to the given pixels; the
+    rest of the box is the given pixels exactly."""
+    image = torch.from_numpy(np.ascontiguousarray(given.image)).to(frame.device)
+    h, w = image.shape[-3:-1]
+    t, l = given.top, given.left
+    H, W = frame.shape[1:3]
+    k = given.feather
+    ys, xs = torch.arange(h)[:, None], torch.arange(w)[None, :]
+    dist = torch.full((h, w), k)  # pixels to the nearest box edge that meets generated pixels, up to k
+    for meets, d in ((t > 0, ys), (t + h < H, h - 1 - ys), (l > 0, xs), (l + w < W, w - 1 - xs)):
+        if meets:
+            dist = torch.minimum(dist, d.expand(h, w))
+    alpha = (dist + 1).float().div(k + 1).clamp(max=1.0)  # (h, w): 1 from k pixels in
+    out = frame.clone()
+    box = out[:, t:t + h, l:l + w].float()
+    # where alpha is 1 this is the given value exactly: small integers are exact in float32
+    out[:, t:t + h, l:l + w] = (box + alpha[..., None] * (image.float() - box)).round().to(torch.uint8)
+    return out
+
 
 def _rows(memory: TextMemory | None, rows: int, groups: int) -> TextMemory | None:
     """A stream's text memory (rows R) laid out for G patches decoded together: row k*G + i."""
@@ -61,6 +84,21 @@ class TokenFrame(NamedTuple):
     pool: dict  # position -> `ncp.Entry`; payloads are never modified after they are added
 
 
+@dataclass(frozen=True)
+class Update:
+    """A change of a running stream's conditioning, from the frame it is applied at on.
+
+    ``text`` (B, T, text_dim) and ``text_mask`` (B, T) are the new prompt's token states (None keeps
+    the prompt); ``sampling`` the new sampling (None keeps it). ``recache`` recomputes the caches in
+    the Nearby Context Pool under the new text, from their tokens, as if those patches had been drawn
+    under it; without it the next frames read the caches as they were made."""
+
+    text: Tensor | None = None
+    text_mask: Tensor | None = None
+    sampling: SamplingConfig | None = None
+    recache: bool = False
+
+
 @dataclass
 class StreamState:
     """Where a stream stands after a frame: enough to continue it exactly (see `streamgen.engine.snapshot`)."""
@@ -69,6 +107,7 @@ class StreamState:
     pool: dict
     prev: Tensor | None  # the last frame's pixels (1, H, W, 3) uint8: guides the next PG decoding
     tokens: Tensor | None = None  # the last frame's tokens (B, h, w): the next frame's `prev_frame` input
+    conditioning: dict | None = None  # the prompt and sampling in effect (`stream.Steering.state`)
 
 
 @dataclass
@@ -184,38 +223,51 @@ class Engine:
                    **fields: Any) -> Iterator[Frame]:
         """Like `run`, yielding `Frame` objects with the stream's state after each frame; ``resume``
         continues a stream from a saved state, giving the frames an uninterrupted run gives."""
+        return self.open(task, request, resume=resume, **fields).frames()
+
+    def open(self, task: "str | Task", request: Any = None, *, resume: StreamState | None = None,
+             recache: bool = False, **fields: Any) -> "Stream":
+        """A `Stream` of a task's frames that can be steered while it runs: ``stream.set(prompt=...)``
+        or ``stream.set(sampling={...})`` take effect from the next frame drawn. ``recache`` makes a
+        new prompt recompute the pool's caches under it (`Update`). Validated like `run`."""
+        from streamgen.engine.stream import Steering, Stream
         from streamgen.plugins import manager
+        from streamgen.plugins.registry import make_job, validate_request
         from streamgen.plugins.task import TaskEnv
 
         if isinstance(task, str):
             task = manager().tasks.get(task)
-        req = parse(task.Request, request if request is not None else fields)
+        req = validate_request(task, request if request is not None else fields)
         sampling = self.sampling_for(req.sampling)
         self.check_settings(sampling)
-        job = task.job(req, TaskEnv(self))
-        text = mask = None
-        if job.prompt is not None:
-            text, mask = self.encode_text(job.prompt)
+        job = make_job(task, req, TaskEnv(self))
+        steering = Steering(self, job, sampling, state=resume.conditioning if resume is not None else None,
+                            recache=recache)
+        self.check_settings(steering.sampling)
+        text, mask = steering.text()
         known = (lambda pos: job.known[pos][None]) if job.known else None
-        return self._frames(job.plan, seed=req.seed, sampling=sampling, text=text,
-                            text_mask=mask, known=known, given=job.given_frames, resume=resume)
+        frames = self._frames(job.plan, seed=req.seed, sampling=steering.sampling, text=text, text_mask=mask,
+                              known=known, given=job.given, resume=resume, steering=steering)
+        return Stream(frames, steering)
 
     def run_batch(self, task: "str | Task", requests: list[Any]) -> Iterator[list[np.ndarray]]:
         """Several streams of one task in one batch: yields a list of frames (one per request) at a
         time. Each stream gives the frames it gives alone; the plans must have the same shape."""
         from streamgen.plugins import manager
+        from streamgen.plugins.registry import make_job, validate_request
         from streamgen.plugins.task import TaskEnv
 
         if isinstance(task, str):
             task = manager().tasks.get(task)
         if not requests:
             raise bad("requests", "must hold at least one request", requests)
-        reqs = [parse(task.Request, r, prefix=f"requests[{i}]") for i, r in enumerate(requests)]
+        reqs = [validate_request(task, r, prefix=f"requests[{i}]") for i, r in enumerate(requests)]
         sampling = [self.sampling_for(r.sampling) for r in reqs]
         self.check_settings(sampling[0])
-        jobs = [task.job(r, TaskEnv(self)) for r in reqs]
+        jobs = [make_job(task, r, TaskEnv(self)) for r in reqs]
         shape = lambda j: (j.plan.rows, j.plan.cols, j.plan.frames, j.plan.extent,  # noqa: E731
-                           list(j.plan.items(0)), sorted(j.given_frames))
+                           list(j.plan.items(0)),
+                           [(g.frame, g.top, g.left, g.image.shape, g.feather) for g in j.given])
         for i, j in enumerate(jobs[1:], 1):
             if sampling[i] != sampling[0]:
                 raise bad(f"requests[{i}].sampling", "must equal requests[0].sampling to share a batch",
@@ -232,7 +284,7 @@ class Engine:
         known = None
         if jobs[0].known:
             known = lambda pos: torch.stack([j.known[pos] for j in jobs])  # noqa: E731
-        given = {f: np.stack([j.given_frames[f] for j in jobs]) for f in jobs[0].given_frames}
+        given = [replace(g, image=np.stack([j.given[i].image for j in jobs])) for i, g in enumerate(jobs[0].given)]
         frames = self._frames(jobs[0].plan, seed=[r.seed for r in reqs], sampling=sampling[0],
                               text=text, text_mask=mask, known=known, given=given, batch=len(jobs))
         return (list(fr.batch) for fr in frames)
@@ -255,25 +307,35 @@ class Engine:
 
     def _frames(self, plan: Plan, *, seed: int | list[int], sampling: SamplingConfig,
                 text: Tensor | None = None, text_mask: Tensor | None = None,
-                known: KnownTokens | None = None, given: dict[int, np.ndarray] | None = None,
-                resume: StreamState | None = None, batch: int = 1) -> Iterator[Frame]:
-        """Decode each frame of tokens as it completes; ``given`` frames are emitted as their pixels
-        and guide the next frame's pixel-guided decoding."""
+                known: KnownTokens | None = None, given: list[Given] | None = None,
+                resume: StreamState | None = None, batch: int = 1,
+                steering: "Steering | None" = None) -> Iterator[Frame]:
+        """Decode each frame of tokens as it completes and paste the ``given`` pixels over it; a frame
+        given whole is not decoded. The frame as shown guides the next frame's pixel-guided decoding."""
         prev = resume.prev if resume is not None else None
         start = (resume.frames_done, resume.pool, resume.tokens) if resume is not None else None
+        by_frame: dict[int, list[Given]] = {}
+        for g in given or []:
+            by_frame.setdefault(g.frame, []).append(g)
         for f, tokens, pool in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
                                                     text_mask=text_mask, known=known, start=start,
-                                                    batch=batch, wavefront=self.wavefront):
+                                                    batch=batch, wavefront=self.wavefront, updates=steering):
             t0 = time.perf_counter()
-            if given and f in given:
-                pixels = np.ascontiguousarray(given[f])
+            boxes = by_frame.get(f, [])
+            H, W = tokens.shape[1] * self.codec.factor, tokens.shape[2] * self.codec.factor
+            whole = [g for g in boxes if g.top == g.left == 0 and g.image.shape[-3:-1] == (H, W)]
+            if whole:
+                pixels = np.ascontiguousarray(whole[-1].image)
                 frame = torch.from_numpy(pixels if pixels.ndim == 4 else pixels[None])
             else:
-                frame = self.codec.decode(tokens, prev)  # (1, H, W, 3) uint8
+                frame = self.codec.decode(tokens, prev)  # (B, H, W, 3) uint8
+                for g in boxes:
+                    frame = paste(frame, g)
             self.stats.decode_seconds += time.perf_counter() - t0
             prev = frame
             self.stats.frames += 1
-            yield Frame(frame[0].numpy(), StreamState(f + 1, pool, frame, tokens), frame.numpy())
+            conditioning = steering.state() if steering is not None else None
+            yield Frame(frame[0].numpy(), StreamState(f + 1, pool, frame, tokens, conditioning), frame.numpy())
 
     # --- tokens ---------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -281,7 +343,8 @@ class Engine:
                         sampling: SamplingConfig | None = None, text: Tensor | None = None,
                         text_mask: Tensor | None = None, known: KnownTokens | None = None,
                         batch: int = 1, start: tuple[int, dict, Tensor | None] | None = None,
-                        wavefront: bool = False) -> Iterator[TokenFrame]:
+                        wavefront: bool = False,
+                        updates: Callable[[int], Update | None] | None = None) -> Iterator[TokenFrame]:
         """Algorithm 2: yields a `TokenFrame` ``(f, tokens (B, h, w), pool)`` as each frame completes.
 
         ``text`` (B, T, text_dim) conditions through cross-attention; with ``sampling.guidance != 1``
@@ -292,6 +355,8 @@ class Engine:
         Rows are independent streams: row r uses ``seed[r]`` (or ``seed + r`` for an int), and gives
         the same tokens as that stream alone. ``wavefront`` (one stream) decodes the patches whose
         NCP context is complete together, with the same tokens as one by one.
+        ``updates(f)`` is asked before each frame ``f`` is drawn; an `Update` it returns changes the
+        prompt or the sampling from that frame on, and the pool is kept, so the scene goes on.
         """
         sampling = sampling or SamplingConfig()
         model, cfg = self.model, self.model.cfg
@@ -337,9 +402,21 @@ class Engine:
             shown = torch.cat(hints)[:, 1] != cfg.vocab_size
             return shown if bool(shown.any()) else None
 
+        history: dict[int, Tensor] = {} if last is None else {f - 1: last}  # frame tokens, for a recache
         done: set[int] = set()
         try:
             while plan.frames is None or f < plan.frames:
+                change = updates(f) if updates is not None else None
+                if change is not None and change.sampling is not None:
+                    self.check_change(sampling, change.sampling, text is not None)
+                    sampling = change.sampling
+                    draws = self._draws(sampling)
+                    redraw = (None if sampling.refine_borders is None
+                              else sampling.model_copy(update={"temperature": sampling.refine_borders}))
+                if change is not None and change.text is not None:
+                    memory = self._text_memory(change.text, change.text_mask, batch, guided)
+                    if change.recache:
+                        self._recache(plan, pool, history, memory, workspace(1), batch, rows)
                 for group in self._groups(plan, f, wavefront and batch == 1):
                     # one patch (G = 1), or independent patches of one stream decoded as one batch
                     G = len(group)
@@ -378,11 +455,46 @@ class Engine:
                     pool.remove(next_step - 1)
                 last = frame.clone()
                 made.zero_()
+                history[f] = last
+                history.pop(f - plan.extent.f - 1, None)  # the pool reaches ef frames back; hints one more
                 yield TokenFrame(f, last, pool.state())
                 f += 1
         finally:
             pool.clear()
             del workspaces
+
+    def check_change(self, old: SamplingConfig, new: SamplingConfig, conditioned: bool) -> None:
+        """Raise ConfigError for a sampling a running stream cannot change to: one this engine cannot
+        run, or one that turns classifier-free guidance on or off in a text-conditioned stream (its
+        pool holds caches for the rows it had; the scale itself may change)."""
+        self.check_settings(new)
+        if conditioned and (old.guidance == 1.0) != (new.guidance == 1.0):
+            raise bad("sampling.guidance", f"cannot turn classifier-free guidance {'on' if old.guidance == 1.0 else 'off'} "
+                      f"in a running stream (it runs at {old.guidance}); change its scale, or start a new stream",
+                      new.guidance)
+
+    def _recache(self, plan: Plan, pool: NearbyContextPool, history: dict[int, Tensor],
+                 memory: TextMemory | None, ws: Workspace, batch: int, rows: int) -> None:
+        """Recompute every cache in ``pool`` under ``memory`` (a new prompt's text), in plan order, from
+        the tokens of its frame in ``history``: each patch reads the recomputed caches of the patches
+        drawn before it, as it did when it was drawn (caches already dropped from the pool stay
+        dropped). The tokens do not change, only what the next frames read of them."""
+        model, cfg = self.model, self.model.cfg
+        ph, pw, M = cfg.patch_h, cfg.patch_w, model.M
+        old = pool.state()
+        for pos in sorted(old, key=plan.step_of):
+            f, y, x = pos
+            step = plan.step_of(pos)
+            tokens = history[f]  # (B, h, w)
+            made = torch.tensor([[plan.step_of((f, r, c)) < step for c in range(plan.cols)]
+                                 for r in range(plan.rows)])  # the frame's patches drawn before this one
+            hints = model.hint_index(history.get(f - 1) if f else None, tokens, made, y, x, batch=batch)
+            context = [(p, o) for q, p, o in pool.select(pos) if plan.step_of(q) < step]
+            model.load_context(ws, [context], [adc.edges(y, x, plan.rows, plan.cols)],
+                               [None if hints is None else hints.repeat(rows // batch, 1, 1)])
+            toks = tokens[:, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw].reshape(batch, M).to(self.device)
+            model.prefill(ws, toks.repeat(rows // batch, 1), memory)
+            pool.add(pos, model.patch_payload(ws), old[pos].expiry)
 
     def check_settings(self, sampling: SamplingConfig) -> None:
         """Raise ConfigError now for a sampling, precision or attention setting this engine

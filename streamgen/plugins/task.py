@@ -3,14 +3,14 @@
 A task turns a validated request into a `Job`: the plan (which ADC order or composition, which
 patches are known), the conditioning (a prompt for the engine's text encoder, the tokens of known
 patches from images it asked the engine to encode), whether the output is an image or a video, and
-which frames are given as pixels. Tasks never touch the model, the caches or the codec directly:
-everything goes through `TaskEnv`.
+which pixels of which frames the user gave (`Given`: the output keeps them as they are). Tasks never
+touch the model, the caches or the codec directly: everything goes through `TaskEnv`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ class TaskRequest(Strict):
     extent: Extent | None = Field(None, description="NCP window; at most the model's")
 
 
-def _check_prompt(value: str) -> str:
+def check_prompt(value: str) -> str:
     if not value.strip():
         raise ValueError("`prompt` must not be empty for a text task")
     if len(value) > MAX_PROMPT_CHARS:
@@ -49,7 +49,7 @@ class PromptMixin(Strict):
     @field_validator("prompt")
     @classmethod
     def _prompt(cls, v: str) -> str:
-        return _check_prompt(v)
+        return check_prompt(v)
 
 
 class VideoMixin(Strict):
@@ -60,6 +60,21 @@ class ImageInputMixin(Strict):
     image: Any = Field(description="input image: a file path or a uint8 array (H, W, 3)")
 
 
+@dataclass(frozen=True)
+class Given:
+    """Pixels the user gave, which frame ``frame`` shows as they are: ``image`` uint8 (h, w, 3) with
+    its top left corner at pixel (``top``, ``left``). The engine pastes them over the decoded frame;
+    along the box's edges that meet generated pixels, a band ``feather`` pixels wide blends from the
+    decoded pixels at the edge to the given ones, so the seam does not show. A box covering the whole
+    frame is not decoded at all."""
+
+    frame: int
+    image: np.ndarray
+    top: int = 0
+    left: int = 0
+    feather: int = 0
+
+
 @dataclass
 class Job:
     """Everything the engine needs to run a request; made by `Task.job`."""
@@ -68,7 +83,13 @@ class Job:
     output: Literal["image", "video"]
     prompt: str | None = None  # encoded by the engine's text encoder when set
     known: dict[Pos, Tensor] = field(default_factory=dict)  # tokens (patch_h, patch_w) per known patch
-    given_frames: dict[int, np.ndarray] = field(default_factory=dict)  # frames emitted as these pixels
+    given: list[Given] = field(default_factory=list)  # the user's pixels, kept in the output as they are
+    # new prompts by frame: before frame f is drawn, the prompt becomes prompts[f] (the pool is kept)
+    prompts: dict[int, str] = field(default_factory=dict)
+    # called before each frame f >= 1 is drawn: {"prompt": str} and/or {"sampling": {fields}} to change
+    # from that frame on, or None; for storyboards, loops and feedback. Deterministic in f, so a
+    # resumed stream changes as the uninterrupted one did.
+    steer: Callable[[int], dict[str, Any] | None] | None = None
 
 
 class TaskEnv:

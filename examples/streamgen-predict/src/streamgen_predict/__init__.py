@@ -10,7 +10,7 @@ from pydantic import Field
 from streamgen import hookimpl
 from streamgen.engine.adc import Plan
 from streamgen.errors import bad
-from streamgen.plugins.task import Job, Task, TaskEnv, TaskRequest
+from streamgen.plugins.task import Given, Job, Task, TaskEnv, TaskRequest
 
 
 class PredictRequest(TaskRequest):
@@ -43,7 +43,7 @@ class Predict(Task):
         known = {}
         for f, im in enumerate(images):
             known.update(env.known_patches(env.encode(im), frame=f))
-        return Job(plan, "video", known=known, given_frames=dict(enumerate(images)))
+        return Job(plan, "video", known=known, given=[Given(f, im) for f, im in enumerate(images)])
 
 
 @hookimpl
