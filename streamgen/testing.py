@@ -59,7 +59,9 @@ def check_task(task: Any, request: dict[str, Any], frames: int = 2) -> list:
     request for it (small sizes: the tiny engine has 8x8-pixel patches). Checks that the request
     model forbids unknown fields, that the job's plan covers every patch and makes frames of the
     requested size, that known patches are planned as known, that the output has the declared kind
-    and consistent frames, that the same seed gives the same frames, and that a fault inside
+    and consistent frames, that the same seed gives the same frames, that given pixels stay inside
+    the frame and come back as they were, that a prompt schedule and a `Job.steer` give well-formed
+    changes (the same for the same frame, so a resumed stream steers alike), and that a fault inside
     ``job()`` (an engine service raising) reaches the caller as the engine's one-line `PluginError`
     naming the task, not swallowed or passed off as bad input. Returns the frames taken; raises
     ``AssertionError`` on a breach.
@@ -112,6 +114,25 @@ def check_task(task: Any, request: dict[str, Any], frames: int = 2) -> list:
     asked = (getattr(req, "height", None), getattr(req, "width", None))
     for got, want in zip(out[0].shape[:2], asked):
         assert want is None or got == want, f"frames are {out[0].shape[:2]} (HxW) but the request asks {asked}"
+    H, W = out[0].shape[:2]
+    for g in job.given:  # the user's pixels come back as they were, but for the blended band
+        h, w = g.image.shape[:2]
+        assert g.image.dtype == np.uint8 and g.image.shape[2:] == (3,), f"given pixels must be uint8 (h, w, 3)"
+        assert 0 <= g.top and g.top + h <= H and 0 <= g.left and g.left + w <= W, \
+            f"given pixels of frame {g.frame} at ({g.top}, {g.left}) size {h}x{w} leave the {H}x{W} frame"
+        if g.frame < take:
+            k = g.feather
+            shown = out[g.frame][g.top + k:g.top + h - k, g.left + k:g.left + w - k]
+            assert np.array_equal(shown, g.image[k:h - k, k:w - k]), f"frame {g.frame} does not show its given pixels"
+    for f, prompt in job.prompts.items():
+        assert isinstance(f, int) and f >= 0 and isinstance(prompt, str) and prompt.strip(), \
+            f"Job.prompts must map frame numbers >= 0 to prompts, not {f!r}: {prompt!r}"
+    if job.steer is not None:  # called before each frame >= 1; a resumed stream relies on it being a function of f
+        for f in range(1, take + 4):
+            change = job.steer(f)
+            assert change is None or (isinstance(change, dict) and set(change) <= {"prompt", "sampling"}), \
+                f"Job.steer({f}) must return None or a dict of 'prompt' and 'sampling', not {change!r}"
+            assert change == job.steer(f), f"Job.steer({f}) must give the same change every time it is asked"
     _check_faults_are_reported(task, request)
     return out
 

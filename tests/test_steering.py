@@ -136,3 +136,40 @@ def test_a_recache_under_the_same_prompt_changes_nothing():
         updates=lambda f: Update(text=torch.randn(1, 3, 8), recache=True) if f == 1 else None)]
     assert all(torch.equal(a, b) for a, b in zip(plain, same))
     assert torch.equal(plain[0], other[0]) and not torch.equal(plain[1], other[1])
+
+
+class Flicker(Blink):
+    """A steer that answers differently each time it is asked: a resumed stream could not repeat it."""
+
+    name = "flicker"
+
+    def job(self, req, env: TaskEnv) -> Job:
+        job = super().job(req, env)
+        calls = iter(range(1000))
+        job.steer = lambda f: {"prompt": f"a sky {next(calls)}"}
+        return job
+
+
+class LostPixels(Task):
+    """A task that gives the user's picture at a place outside its frames: the kit must notice."""
+
+    name, output = "lost", "image"
+    from tasks.builtin import UIGRequest as Request  # noqa: N814
+
+    def job(self, req, env: TaskEnv) -> Job:
+        from streamgen.plugins.task import Given
+
+        rows, cols = env.grid(req.height, req.width)
+        image = np.full((8, 8, 3), 7, np.uint8)
+        return Job(Plan.basic("omega", rows, cols, 1, env.extent(req.extent)), "image",
+                   given=[Given(0, image, top=12, left=4)])
+
+
+def test_the_conformance_kit_checks_steering_and_given_pixels():
+    from streamgen.testing import check_task
+
+    assert len(check_task(Blink(), dict(prompt="a day sky", frames=4, height=16, width=16), frames=4)) == 4
+    with pytest.raises(AssertionError, match="same change every time"):
+        check_task(Flicker(), dict(prompt="a day sky", frames=3, height=16, width=16))
+    with pytest.raises(AssertionError, match=r"gives 8x8 px at \(4, 12\) of frame 0, which leave the 16x16 px frame"):
+        check_task(LostPixels(), dict(height=16, width=16))

@@ -301,4 +301,13 @@ def make_job(task: Any, request: Any, env: Any) -> Any:
         shown = "x".join("?" if a is None else str(a) for a in asked)
         raise PluginError(f"{_origin(task)} plans frames of {made[0]}x{made[1]} px (WxH), but the request "
                           f"asks for {shown} px: a task's plan must make frames of the requested size")
+    for g in job.given:  # pasted over decoded frames: a box outside the frame would fail mid-stream
+        shape = getattr(g.image, "shape", None)
+        if getattr(g.image, "dtype", None) != "uint8" or len(shape or ()) != 3 or shape[2] != 3:
+            raise PluginError(f"{_origin(task)} gives pixels of frame {g.frame} that are not uint8 (h, w, 3): "
+                              f"{getattr(g.image, 'dtype', type(g.image).__name__)} {shape}")
+        h, w = shape[:2]
+        if g.frame < 0 or g.top < 0 or g.left < 0 or g.top + h > made[1] or g.left + w > made[0]:
+            raise PluginError(f"{_origin(task)} gives {w}x{h} px at ({g.left}, {g.top}) of frame {g.frame}, "
+                              f"which leave the {made[0]}x{made[1]} px frame")
     return job
