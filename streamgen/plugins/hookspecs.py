@@ -30,7 +30,13 @@ def streamgen_register_tasks(registry: "Registry") -> None:
     Called once per process, the first time the task registry is needed (``Engine.run``,
     ``streamgen tasks``, ``streamgen generate``). Parameters: ``registry``, the task registry.
     Returns nothing. Not firstresult: every plugin's implementation is called; a name registered
-    twice is an error naming both plugins.
+    twice is an error naming both plugins where that name is used, and the other names keep working.
+
+    What a task then does, the engine calls in this order: ``Request`` validates a request and
+    ``job(request, env)`` turns it into a `Job` (an exception other than `ConfigError` in either is
+    reported as one line naming the task and its plugin) before any frame is drawn; while the
+    stream runs, before each frame ``f >= 1`` the job's schedule (``Job.prompts[f]``) and then its
+    ``Job.steer(f)`` may change the prompt or the sampling from that frame on.
     """
 
 
