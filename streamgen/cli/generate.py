@@ -152,7 +152,7 @@ def generate(cfg: GenerateConfig) -> int:
         options["gop"] = cfg.gop
     if output == "-" or "://" in output:
         options.update(preset=cfg.x264_preset, tune=cfg.x264_tune)
-    if resume is not None and "%" in output:
+    if resume is not None and ("%" in output or "://" in output):
         options["start"] = resume.frames_done
     sink = open_sink(output, fps=cfg.fps, size=_output_size(cfg, task), **options)
     total = cfg.frames if task.output == "video" else 1

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 import numpy as np
 
-from streamgen.errors import StreamgenError, bad
+from streamgen.errors import ConfigError, StreamgenError, bad
 from streamgen.plugins.hookspecs import hookimpl
 
 PNG_MAX_SIDE = 65535  # the largest side libavcodec's PNG encoder writes
@@ -236,62 +236,100 @@ def pipe_sink(target: str, *, fps: float, size: tuple[int, int] | None = None,
 
 class RTMPSink:
     """FLV + H.264 pushed to an RTMP(S) server; with ``reconnect`` retries, a dropped connection is
-    reopened with backoff and the same stream continues (pts keep counting)."""
+    reopened with backoff and the same stream continues (pts keep counting).
+
+    Each connection has its own encoder, so the first frame a returning server gets is a keyframe
+    with the codec headers. The frame whose write failed is sent again on the new connection; frames
+    the old socket had taken but not delivered are lost. Every connect that fails counts as one of
+    the ``reconnect`` attempts, and a write that succeeds gives the next outage all of them again.
+    """
 
     def __init__(self, url: str, *, fps: float, size: tuple[int, int] | None = None,
                  gop: int | None = None, reconnect: int = 0, preset: str = "veryfast",
-                 tune: str = "zerolatency", warn: Any = None, **_: Any):
+                 tune: str = "zerolatency", warn: Any = None, start: int = 0, **_: Any):
         parts = urlsplit(url)
         if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname:
             raise bad("output", "must be an rtmp:// or rtmps:// URL with a host", redact(url))
         if reconnect < 0:
             raise bad("reconnect", "must be 0 or more", reconnect)
+        if start < 0:
+            raise bad("start", "must be 0 or more", start)
         self.url, self.fps, self.reconnect = url, fps, reconnect
         self.label = redact(url)
         self.options = _x264(preset, tune, str(gop or max(1, round(fps))))
         self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "rtmps" else 1935)
-        self.frames = 0
+        self.frames = start  # a resumed stream's first frame keeps the timestamp it has in the stream
         self.seconds = 0.0
         self.reconnects = 0
         self.size, self.warn = size, warn
-        self.sink = self._connect()
+        # None between a lost connection and the next successful connect: a write then connects first
+        self.sink: VideoSink | None = self._connect()
 
     def _connect(self) -> VideoSink:
         # with the size known, the connection and the FLV header happen now: a URL where nothing
         # listens fails at the start, not at the first frame
-        return VideoSink(self.url, fmt="flv", codec="libx264", fps=self.fps, options=self.options,
+        sink = VideoSink(self.url, fmt="flv", codec="libx264", fps=self.fps, options=self.options,
                          label=self.label, size=self.size)
+        sink.frames = self.frames  # a reconnected push continues the timeline, it does not restart at 0
+        return sink
+
+    def _drop(self, container: Any = None) -> None:
+        """Let go of the connection; nothing said on a dead socket can fail the stream."""
+        sink, self.sink = self.sink, None
+        container = container if container is not None else getattr(sink, "container", None)
+        if sink is not None:
+            sink.container = None
+        if container is None:
+            return
+        try:
+            # closed now rather than by PyAV's finaliser whenever the collector runs: the socket is
+            # released before the next connect, and a failure on the dead socket is expected, not
+            # an error. Closing a closed container is a no-op in PyAV.
+            container.close()
+        except (av.error.FFmpegError, OSError, ValueError):
+            pass
 
     def write(self, frame: np.ndarray) -> None:
         t0 = time.perf_counter()
         attempt = 0
+        lost_at = None
         while True:
             try:
+                if self.sink is None:
+                    self.sink = self._connect()
                 self.sink.write(frame)
                 break
+            except ConfigError:
+                raise  # a frame the codec refuses is the caller's mistake, not a lost server
             except StreamgenError as exc:
+                self._drop()
+                lost_at = lost_at if lost_at is not None else time.monotonic()
                 if attempt >= self.reconnect:
-                    raise SinkClosed(f"the RTMP server at {self.label} went away after "
-                                     f"{self.frames} frames ({type(exc).__name__})") from None
+                    if not self.reconnect:
+                        raise SinkClosed(f"the RTMP server at {self.label} went away after "
+                                         f"{self.frames} frames ({type(exc).__name__})") from None
+                    raise SinkClosed(f"the RTMP server at {self.label} went away after {self.frames} "
+                                     f"frames and was not back after {attempt} reconnect attempts "
+                                     f"over {time.monotonic() - lost_at:.1f} s") from None
                 attempt += 1
                 self.reconnects += 1
-                (self.warn or sys.stderr).write(f"streamgen: lost {self.label} after {self.frames} frames;"
-                                                f" reconnecting ({attempt}/{self.reconnect})\n")
+                what = (f"lost {self.label} after {self.frames} frames" if attempt == 1 else
+                        f"{self.label} is still not answering")
+                (self.warn or sys.stderr).write(f"streamgen: {what}; reconnecting ({attempt}/{self.reconnect})\n")
                 time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
-                try:
-                    self.sink.container = None  # the old connection is gone
-                    self.sink = self._connect()
-                    self.sink.frames = self.frames  # continue the same timeline
-                except StreamgenError:
-                    continue
         self.frames += 1
         self.seconds += time.perf_counter() - t0
 
     def close(self) -> None:
+        if self.sink is None:
+            return
+        container = self.sink.container
         try:
             self.sink.close()
         except StreamgenError:
-            pass
+            pass  # the server left with the last frames: what it got is all it gets
+        finally:
+            self._drop(container)
 
 
 def open_sink(target: str, *, fps: float, **options: Any):
