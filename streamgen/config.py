@@ -69,6 +69,10 @@ class ModelConfig(Strict):
                              "'none' in a first frame or image): copying a still frame or following a pan "
                              "of one token per frame becomes a direct path instead of an attention pattern "
                              "the model must discover")
+    text_pooled: bool = Field(False, description="the prompt's sentence embedding (its token states mean-pooled "
+                              "and l2-normalised, as all-MiniLM-L6-v2 was trained to be used, so paraphrases land "
+                              "close together) projected and added to every input position, beside the "
+                              "cross-attention over the token states")
     neighbours: bool = Field(True, description="each token on a patch's border also carries the token across "
                              "that border in the same frame, when that patch is already made (a learned "
                              "embedding per side; 'none' otherwise): a border token's own input is the token "
@@ -79,6 +83,8 @@ class ModelConfig(Strict):
     def _heads_divide_width(self) -> "ModelConfig":
         if self.width % self.heads:
             raise ValueError(f"`heads` must divide `width` ({self.width}), but got {self.heads}")
+        if self.text_pooled and self.text_dim is None:
+            raise ValueError("`text_pooled` needs text conditioning (`text_dim`), but text_dim is None")
         return self
 
     @property

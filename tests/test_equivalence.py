@@ -76,9 +76,11 @@ def cached_logits(model, plan, tokens, text, mode):
 @pytest.mark.parametrize("extra", [{}, dict(edges=True, rel_bias=True),
                                    dict(edges=True, rel_bias=True, prev_frame=True),
                                    dict(edges=True, rel_bias=True, neighbours=True),
-                                   dict(edges=True, rel_bias=True, prev_frame=True, neighbours=True)],
+                                   dict(edges=True, rel_bias=True, prev_frame=True, neighbours=True),
+                                   dict(edges=True, rel_bias=True, prev_frame=True, neighbours=True,
+                                        text_pooled=True)],
                          ids=["paper", "edges+bias", "edges+bias+prev", "edges+bias+neighbours",
-                              "edges+bias+prev+neighbours"])
+                              "edges+bias+prev+neighbours", "all+sentence"])
 @pytest.mark.parametrize("orders,ext", [
     ("omega", Extent(w=1, h=1, f=1)),
     (["zeta", "omega*", "zeta*", "omega"], Extent(w=1, h=1, f=1)),
@@ -119,7 +121,7 @@ def test_pnar_passes_in_the_workspace_match_the_training_pass():
     leaves the same payload as the autoregressive decoder would."""
     torch.manual_seed(2)
     model = sensitive(VisionDecoder(tiny_config(text_dim=8, pnar=True, edges=True, rel_bias=True, prev_frame=True,
-                                                neighbours=True)))
+                                                neighbours=True, text_pooled=True)))
     ext = Extent(w=1, h=1, f=1)
     plan = Plan.basic("omega", 2, 2, 3, ext)
     B, M = 2, model.M
@@ -280,3 +282,25 @@ def test_neighbour_inputs_are_the_tokens_across_each_border_of_a_made_patch():
     # a hint enters the input that predicts its token: the tokens before the first border token are
     # untouched, the border tokens move (later ones also through attention)
     assert (moved[:pw - 1] < 1e-5).all() and (moved[border] > 1e-2).all()
+
+
+def test_the_sentence_embedding_reaches_every_position_and_is_zero_for_no_text():
+    """`text_pooled`: two prompts whose token states differ only in their mean still give other
+    logits; no text (the unconditional rows) gives the learned bias alone, and a fresh model's
+    projection is zero, so it starts as a model without it."""
+    torch.manual_seed(3)
+    fresh = VisionDecoder(tiny_config(text_dim=8, text_pooled=True))
+    assert torch.count_nonzero(fresh.pool_proj.weight) == 0
+    model = sensitive(VisionDecoder(tiny_config(text_dim=8, text_pooled=True)))
+    states = torch.randn(1, 3, 8)
+    mem = model.text_memory(states)
+    assert mem.pooled.shape == (1, model.cfg.width)
+    sentence = torch.nn.functional.normalize(states.mean(1), dim=-1)
+    torch.testing.assert_close(mem.pooled, model.pool_proj(sentence))
+    torch.testing.assert_close(model.text_memory(None).pooled, model.pool_proj.bias[None])
+    tokens, positions = torch.randint(0, 64, (1, 1, model.M)), [(0, 0, 0)]
+    with torch.no_grad():
+        a = model(tokens, positions, mem)
+        model.pool_proj.weight.zero_()
+        b = model(tokens, positions, model.text_memory(states))
+    assert not torch.allclose(a, b)

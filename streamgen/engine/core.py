@@ -58,7 +58,8 @@ def _rows(memory: TextMemory | None, rows: int, groups: int) -> TextMemory | Non
     if memory is None:
         return None
     idx = torch.arange(rows).repeat_interleave(groups)
-    return TextMemory(memory.k[:, idx], memory.v[:, idx], memory.mask[idx])
+    pooled = None if memory.pooled is None else memory.pooled[idx]
+    return TextMemory(memory.k[:, idx], memory.v[:, idx], memory.mask[idx], pooled)
 
 
 KnownTokens = Callable[[Pos], Tensor]  # (f, y, x) -> (B, patch_h, patch_w) int64

@@ -57,6 +57,14 @@ class TextMemory:
     k: Tensor  # (L, B, H, T, hd)
     v: Tensor  # (L, B, H, T, hd)
     mask: Tensor  # (B, 1, 1, T) bool, True where a token takes part
+    # (B, D) the prompt's sentence embedding, projected: added to every input position (`text_pooled`)
+    pooled: Tensor | None = None
+
+    def add_to(self, x: Tensor) -> Tensor:
+        """x (B, ..., D) plus the sentence embedding at every position, for models with one."""
+        if self.pooled is None:
+            return x
+        return x + self.pooled.view(self.pooled.shape[0], *([1] * (x.dim() - 2)), -1)
 
 
 @dataclass
@@ -169,10 +177,14 @@ class VisionDecoder(nn.Module):
             self.text_ln = nn.LayerNorm(d)
             # Always present in the text memory: unconditional rows attend only to it.
             self.null_text = nn.Parameter(torch.randn(1, d) * 0.02)
+            if cfg.text_pooled:  # the sentence embedding, at every input position; zero at init
+                self.pool_proj = nn.Linear(cfg.text_dim, d)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(L))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg.vocab_size, bias=False)
         self.apply(self._init)
+        if cfg.text_pooled:  # zero: a model starts as it was without it, and `init=` of one without it too
+            nn.init.zeros_(self.pool_proj.weight)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -218,7 +230,15 @@ class VisionDecoder(nn.Module):
             k, v = blk.xkv(mem).chunk(2, dim=-1)
             ks.append(self._heads(k))
             vs.append(self._heads(v))
-        return TextMemory(torch.stack(ks), torch.stack(vs), keep[:, None, None, :])
+        pooled = None
+        if self.cfg.text_pooled:  # mean over the prompt's tokens, l2-normalised: MiniLM's sentence embedding
+            if states is None:
+                sentence = torch.zeros(null.shape[0], self.cfg.text_dim, device=null.device)
+            else:
+                m = mask.to(states.dtype)[..., None]
+                sentence = F.normalize((states * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)  # 0 without tokens
+            pooled = self.pool_proj(sentence)
+        return TextMemory(torch.stack(ks), torch.stack(vs), keep[:, None, None, :], pooled)
 
     # --- teacher forcing over a whole plan (training) -----------------------------------------------
     def forward(self, tokens: Tensor, positions: Sequence[Pos],
@@ -237,6 +257,8 @@ class VisionDecoder(nn.Module):
         bos = torch.full((B, N, 1), self.bos, dtype=tokens.dtype, device=tokens.device)
         inp = torch.cat([bos, tokens], -1)  # (B, N, S)
         x = self.tok_emb(inp) + self.pos_emb  # (B, N, S, D)
+        if text is not None:
+            x = text.add_to(x)
         if edges is not None and self.cfg.edges:
             x[:, :, 0] += self.edge_emb[torch.as_tensor(edges, device=x.device)]
         pv = None if prev is None else self.prev_vectors(prev.reshape(B * N, -1, M))
@@ -311,6 +333,8 @@ class VisionDecoder(nn.Module):
             x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
         else:
             x = self.pnar_input(tokens, masked)
+        if text is not None:
+            x = text.add_to(x)
         start = self.start_vector(edges)
         if start is not None:
             x = torch.cat([x[:, :1] + start[:, None], x[:, 1:]], 1)
@@ -596,6 +620,8 @@ class VisionDecoder(nn.Module):
                     text: TextMemory | None = None) -> Tensor:
         """Feed position ``m`` (token (B,), the previous token or the start token) -> logits (B, V)."""
         x = F.embedding(token, self.tok_emb.weight) + self.pos_emb[m]  # (B, D)
+        if text is not None:
+            x = text.add_to(x)
         if m == 0 and ws.start is not None:
             x = x + ws.start
         if ws.prev is not None:
@@ -606,6 +632,8 @@ class VisionDecoder(nn.Module):
     def complete(self, ws: Workspace, token: Tensor, text: TextMemory | None = None) -> None:
         """Feed the patch's last token (B,) at position M so its cache is whole; no logits."""
         x = self.tok_emb(token)[:, None] + self.pos_emb[self.M]
+        if text is not None:
+            x = text.add_to(x)
         self._extend(ws, x, self.M, text)
 
     def pnar_logits(self, ws: Workspace, tokens: Tensor, masked: Tensor,
@@ -616,6 +644,8 @@ class VisionDecoder(nn.Module):
         overwrites with the autoregressive cache that the NCP keeps.
         """
         x = self.pnar_input(tokens, masked)
+        if text is not None:
+            x = text.add_to(x)
         if ws.start is not None:
             x = torch.cat([x[:, :1] + ws.start[:, None], x[:, 1:]], 1)
         if ws.prev is not None:
@@ -627,6 +657,8 @@ class VisionDecoder(nn.Module):
         """Run a whole patch of known tokens (B, M) at once -> logits (B, M, V)."""
         bos = torch.full_like(tokens[:, :1], self.bos)
         x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
+        if text is not None:
+            x = text.add_to(x)
         if ws.start is not None:
             x = torch.cat([x[:, :1] + ws.start[:, None], x[:, 1:]], 1)
         if ws.prev is not None:
