@@ -414,3 +414,41 @@ def test_plan_hints_read_the_previous_frame_from_the_seen_frames():
         assert torch.equal(hint[:, 3:], plan_hints(model, plan, toks)[list(plan).index(item)][:, 3:])
 
 
+
+
+def test_switch_clips_change_scene_part_way_and_train_each_frame_on_its_own_caption(tmp_path, tiny_codec, monkeypatch):
+    """`data.switches`: clips whose sky and terrain change part-way (a cross-fade over the same camera
+    and geometry), trained with the first scene's caption before the change and the second's from it."""
+    import numpy as np
+
+    from streamgen.training import model as train_mod
+    from streamgen.training.data import landscapes as L
+
+    first, then = L.Scene("day", "grassy hills", False, "pan right", 5), L.Scene("night", "desert dunes", True, "still", 9)
+    clip = L.render_switch(first, then, 32, 32, 6, at=2, blend=2)
+    a = L.render(first, 32, 32, frames=6)
+    b = L.render(L.Scene("night", "desert dunes", True, "pan right", 5), 32, 32, frames=6)
+    assert np.array_equal(clip[:2], a[:2]) and np.array_equal(clip[4:], b[4:])  # the camera of the first
+    assert not np.array_equal(clip[2], a[2]) and not np.array_equal(clip[2], b[2])  # the cross-fade
+    with pytest.raises(ConfigError, match="`at` must be a frame inside the clip"):
+        L.render_switch(first, then, 32, 32, 6, at=6)
+
+    seen = []  # (frame of the patch, which caption batch its text memory came from)
+    real = train_mod.VisionDecoder.text_memory
+
+    def spy(self, states, mask=None, batch=1):
+        seen.append(None if states is None else float(states.sum()))
+        return real(self, states, mask, batch)
+
+    monkeypatch.setattr(train_mod.VisionDecoder, "text_memory", spy)
+    args = model_args(tmp_path, tiny_codec, 1) + ["data.switches=4", "data.switch_share=1", "data.video_share=1",
+                                                 "data.text_dropout=0", "patches_per_step=64"]
+    run_cli(*args)
+    t = ckpt.read(tmp_path / "tokens.safetensors")
+    assert t["switch/tokens"].shape[:2] == (4, 3) and t["switch/attrs"].shape == (4, 2, 5)
+    assert all(1 <= int(x) <= 2 for x in t["switch/at"])
+    # one batch: its patches read the first captions, then (from the change on, in plan order) the second
+    changes = sum(a != b for a, b in zip(seen, seen[1:]))
+    assert len(set(seen)) == 2 and changes == 1, seen
+
+    assert main(model_args(tmp_path / "x", tiny_codec, 1) + ["data.switch_share=0.5"]) != 0  # no switch clips built

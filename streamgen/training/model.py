@@ -16,7 +16,7 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -52,6 +52,12 @@ class ModelData(Strict):
                                       "with still clips, where a frame is mostly a copy of the one before")
     pan_tokens: float = Field(1.0, gt=0, description="camera speed of pans in codec tokens per frame: "
                               "at a whole number, a pan shifts the token grid by whole tokens")
+    switches: int = Field(0, ge=0, description="clips whose sky and terrain change part-way "
+                          "(`landscapes.render_switch`), rendered and encoded beside the others")
+    switch_share: float = Field(0.0, ge=0, le=1, description="share of video batches taken from the switch "
+                                "clips: each sample's frames before the change are captioned with the first "
+                                "scene, those from it with the second, as a steered stream's prompts are")
+    switch_blend: int = Field(2, ge=0, le=8, description="frames over which a switch clip cross-fades")
     context_noise: float = Field(0.0, ge=0, lt=1, description="share of a video frame's tokens that the frame "
                                  "after it sees swapped for tokens from other places of the same frame (its "
                                  "context and previous-frame hints; `corrupt`), while it still predicts the "
@@ -107,16 +113,50 @@ def build_tokens(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> P
             clip = torch.from_numpy(L.render(scene, d.height, width, frames=frames,
                                              speed=d.pan_tokens * codec.factor))
             toks.append(codec.encode(clip).to(torch.int16))
-            attrs.append([L.ATTRIBUTES["sky"].index(scene.sky), L.ATTRIBUTES["terrain"].index(scene.terrain),
-                          int(scene.lake), L.ATTRIBUTES["motion"].index(scene.motion), scene.seed])
+            attrs.append(attr_row(L, scene))
             bar.goto(i + 1)
         bar.close()
         out[f"{kind}/tokens"] = torch.stack(toks)  # (n, F, h, w)
         out[f"{kind}/attrs"] = torch.tensor(attrs, dtype=torch.int64)
+    if d.switches:
+        toks, attrs, ats = [], [], []
+        bar = Progress(d.switches, "encode switch clips")
+        for i in range(d.switches):
+            seed = (cfg.seed * 1_000_003 + 7 + i * 2) % (1 << 31)
+            first, then = switch_pair(L, seed)
+            at = 1 + i % (d.clip_frames - 1)
+            clip = L.render_switch(first, then, d.height, d.height, d.clip_frames, at, d.switch_blend,
+                                   speed=d.pan_tokens * codec.factor)
+            toks.append(codec.encode(torch.from_numpy(clip)).to(torch.int16))
+            attrs.append([attr_row(L, first), attr_row(L, then)])
+            ats.append(at)
+            bar.goto(i + 1)
+        bar.close()
+        out["switch/tokens"] = torch.stack(toks)  # (n, F, h, w)
+        out["switch/attrs"] = torch.tensor(attrs, dtype=torch.int64)  # (n, 2, 5): the scenes before and after
+        out["switch/at"] = torch.tensor(ats, dtype=torch.int64)  # (n,): the first frame of the change
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path))
     log(f"saved {path}")
     return path
+
+
+def attr_row(L: Any, scene: Any) -> list[int]:
+    """A scene as the token dataset stores it: sky, terrain, lake, motion (indices) and seed."""
+    return [L.ATTRIBUTES["sky"].index(scene.sky), L.ATTRIBUTES["terrain"].index(scene.terrain),
+            int(scene.lake), L.ATTRIBUTES["motion"].index(scene.motion), scene.seed]
+
+
+def switch_pair(L: Any, seed: int) -> tuple[Any, Any]:
+    """Two train-split scenes for a switch clip: the second has another sky or another terrain or both
+    (never a held-out combination), the lake and the camera of the first."""
+    first = L.sample_scene(seed, split="train")
+    n = seed
+    while True:
+        n += 1_000_003
+        other = L.sample_scene(n % (1 << 31), split="train")
+        if (other.sky, other.terrain) != (first.sky, first.terrain):
+            return first, L.Scene(other.sky, other.terrain, first.lake, first.motion, first.seed)
 
 
 class TokenBatches:
@@ -129,6 +169,13 @@ class TokenBatches:
         t = ckpt.read(cfg.data.tokens)
         self.videos, self.vattrs = t["video/tokens"].long(), t["video/attrs"]
         self.images, self.iattrs = t["image/tokens"].long(), t["image/attrs"]
+        self.switches = (t["switch/tokens"].long(), t["switch/attrs"], t["switch/at"]) if "switch/tokens" in t else None
+        if cfg.data.switch_share and self.switches is None:
+            raise bad("data.switch_share", f"needs switch clips in {cfg.data.tokens} (data.switches > 0 when "
+                      "the token dataset is built; delete it to build it again)", cfg.data.switch_share)
+        if cfg.data.switch_share and cfg.data.train_frames < 2:
+            raise bad("data.train_frames", "must be at least 2 with switch clips (a frame before the change "
+                      "and one after)", cfg.data.train_frames)
         if cfg.data.motions is not None:
             names = L.ATTRIBUTES["motion"]
             if not cfg.data.motions or any(m not in names for m in cfg.data.motions):
@@ -145,10 +192,31 @@ class TokenBatches:
         return L.Scene(L.ATTRIBUTES["sky"][a[0]], L.ATTRIBUTES["terrain"][a[1]], bool(a[2]),
                        L.ATTRIBUTES["motion"][a[3]], int(a[4]))
 
-    def sample(self) -> tuple[str, Tensor, list[str | None]]:
-        """("video" | "image", tokens (B, F, h, w), captions (None where dropped))."""
+    def caption(self, a: Tensor, video: bool) -> str | None:
+        """A training caption of the scene ``a`` (an `attr_row`): dropped, partial or whole."""
+        d, rng = self.cfg.data, self.rng
+        if rng.random() < d.text_dropout:
+            return None
+        if rng.random() < d.partial_captions:
+            return self.L.partial_caption(self._scene(a), rng.choice(("sky", "terrain")), rng.randrange(1 << 16),
+                                          video=video)
+        return self.L.caption(self._scene(a), rng.randrange(1 << 16), video=video)
+
+    def sample(self) -> tuple[str, Tensor, list[str | None], tuple[int, list[str | None]] | None]:
+        """("video" | "image", tokens (B, F, h, w), captions (None where dropped), switch): ``switch``
+        is None, or (r, captions) for a batch of switch clips, whose frames from r on take the second
+        captions (the scene after the change)."""
         d, rng = self.cfg.data, self.rng
         video = rng.random() < d.video_share
+        if video and self.switches is not None and rng.random() < d.switch_share:
+            src, attrs, ats = self.switches
+            r = rng.randrange(1, d.train_frames)  # the change falls on frame r of every sample
+            fits = [i for i in range(len(src)) if 0 <= int(ats[i]) - r <= src.shape[1] - d.train_frames]
+            idx = [rng.choice(fits) for _ in range(self.cfg.batch)]
+            toks = torch.stack([src[i, int(ats[i]) - r:int(ats[i]) - r + d.train_frames] for i in idx])
+            first = [self.caption(attrs[i, 0], True) for i in idx]
+            then = [self.caption(attrs[i, 1], True) if c is not None else None for i, c in zip(idx, first)]
+            return "switch", toks, first, (r, then)
         src, attrs = (self.videos, self.vattrs) if video else (self.images, self.iattrs)
         idx = [rng.randrange(len(src)) for _ in range(self.cfg.batch)]
         if video:
@@ -156,16 +224,26 @@ class TokenBatches:
             toks = src[idx, f0:f0 + d.train_frames]
         else:
             toks = src[idx]
-        caps = []
-        for i in idx:
-            if rng.random() < d.text_dropout:
-                caps.append(None)
-            elif rng.random() < d.partial_captions:
-                caps.append(self.L.partial_caption(self._scene(attrs[i]), rng.choice(("sky", "terrain")),
-                                                   rng.randrange(1 << 16), video=video))
-            else:
-                caps.append(self.L.caption(self._scene(attrs[i]), rng.randrange(1 << 16), video=video))
-        return ("video" if video else "image"), toks, caps
+        caps = [self.caption(attrs[i], video) for i in idx]
+        return ("video" if video else "image"), toks, caps, None
+
+
+def encode_captions(encoder: Any, caps: list[str | None], cache: dict[str, tuple[Tensor, Tensor]]
+                    ) -> tuple[Tensor, Tensor]:
+    """Token states (B, T, dim) and mask (B, T) of captions; a dropped caption (None) is all masked."""
+    states, masks = [], []
+    for c in caps:
+        if c is None:
+            states.append(torch.zeros(1, 1, encoder.dim))
+            masks.append(torch.zeros(1, 1, dtype=torch.bool))
+            continue
+        if c not in cache:
+            cache[c] = encoder.encode([c])
+        states.append(cache[c][0])
+        masks.append(cache[c][1])
+    T = max(s.shape[1] for s in states)
+    return (torch.cat([F.pad(s, (0, 0, 0, T - s.shape[1])) for s in states]),
+            torch.cat([F.pad(m, (0, T - m.shape[1])) for m in masks]))
 
 
 def patches(tokens: Tensor, plan: Plan, ph: int, pw: int) -> list[tuple[tuple[int, int, int], Tensor]]:
@@ -255,30 +333,20 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     bar = Progress(cfg.steps, "model", start=step) if rank == 0 else None
     model.train()
     while step < cfg.steps:
-        kind, toks, caps = data.sample()
+        kind, toks, caps, switch = data.sample()
         B, Fr, h, w = toks.shape
         order = data.rng.choice(ORDERS)
         plan = Plan.basic(order, h // ph, w // pw, Fr, ext)
         text = None
         if encoder is not None:
-            states, masks = [], []
-            for c in caps:
-                if c is None:
-                    states.append(torch.zeros(1, 1, encoder.dim))
-                    masks.append(torch.zeros(1, 1, dtype=torch.bool))
-                    continue
-                if c not in text_cache:
-                    text_cache[c] = encoder.encode([c])
-                states.append(text_cache[c][0])
-                masks.append(text_cache[c][1])
-            T = max(s.shape[1] for s in states)
-            st = torch.cat([F.pad(s, (0, 0, 0, T - s.shape[1])) for s in states])
-            mk = torch.cat([F.pad(m, (0, T - m.shape[1])) for m in masks])
+            st, mk = encode_captions(encoder, caps, text_cache)
+            if switch is not None:
+                st2, mk2 = encode_captions(encoder, switch[1], text_cache)
         pool = NearbyContextPool(ext)
         todo = patches(toks, plan, ph, pw)
         # with context noise, a frame's patches are also run on the corrupted tokens (no gradient), and
         # the next frame reads those caches and hints; the frame itself still sees its own true tokens
-        noisy = kind == "video" and cfg.data.context_noise > 0
+        noisy = kind != "image" and cfg.data.context_noise > 0
         seen = corrupt(toks, cfg.data.context_noise, noise_gen) if noisy else None
         seen_todo = dict(patches(seen, plan, ph, pw)) if noisy else {}
         seen_cache: dict[tuple[int, int, int], Tensor] = {}
@@ -294,8 +362,11 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
                     g["lr"] = lr
                 opt.zero_grad(set_to_none=True)
                 group = min(k, len(todo) - i)  # patches in this optimizer step
-            # the text memory depends on the weights: recompute it for every optimizer step
-            text = net.text_memory(st, mk) if encoder is not None else None
+            # the text memory depends on the weights, and each patch's backward frees its graph:
+            # recompute it for every patch
+            if encoder is not None:
+                after = switch is not None and pos_[0] >= switch[0]  # a switch clip's second scene
+                text = net.text_memory(st2, mk2) if after else net.text_memory(st, mk)
             ctx = [(seen_cache.get(q, p) if q[0] < pos_[0] else p, o) for q, p, o in pool.select(pos_)]
             edges = adc.edges(pos_[1], pos_[2], plan.rows, plan.cols)
             prev = hints[i]

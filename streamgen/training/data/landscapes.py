@@ -192,6 +192,23 @@ def partial_caption(scene: Scene, part: str, variant: int = 0, video: bool = Tru
     return template.format(**_phrases(scene))
 
 
+def render_switch(first: Scene, then: Scene, height: int, width: int, frames: int, at: int,
+                  blend: int = 2, speed: float | None = None) -> np.ndarray:
+    """A clip whose sky and terrain change part-way: ``first`` up to frame ``at``, ``then`` from frame
+    ``at + blend`` on, and over the ``blend`` frames between a cross-fade of the two, both seen by the
+    same camera (``first``'s motion) over the same geometry, so the scene goes on while it changes:
+    a sunset falling into night, hills giving way to dunes. uint8 (frames, height, width, 3)."""
+    if not 0 < at < frames:
+        raise bad("at", f"must be a frame inside the clip, between 1 and {frames - 1}", at)
+    if blend < 0:
+        raise bad("blend", "must be 0 or more frames", blend)
+    a = render(first, height, width, frames=frames, speed=speed).astype(np.float32)
+    b = render(Scene(then.sky, then.terrain, then.lake, first.motion, first.seed), height, width,
+               frames=frames, speed=speed).astype(np.float32)
+    w = np.clip((np.arange(frames, dtype=np.float32) - at + 1) / (blend + 1), 0, 1)[:, None, None, None]
+    return np.round(a + w * (b - a)).astype(np.uint8)
+
+
 # --------------------------------------------------------------------------------------------------
 # hashing (value noise on integer lattices, vectorised)
 
