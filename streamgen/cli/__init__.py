@@ -71,6 +71,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_join(args: argparse.Namespace) -> int:
+    from streamgen.output.join import join
+
+    join(args.segments, args.output, log=lambda line: print(line, file=sys.stderr))
+    return 0
+
+
 # GenerateConfig fields set by key=value overrides or a --config file rather than an option of their own
 NOT_OPTIONS = ("sampling", "extent", "request")
 
@@ -160,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="JSON preset (see configs/)")
     g.add_argument("set", nargs="*", help="dotted overrides, e.g. sampling.top_k=50")
     g.set_defaults(func=cmd_generate)
+
+    j = sub.add_parser("join", help="join a stream's segments after --resume into one file",
+                       description="Joins out.mp4 and out.from000040.mp4 (and further segments) into "
+                       "one file: each segment gives its frames up to the frame the next one starts at "
+                       "(from its name), copied without encoding again when the cut is at a keyframe.")
+    j.add_argument("segments", nargs="+", help="the first segment, then each resumed one (NAME.fromNNNNNN.EXT)")
+    j.add_argument("-o", "--output", required=True, help="the joined file (.mp4 .mkv .webm .ts)")
+    j.set_defaults(func=cmd_join)
     return ap
 
 

@@ -1,4 +1,15 @@
-"""`streamgen generate`: a task's frames, encoded live into a file, a pipe or an RTMP server."""
+"""`streamgen generate`: a task's frames, encoded live into a file, a pipe or an RTMP server.
+
+Stopping: SIGINT, SIGTERM and SIGHUP end the stream before the next frame; the output is closed
+(complete and readable), the snapshot (with ``--snapshot``) is saved at the last frame written, one
+line goes to stderr and the exit code is 128 + the signal's number (130, 143, 129). A second signal
+during that shutdown exits at once with the same code; the output stays readable up to its newest
+written frame, since it is written crash-safe (see `streamgen.output.sinks`).
+
+Snapshots count only frames the output already holds: a state at a multiple of ``--snapshot-every``
+is saved once the sink says those frames are written out and synced, and every such frame is
+encoded as a keyframe, so a resumed segment joins the first one there (``streamgen join``).
+"""
 from __future__ import annotations
 
 import sys
@@ -36,7 +47,9 @@ class GenerateConfig(Strict):
                         "for numbered frames), '-' for MPEG-TS on stdout, or an rtmp(s):// URL")
     realtime: bool = Field(False, description="release frames on the wall clock at --fps")
     reconnect: int = Field(0, ge=0, le=100, description="retries of a dropped RTMP push, with backoff")
-    gop: int | None = Field(None, ge=1, description="keyframe interval in frames (pipes and RTMP)")
+    gop: int | None = Field(None, ge=1, description="keyframe interval in frames (files, pipes and RTMP; "
+                            "default one second): a killed process loses at most this many frames "
+                            "of an .mp4 beyond the encoder's delay")
     x264_preset: str = Field("veryfast", pattern="^(ultrafast|superfast|veryfast|faster|fast|medium|slow)$",
                              description="H.264 speed preset of pipes and RTMP")
     x264_tune: str = Field("zerolatency", pattern="^(zerolatency|film|animation|grain|stillimage|none)$",
@@ -117,7 +130,82 @@ def segment_name(output: str, frames_done: int) -> str:
     return str(p.with_name(f"{p.stem}.from{frames_done:06d}{p.suffix}"))
 
 
+SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class Stopped(BaseException):
+    """A stop signal before frames flow (loading, opening the output): nothing to finish."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP all stop a stream the same way: the first one ends generation
+    before the next frame, and the outputs are closed and the snapshot saved as at the end of the
+    stream; the exit code is 128 + the signal's number. A second one during that shutdown exits at
+    once: the outputs are written crash-safe, so what is on disk stays readable."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.flowing = False  # frames are being made: a signal asks to stop instead of raising
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # handlers only work there
+            for name in SIGNALS:
+                num = getattr(signal, name, None)
+                if num is not None:
+                    self._old[num] = signal.signal(num, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for num, old in self._old.items():
+            signal.signal(num, old)
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        import os
+        import signal
+
+        if self.signum is not None:
+            try:
+                os.write(2, f"streamgen: {signal.Signals(signum).name} again: exiting at once\n".encode())
+            except OSError:
+                pass
+            os._exit(128 + signum)
+        self.signum = signum
+        if not self.flowing:
+            raise Stopped(signum)
+
+
 def generate(cfg: GenerateConfig) -> int:
+    """Run a stream to its end, or until SIGINT, SIGTERM or SIGHUP (exit code 128 + the signal's
+    number: 130, 143, 129)."""
+    with StopSignals() as stop:
+        try:
+            return _generate(cfg, stop)
+        except Stopped as exc:
+            name = stop.name or str(exc.signum)
+            print(f"streamgen: stopped by {name} before the first frame", file=sys.stderr)
+            return 128 + exc.signum
+
+
+def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     from streamgen.engine import snapshot as snap
     from streamgen.bundle import load
     from streamgen.output.live import pump
@@ -154,14 +242,42 @@ def generate(cfg: GenerateConfig) -> int:
         options.update(preset=cfg.x264_preset, tune=cfg.x264_tune)
     if resume is not None and ("%" in output or "://" in output):
         options["start"] = resume.frames_done
+    base = resume.frames_done if resume is not None else 0
+    if cfg.snapshot:
+        # every frame a snapshot may name starts a GOP, so a stream resumed there joins up cleanly
+        options.update(keyframe_every=cfg.snapshot_every, first_frame=base)
+    stop.flowing = True  # from here a signal closes the output properly: it only asks to stop
     sink = open_sink(output, fps=cfg.fps, size=_output_size(cfg, task), **options)
     total = cfg.frames if task.output == "video" else 1
     bar = Progress(total, "frames")
     meta = {"request": cfg.model_dump(mode="json", exclude={"resume"}), "identity": engine.identity()}
+    # states at multiples of --snapshot-every whose frames may still be in the encoder or the muxer:
+    # one is saved once the output holds every frame it counts, so "done" in a snapshot is true
+    pending: dict[int, Any] = {}
+    last: list[Any] = []
+    saved: list[int] = []
+
+    def save_durable() -> None:
+        # a sink that cannot tell (RTMP, a plugin's) counts what it was given
+        done = base + getattr(sink, "durable", (last[0].frames_done - base) if last else 0)
+        ready = [k for k in pending if k <= done]
+        if not ready:
+            return
+        newest = max(ready)
+        sync = getattr(sink, "sync", None)
+        if sync is not None:
+            sync()
+        snap.save(cfg.snapshot, pending[newest], meta)
+        saved[:] = [newest]
+        for k in ready:
+            del pending[k]
 
     def written(frame) -> None:
-        if cfg.snapshot and frame.state.frames_done % cfg.snapshot_every == 0:
-            snap.save(cfg.snapshot, frame.state, meta)
+        last[:] = [frame.state]
+        if cfg.snapshot:
+            if frame.state.frames_done % cfg.snapshot_every == 0:
+                pending[frame.state.frames_done] = frame.state
+            save_durable()
 
     def report(stats) -> None:
         s = engine.stats
@@ -169,22 +285,35 @@ def generate(cfg: GenerateConfig) -> int:
         bar.goto(done, fps=stats.frames / max(stats.seconds, 1e-9),
                    tok_s=s.tokens / max(s.seconds, 1e-9))
 
+    closed = False
     try:
         pump(frames, sink, fps=cfg.fps, realtime=cfg.realtime, buffer=cfg.buffer, report=report,
-             written=written)
+             written=written, stop=stop)
         sink.close()
+        closed = True
     except SinkClosed:
         bar.close()
         raise
     except BaseException:
         try:
             sink.close()
+            closed = True
         except StreamgenError:
             pass
         raise
     finally:
         frames.close()
+        if closed and cfg.snapshot and last:
+            # a closed output holds every frame: the newest state continues the stream with no overlap
+            pending[last[0].frames_done] = last[0]
+            save_durable()
     bar.close()
+    done = last[0].frames_done if last else base
+    if stop() and (total is None or done < total):
+        where = f"; snapshot {cfg.snapshot} at frame {saved[0]}" if saved else ""
+        print(f"streamgen: stopped by {stop.name} after {done} frames; {output} is complete{where}",
+              file=sys.stderr)
+        return 128 + stop.signum
     print(f"streamgen: {engine.stats.frames} frames, {engine.stats.tokens} tokens in "
           f"{engine.stats.seconds:.1f} s; encoding took {getattr(sink, 'seconds', 0.0):.2f} s", file=sys.stderr)
     return 0

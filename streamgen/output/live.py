@@ -27,11 +27,15 @@ class PumpStats:
 
 def pump(frames: Iterator[Any], sink: Any, *, fps: float, realtime: bool = False,
          buffer: int = 8, report: Callable[[PumpStats], None] | None = None,
-         written: Callable[[Any], None] | None = None, warn: TextIO | None = None) -> PumpStats:
+         written: Callable[[Any], None] | None = None, warn: TextIO | None = None,
+         stop: Callable[[], bool] | None = None) -> PumpStats:
     """Write every frame (an array, or an object with ``pixels``) to ``sink``; then ``written(frame)``.
 
-    Returns counts. The sink is not closed here; ``frames`` is closed if it stops early.
+    ``stop()`` true (a signal came) ends generation before the next frame; frames already made are
+    still written, without waiting for the clock. Returns counts. The sink is not closed here;
+    ``frames`` is closed if it stops early.
     """
+    stop = stop or (lambda: False)
     warn = warn or sys.stderr
     stats = PumpStats()
     start = time.perf_counter()
@@ -47,10 +51,14 @@ def pump(frames: Iterator[Any], sink: Any, *, fps: float, realtime: bool = False
 
     try:
         if not realtime:
+            if stop():
+                return stats
             for frame in frames:
                 write(frame)
+                if stop():
+                    break
             return stats
-        _paced(frames, write, fps, buffer, stats, warn)
+        _paced(frames, write, fps, buffer, stats, warn, stop)
         return stats
     finally:
         close = getattr(frames, "close", None)
@@ -70,7 +78,7 @@ def _offer(buf: queue.Queue, item: Any, give_up: Callable[[], bool]) -> bool:
 
 
 def _paced(frames: Iterator[Any], write: Callable[[Any], None], fps: float, buffer: int,
-           stats: PumpStats, warn: TextIO) -> None:
+           stats: PumpStats, warn: TextIO, stop: Callable[[], bool]) -> None:
     """Generate on this thread, at most ``buffer`` frames ahead of a writer thread on the clock."""
     buf: queue.Queue = queue.Queue(maxsize=buffer)
     failed: list[BaseException] = []
@@ -89,7 +97,7 @@ def _paced(frames: Iterator[Any], write: Callable[[Any], None], fps: float, buff
                 if start is None:  # the clock starts with the first frame
                     start = now
                 due = start + i / fps
-                if now < due:
+                if now < due and not stop():
                     time.sleep(due - now)
                 elif now - due > 1.0 / fps:
                     lag = now - due
@@ -108,8 +116,8 @@ def _paced(frames: Iterator[Any], write: Callable[[Any], None], fps: float, buff
     t = threading.Thread(target=writer, name="streamgen-writer", daemon=True)
     t.start()
     try:
-        for frame in frames:
-            if not _offer(buf, frame, done.is_set) or done.is_set():
+        for frame in frames if not stop() else ():
+            if not _offer(buf, frame, done.is_set) or done.is_set() or stop():
                 break
         _offer(buf, _END, done.is_set)  # the end marker, once there is room
         t.join()

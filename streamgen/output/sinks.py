@@ -5,9 +5,17 @@ Built on PyAV (encode, mux, flush), with an explicit time base of 1/fps and pts 
 - ``-`` (standard output): MPEG-TS, which a reader can start on without seeking;
 - ``rtmp://`` and ``rtmps://`` URLs: FLV with H.264, keyframe interval and low-latency tuning set.
 Sinks register through the ``streamgen_register_sinks`` hook like every other plugin.
+
+Files and pipes survive a killed process: MP4 is fragmented (a fragment per keyframe), Matroska ends a
+cluster at every frame, MPEG-TS and every container flush each packet to the OS, numbered PNGs are
+renamed into place whole. A sink's ``durable`` is how many of its frames are in the output so far
+(what a reader gets if the process dies now); ``sync()`` pushes them to the disk, so a snapshot
+written after it never counts a frame the output lacks.
 """
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 from fractions import Fraction
@@ -50,19 +58,54 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
+def _fsync(path: str | os.PathLike) -> None:
+    # fsync through any descriptor of a file syncs its data; a folder is synced for its entries
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _held(fmt: str | None, copts: dict[str, str]) -> int | str | None:
+    """What the muxer keeps in memory after a packet is muxed: a number of packets, "keyframe" (all
+    since the newest keyframe: a fragmented MP4 writes a fragment when the next one starts), or None
+    (unknown: nothing counts as written before the container is closed)."""
+    if copts.get("flush_packets") != "1":
+        return None
+    if fmt == "mp4":
+        return "keyframe" if "frag_keyframe" in copts.get("movflags", "") else None
+    if fmt in ("matroska", "webm"):
+        return 1 if copts.get("cluster_size_limit") == "1" else None  # the open cluster
+    return 0 if fmt in ("mpegts", "flv") else None
+
+
 class VideoSink:
-    """Encodes uint8 (H, W, 3) frames with one PyAV video stream into a container."""
+    """Encodes uint8 (H, W, 3) frames with one PyAV video stream into a container.
+
+    ``keyframe_every``: frames whose index in the stream (``first_frame`` + the sink's own count) is a
+    multiple of it are encoded as keyframes, so a stream resumed there starts where a clean cut is.
+    """
 
     def __init__(self, target: str | BinaryIO, *, fmt: str | None, codec: str, fps: float,
                  options: dict[str, str] | None = None, container_options: dict[str, str] | None = None,
-                 label: str | None = None, size: tuple[int, int] | None = None):
+                 label: str | None = None, size: tuple[int, int] | None = None,
+                 keyframe_every: int | None = None, first_frame: int = 0):
         if not fps > 0:
             raise bad("fps", "must be greater than 0", fps)
+        if keyframe_every is not None and keyframe_every < 1:
+            raise bad("keyframe_every", "must be 1 or more", keyframe_every)
         self.target, self.fmt, self.codec, self.fps = target, fmt, codec, fps
         self.options = options or {}
         self.container_options = container_options or {}
         self.label = label or str(target)
+        self.keyframe_every, self.first_frame = keyframe_every, first_frame
+        self.held = _held(fmt, self.container_options)
         self.frames = 0
+        self.muxed = 0  # packets handed to the muxer; without B-frames, packet k is frame k
+        self._last_key = 0  # index of the newest keyframe muxed
+        self._closed = False
+        self._synced_dir = False
         self.container = None
         self.stream = None
         self.seconds = 0.0  # time spent encoding and writing
@@ -116,13 +159,57 @@ class VideoSink:
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         vf.pts = self.frames
         vf.time_base = self.time_base
+        if self.keyframe_every and (self.first_frame + self.frames) % self.keyframe_every == 0:
+            vf.pict_type = av.video.frame.PictureType.I
         try:
             for packet in self.stream.encode(vf):
-                self.container.mux(packet)
+                self._mux(packet)
+            self._flush_file()
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise self._error("cannot write to", exc) from None
         self.frames += 1
         self.seconds += time.perf_counter() - t0
+
+    def _mux(self, packet: av.Packet) -> None:
+        key = packet.is_keyframe
+        self.container.mux(packet)
+        if key:
+            self._last_key = self.muxed
+        self.muxed += 1
+
+    def _flush_file(self) -> None:
+        # a Python file (standard output) has its own buffer behind the muxer's
+        flush = getattr(self.target, "flush", None) if not isinstance(self.target, str) else None
+        if flush is not None:
+            flush()
+
+    @property
+    def durable(self) -> int:
+        """Frames a reader of the output gets if this process dies now."""
+        if self._closed:
+            return self.frames
+        if self.held == "keyframe":
+            return self._last_key
+        if self.held is None:
+            return 0
+        return max(0, self.muxed - self.held)
+
+    def sync(self) -> None:
+        """Push what is written to the disk: after this, `durable` frames survive a crash of the
+        machine too. A pipe or a network stream cannot be synced; what it was handed is all it has."""
+        if isinstance(self.target, str):
+            if "://" in self.target or not os.path.exists(self.target):
+                return
+            _fsync(self.target)
+            if not self._synced_dir:
+                _fsync(Path(self.target).resolve().parent)
+                self._synced_dir = True
+            return
+        try:
+            self._flush_file()
+            os.fsync(self.target.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass
 
     def close(self) -> None:
         if self.container is None:
@@ -130,8 +217,10 @@ class VideoSink:
         try:
             if self.stream is not None:
                 for packet in self.stream.encode():
-                    self.container.mux(packet)
+                    self._mux(packet)
             self.container.close()
+            self._flush_file()
+            self._closed = True
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise self._error("cannot finish", exc) from None
         finally:
@@ -154,12 +243,30 @@ class PngSink:
             raise bad("output", "is a PNG and holds one image; use .mp4, .mkv or .webm for video",
                       self.path)
         t0 = time.perf_counter()
-        sink = VideoSink(self.path, fmt="image2", codec="png", fps=1,
-                         container_options={"update": "1"}, label=self.path)
-        sink.write(frame)
-        sink.close()
+        # written beside it and renamed: a killed process leaves the whole image or none, never a
+        # torn one. The name is fixed so that a resumed stream writing the same frame replaces it.
+        path = Path(self.path)
+        tmp = str(path.with_name(f".{path.name}.partial"))
+        try:
+            sink = VideoSink(tmp, fmt="image2", codec="png", fps=1,
+                             container_options={"update": "1"}, label=self.path)
+            sink.write(frame)
+            sink.close()
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self.frames += 1
         self.seconds += time.perf_counter() - t0
+
+    @property
+    def durable(self) -> int:
+        return self.frames
+
+    def sync(self) -> None:
+        if self.frames:
+            _fsync(self.path)
+            _fsync(Path(self.path).resolve().parent)
 
     def close(self) -> None:
         pass
@@ -178,12 +285,27 @@ class SequenceSink:
         if not parent.is_dir():
             raise bad("output", "must be in an existing folder", pattern)
         self.pattern, self.frames, self.seconds = pattern, start, 0.0
+        self.start, self._unsynced = start, []
+        self.parent = parent
 
     def write(self, frame: np.ndarray) -> None:
         t0 = time.perf_counter()
-        PngSink(self.pattern % self.frames).write(frame)
+        path = self.pattern % self.frames
+        PngSink(path).write(frame)
+        self._unsynced.append(path)
         self.frames += 1
         self.seconds += time.perf_counter() - t0
+
+    @property
+    def durable(self) -> int:
+        return self.frames - self.start  # each file is renamed into place whole
+
+    def sync(self) -> None:
+        for path in self._unsynced:
+            _fsync(path)
+        if self._unsynced:
+            _fsync(self.parent)
+        self._unsynced = []
 
     def close(self) -> None:
         pass
@@ -200,8 +322,22 @@ FILE_FORMATS = {".mp4": ("mp4", "libx264"), ".mkv": ("matroska", "libx264"),
                 ".webm": ("webm", "libvpx-vp9")}
 
 
+def container_options(fmt: str) -> dict[str, str]:
+    """Muxer options that keep a file readable when the process dies: every packet is handed to the
+    OS at once; MP4 is fragmented at each keyframe (a fragment is written when the next one starts,
+    so the moov index at the end that ``+faststart`` moves cannot exist); Matroska closes a cluster
+    at every frame (it writes a cluster only once it is closed)."""
+    copts = {"flush_packets": "1"}
+    if fmt == "mp4":
+        copts["movflags"] = "+frag_keyframe+empty_moov+default_base_moof"
+    elif fmt in ("matroska", "webm"):
+        copts["cluster_size_limit"] = "1"
+    return copts
+
+
 def file_sink(target: str, *, fps: float, size: tuple[int, int] | None = None, crf: int = 20,
-              preset: str = "veryfast", **_: Any):
+              preset: str = "veryfast", gop: int | None = None, keyframe_every: int | None = None,
+              first_frame: int = 0, **_: Any):
     ext = Path(target).suffix.lower()
     if ext == ".png" and "%" in target:
         return SequenceSink(target, **_)
@@ -218,18 +354,23 @@ def file_sink(target: str, *, fps: float, size: tuple[int, int] | None = None, c
     opts = {"crf": str(crf), "preset": preset, "bf": "0"} if codec == "libx264" else {"crf": str(crf + 10),
                                                                           "b": "0", "deadline": "realtime",
                                                                           "cpu-used": "8"}
-    copts = {"movflags": "+faststart"} if fmt == "mp4" else {}
-    return VideoSink(target, fmt=fmt, codec=codec, fps=fps, options=opts, container_options=copts, size=size)
+    # a killed process loses at most the frames since the newest keyframe, plus the encoder's delay
+    opts["g"] = str(gop or max(1, round(fps)))
+    return VideoSink(target, fmt=fmt, codec=codec, fps=fps, options=opts,
+                     container_options=container_options(fmt), size=size,
+                     keyframe_every=keyframe_every, first_frame=first_frame)
 
 
 def pipe_sink(target: str, *, fps: float, size: tuple[int, int] | None = None,
               stream: BinaryIO | None = None, gop: int | None = None, preset: str = "veryfast",
-              tune: str = "zerolatency", **_: Any):
+              tune: str = "zerolatency", keyframe_every: int | None = None, first_frame: int = 0,
+              **_: Any):
     """MPEG-TS with H.264 to standard output: a reader can start without seeking."""
     out = stream if stream is not None else sys.stdout.buffer
     g = str(gop or max(1, round(fps)))
     return VideoSink(out, fmt="mpegts", codec="libx264", fps=fps, label="standard output",
-                     options=_x264(preset, tune, g), size=size)
+                     options=_x264(preset, tune, g), size=size, container_options=container_options("mpegts"),
+                     keyframe_every=keyframe_every, first_frame=first_frame)
 
 
 
