@@ -643,13 +643,7 @@ class VisionDecoder(nn.Module):
         Writes the workspace's patch positions, which the closing `prefill` of the finished tokens
         overwrites with the autoregressive cache that the NCP keeps.
         """
-        x = self.pnar_input(tokens, masked)
-        if text is not None:
-            x = text.add_to(x)
-        if ws.start is not None:
-            x = torch.cat([x[:, :1] + ws.start[:, None], x[:, 1:]], 1)
-        if ws.prev is not None:
-            x = x + self._prev_at_inputs(ws.prev, nar=True)
+        x = self._patch_inputs(ws, self.pnar_input(tokens, masked), text, nar=True)
         x = self._extend(ws, x, 0, text, causal=False)
         return self._logits(ws, x[:, 1:])
 
@@ -657,13 +651,20 @@ class VisionDecoder(nn.Module):
         """Run a whole patch of known tokens (B, M) at once -> logits (B, M, V)."""
         bos = torch.full_like(tokens[:, :1], self.bos)
         x = self.tok_emb(torch.cat([bos, tokens], 1)) + self.pos_emb  # (B, S, D)
+        x = self._patch_inputs(ws, x, text, nar=False)
+        return self._logits(ws, self._extend(ws, x, 0, text)[:, :self.M])
+
+    def _patch_inputs(self, ws: Workspace, x: Tensor, text: TextMemory | None, nar: bool) -> Tensor:
+        """A whole patch's input states x (B, S, D) with the sentence embedding, the start position's
+        edges and the token hints of the loaded patch added (the P-NAR pass predicts token m at
+        position m + 1, the autoregressive one at position m)."""
         if text is not None:
             x = text.add_to(x)
         if ws.start is not None:
             x = torch.cat([x[:, :1] + ws.start[:, None], x[:, 1:]], 1)
         if ws.prev is not None:
-            x = x + self._prev_at_inputs(ws.prev, nar=False)
-        return self._logits(ws, self._extend(ws, x, 0, text)[:, :self.M])
+            x = x + self._prev_at_inputs(ws.prev, nar=nar)
+        return x
 
     def patch_payload(self, ws: Workspace) -> Tensor:
         """The finished patch's cache for NCP.Add: (L, 2, B, H, M, hd), a fresh tensor.
