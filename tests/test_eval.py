@@ -62,7 +62,8 @@ def test_eval_command_runs_end_to_end(capsys):
                  "--size", "32", "--wide-patches", "8", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     for what in ("classifier sky accuracy on ground truth", "camera-motion accuracy", "seam score", "FID",
-                 "Block-FID", "drift"):
+                 "Block-FID", "drift", "sky accuracy (held-out combinations, held-out words)",
+                 "camera-motion accuracy (held-out combinations, held-out words)"):
         assert what in out
 
 

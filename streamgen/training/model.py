@@ -16,7 +16,7 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.distributed as dist
@@ -43,6 +43,10 @@ class ModelData(Strict):
     clip_frames: int = Field(8, ge=2, description="frames rendered per clip")
     train_frames: int = Field(3, ge=1, description="frames per training video sample")
     text_dropout: float = Field(0.15, ge=0, le=1, description="share of samples trained without caption")
+    captions: Literal["templates", "open"] = Field("templates", description="'templates': the eight caption "
+                                                   "templates of `landscapes.caption`; 'open': "
+                                                   "`captions.describe`, wordings a person would write from a "
+                                                   "wide vocabulary, never its held-out words (the eval's)")
     partial_captions: float = Field(0.0, ge=0, le=1, description="share of captioned samples whose caption "
                                     "names only the sky or only the terrain (`landscapes.partial_caption`), "
                                     "for composition")
@@ -197,9 +201,13 @@ class TokenBatches:
         d, rng = self.cfg.data, self.rng
         if rng.random() < d.text_dropout:
             return None
-        if rng.random() < d.partial_captions:
-            return self.L.partial_caption(self._scene(a), rng.choice(("sky", "terrain")), rng.randrange(1 << 16),
-                                          video=video)
+        part = rng.choice(("sky", "terrain")) if rng.random() < d.partial_captions else None
+        if d.captions == "open":
+            from streamgen.training.data import captions
+
+            return captions.describe(self._scene(a), rng, split="train", video=video, partial=part)
+        if part is not None:
+            return self.L.partial_caption(self._scene(a), part, rng.randrange(1 << 16), video=video)
         return self.L.caption(self._scene(a), rng.randrange(1 << 16), video=video)
 
     def sample(self) -> tuple[str, Tensor, list[str | None], tuple[int, list[str | None]] | None]:
