@@ -128,6 +128,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamgen", description="endless image and video generation")
+    ap.add_argument("--debug", action="store_true",
+                    help=f"print the traceback behind an error (or set {DEBUG_ENV}=1)")
     sub = ap.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a codec or a model").add_subparsers(dest="what", required=True)
     tc = train.add_parser("codec", help="train the VQGAN and its pixel-guided decoder")
@@ -178,11 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+DEBUG_ENV = "STREAMGEN_DEBUG"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
     parser = build_parser()
     # overrides (key=value) may come before, between or after the options: argparse ends a positional
     # list at the first option, so the ones after it come back unknown and join the list here
     args, extra = parser.parse_known_args(argv)
+    debug = args.debug or "--debug" in extra or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    extra = [a for a in extra if a != "--debug"]
     if extra:
         bad_args = [a for a in extra if not hasattr(args, "set") or a.startswith("-") or "=" not in a]
         if bad_args:
@@ -192,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except StreamgenError as exc:
         from streamgen.output.sinks import SinkClosed
+        from streamgen.plugins.registry import PluginError
 
         if isinstance(exc, SinkClosed):
             # stdout may be the closed pipe: point it at /dev/null so interpreter shutdown is quiet
@@ -201,7 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             except (OSError, ValueError):
                 pass
-        print(f"streamgen: error: {exc}", file=sys.stderr)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        hint = ""
+        if isinstance(exc, PluginError) and exc.__cause__ is not None and not debug:
+            hint = f" (`streamgen --debug ...` or {DEBUG_ENV}=1 prints the traceback)"
+        print(f"streamgen: error: {exc}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("streamgen: interrupted", file=sys.stderr)
