@@ -38,7 +38,8 @@ def save(path: str | os.PathLike, state: StreamState, meta: dict[str, Any]) -> N
         tensors["prev"] = state.prev.contiguous()
     if state.tokens is not None:
         tensors["tokens"] = state.tokens.contiguous()
-    info = {"format": FORMAT, "frames_done": state.frames_done, "pool": positions, **meta}
+    info = {"format": FORMAT, "frames_done": state.frames_done, "pool": positions,
+            "conditioning": state.conditioning, **meta}
     if not tensors:
         tensors["empty"] = torch.zeros(1)
     path = Path(path)
@@ -79,7 +80,8 @@ def load(path: str | os.PathLike) -> tuple[StreamState, dict[str, Any]]:
     if info.get("format") != FORMAT:
         raise SnapshotError(f"`--resume` file {str(path)!r} is not a streamgen snapshot")
     pool = {tuple(pos): Entry(tensors[f"pool/{i}"], expiry) for i, (pos, expiry) in enumerate(info["pool"])}
-    state = StreamState(info["frames_done"], pool, tensors.get("prev"), tensors.get("tokens"))
+    state = StreamState(info["frames_done"], pool, tensors.get("prev"), tensors.get("tokens"),
+                        info.get("conditioning"))
     return state, info
 
 
