@@ -79,7 +79,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 
 # GenerateConfig fields set by key=value overrides or a --config file rather than an option of their own
-NOT_OPTIONS = ("sampling", "extent", "request")
+NOT_OPTIONS = ("sampling", "extent", "request", "prompts")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -91,6 +91,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
+    for item in args.prompt_at or []:
+        frame, sep, text = item.partition("=")
+        if not sep or not frame.strip().isdigit():
+            raise StreamgenError(f"`--prompt-at` must look like FRAME=TEXT with a frame number, but got {item!r}")
+        data.setdefault("prompts", {})[int(frame)] = text
     data = load_config(None, args.set, base=data)
     return generate(parse(GenerateConfig, data))
 
@@ -166,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     from streamgen.cli.generate import GenerateConfig
 
     add_options(g, GenerateConfig, skip=NOT_OPTIONS)
+    g.add_argument("--prompt-at", dest="prompt_at", action="append", metavar="FRAME=TEXT",
+                   help="the prompt from frame FRAME on (t2v); repeatable: a storyboard")
     g.add_argument("--config", help="JSON preset (see configs/)")
     g.add_argument("set", nargs="*", help="dotted overrides, e.g. sampling.top_k=50")
     g.set_defaults(func=cmd_generate)

@@ -26,6 +26,8 @@ from streamgen.progress import Progress
 class GenerateConfig(Strict):
     task: str = Field("t2v", description="task name (see `streamgen tasks`)")
     prompt: str | None = Field(None, description="text for t2i and t2v")
+    prompts: dict[int, str] = Field(default_factory=dict, description="a storyboard: the prompt from each of "
+                                    "these frames on (t2v; `--prompt-at 64=TEXT`, repeatable)")
     frames: int | None = Field(16, ge=1, description="frames; None (or 'inf' on the command line) is endless")
     size: str | None = Field(None, description="WxH in pixels; default: the task's (128x128), or the input "
                              "image's size for tasks that take it from their image (ia)")
@@ -63,6 +65,11 @@ class GenerateConfig(Strict):
     snapshot: str | None = Field(None, description="file the stream's state is saved to")
     snapshot_every: int = Field(100, ge=1, description="frames between snapshots")
     resume: str | None = Field(None, description="snapshot to continue from")
+    control: str | None = Field(None, description="steer the running stream with JSON lines (`prompt`, "
+                                "`sampling`, `snapshot`, `stop`) from this FIFO, created if missing, or - "
+                                "for standard input; each is answered on stderr")
+    recache: bool = Field(False, description="a new prompt recomputes the cached context under it, instead "
+                          "of keeping the caches the frames before it made")
 
     @field_validator("frames", mode="before")
     @classmethod
@@ -97,12 +104,12 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     if cfg.extent is not None:
         req["extent"] = cfg.extent.model_dump()
     wanted = {"height": h, "width": w, "prompt": cfg.prompt, "frames": cfg.frames, "order": cfg.order,
-              "image": cfg.image, "top": cfg.top, "left": cfg.left}
+              "image": cfg.image, "top": cfg.top, "left": cfg.left, "prompts": cfg.prompts or None}
     for key, value in wanted.items():
         if key in fields and (value is not None or key == "frames"):
             req[key] = value
-    for key in ("prompt", "image"):
-        if getattr(cfg, key) is not None and key not in fields:
+    for key in ("prompt", "image", "prompts"):
+        if getattr(cfg, key) not in (None, {}) and key not in fields:
             raise ConfigError(f"`{key}` is not used by task {task.name!r}, but got {getattr(cfg, key)!r}")
     if "sampling" in cfg.request:  # it would bypass the model's preset and the snapshot's record
         raise ConfigError(f"`request.sampling` must be given as `sampling` (laid over the model's preset), "
@@ -149,6 +156,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.asked: str | None = None  # who asked to stop without a signal (the control channel)
         self.flowing = False  # frames are being made: a signal asks to stop instead of raising
         self._old: dict[int, Any] = {}
 
@@ -173,10 +181,18 @@ class StopSignals:
     def name(self) -> str:
         import signal
 
-        return signal.Signals(self.signum).name if self.signum is not None else ""
+        return signal.Signals(self.signum).name if self.signum is not None else (self.asked or "")
+
+    def ask(self, who: str) -> None:
+        """Stop as a signal would, but as a normal end (exit code 0)."""
+        self.asked = who
+
+    @property
+    def code(self) -> int:
+        return 128 + self.signum if self.signum is not None else 0
 
     def __call__(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or self.asked is not None
 
     def _handle(self, signum: int, _frame: Any) -> None:
         import os
@@ -234,7 +250,8 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
             print(f"streamgen: the snapshot is at frame {resume.frames_done}: nothing left to do",
                   file=sys.stderr)
             return 0
-    frames = engine.run_frames(task, request_for(cfg, task), resume=resume)  # validates first
+    stream = engine.open(task, request_for(cfg, task), resume=resume, recache=cfg.recache)  # validates first
+    frames = stream.frames()
     options: dict[str, Any] = {"reconnect": cfg.reconnect} if "://" in output else {}
     if cfg.gop:
         options["gop"] = cfg.gop
@@ -246,8 +263,20 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     if cfg.snapshot:
         # every frame a snapshot may name starts a GOP, so a stream resumed there joins up cleanly
         options.update(keyframe_every=cfg.snapshot_every, first_frame=base)
+    control = None
+    if cfg.control:
+        from streamgen.cli.control import Control
+
+        from tqdm import tqdm
+
+        control = Control(cfg.control, steer=stream.set, snapshot=(lambda: snap_now.append(True) or "snapshot")
+                          if cfg.snapshot else None, stop=lambda: stop.ask("a control command"),
+                          say=lambda line: tqdm.write(line, file=sys.stderr))
+    snap_now: list[bool] = []
     stop.flowing = True  # from here a signal closes the output properly: it only asks to stop
     sink = open_sink(output, fps=cfg.fps, size=_output_size(cfg, task), **options)
+    if control is not None:
+        control.start()
     total = cfg.frames if task.output == "video" else 1
     bar = Progress(total, "frames")
     meta = {"request": cfg.model_dump(mode="json", exclude={"resume"}), "identity": engine.identity()}
@@ -275,8 +304,9 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     def written(frame) -> None:
         last[:] = [frame.state]
         if cfg.snapshot:
-            if frame.state.frames_done % cfg.snapshot_every == 0:
+            if frame.state.frames_done % cfg.snapshot_every == 0 or snap_now:
                 pending[frame.state.frames_done] = frame.state
+                snap_now.clear()
             save_durable()
 
     def report(stats) -> None:
@@ -303,6 +333,8 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
         raise
     finally:
         frames.close()
+        if control is not None:
+            control.close()
         if closed and cfg.snapshot and last:
             # a closed output holds every frame: the newest state continues the stream with no overlap
             pending[last[0].frames_done] = last[0]
@@ -313,7 +345,7 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
         where = f"; snapshot {cfg.snapshot} at frame {saved[0]}" if saved else ""
         print(f"streamgen: stopped by {stop.name} after {done} frames; {output} is complete{where}",
               file=sys.stderr)
-        return 128 + stop.signum
+        return stop.code
     print(f"streamgen: {engine.stats.frames} frames, {engine.stats.tokens} tokens in "
           f"{engine.stats.seconds:.1f} s; encoding took {getattr(sink, 'seconds', 0.0):.2f} s", file=sys.stderr)
     return 0
