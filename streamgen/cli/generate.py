@@ -238,6 +238,9 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
                                        else saved.output, "snapshot": cfg.snapshot or saved.snapshot,
                                        "realtime": cfg.realtime or saved.realtime})
         output = segment_name(cfg.output, resume.frames_done)
+        # a pipe's reader needs it to name what it saves for `streamgen join` (NAME.fromNNNNNN.ts)
+        print(f"streamgen: resuming at frame {resume.frames_done} into "
+              f"{'standard output' if output == '-' else output}", file=sys.stderr)
     task = manager().tasks.get(cfg.task)
     engine = load(cfg.model)
     engine.precision, engine.attention = cfg.precision, cfg.attention
