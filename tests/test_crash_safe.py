@@ -39,10 +39,10 @@ def readable(path) -> int:
     return int(first) if out.returncode == 0 and first.isdigit() else 0  # N/A: no frame yet
 
 
-def moving(i: int) -> np.ndarray:
+def moving(i: int, speed: int = 3) -> np.ndarray:
     """Frames an encoder predicts from the one before (the tiny model's noise is all keyframes)."""
     y, x = np.mgrid[0:32, 0:32]
-    img = np.stack([(x * 8 + i * 3) % 256, (y * 8 + i * 2) % 256, ((x + y) * 4) % 256], -1)
+    img = np.stack([(x * 8 + i * speed) % 256, (y * 8 + i * 2) % 256, ((x + y) * 4) % 256], -1)
     return (img + np.random.default_rng(i).integers(0, 6, img.shape)).astype(np.uint8)
 
 
@@ -136,6 +136,27 @@ def test_join_copies_packets_at_a_keyframe_cut_and_gives_the_uninterrupted_frame
     for i in range(20, 40):
         assert abs(psnr(b[i], moving(i)) - psnr(a[i], moving(i))) < 0.5, i
     assert all(np.array_equal(x, y) for x, y in zip(a[28:], b[28:]))
+
+
+def test_join_encodes_again_when_a_cut_is_not_at_a_keyframe(tmp_path):
+    """Segments from a stream without keyframes at its snapshots (an older version, another tool):
+    the frames are decoded and encoded again, and the report says why."""
+    first = open_sink(str(tmp_path / "a.mkv"), fps=8, size=(32, 32), gop=8)
+    for i in range(16):
+        first.write(moving(i, speed=40))
+    first.close()
+    rest = open_sink(str(tmp_path / "a.from000012.mkv"), fps=8, size=(32, 32), gop=8)
+    for i in range(12, 20):
+        rest.write(moving(i, speed=40))
+    rest.close()
+    got = join([str(tmp_path / "a.mkv"), str(tmp_path / "a.from000012.mkv")], str(tmp_path / "j.mkv"))
+    assert not got.remuxed and "frame 12 is not a keyframe" in got.why
+    b = frames(tmp_path / "j.mkv")
+    assert len(b) == got.frames == 20 and readable(tmp_path / "j.mkv") == 20
+    # each frame in its place: closer to its own source frame than to its neighbours'
+    for i in range(20):
+        near = {j: psnr(b[i], moving(j, speed=40)) for j in range(max(0, i - 1), min(20, i + 2))}
+        assert max(near, key=near.get) == i, (i, near)
 
 
 def test_join_refuses_a_gap_and_a_segment_without_its_start(tmp_path):
