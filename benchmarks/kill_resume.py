@@ -3,9 +3,9 @@ lost per kill, with and without snapshots, for file outputs (.mp4, .mkv, a pipe 
 PNGs).
 
 Each trial starts `streamgen generate --frames 100000` and kills it once it has handed a random
-number of frames to its output (5-70; 25-70 with snapshots, so that the first snapshot exists). The generator runs under a small wrapper that records, after
-each frame the sink took, how many it took (a counter file): that is what the stream had made when
-it died.
+number of frames to its output (5-70; 25-70 with snapshots, so that the first snapshot exists). The
+generator runs under a small wrapper that records, after each frame the sink took, how many it took
+(a counter file): that is what the stream had made when it died.
 
 - Without snapshots: lost = frames made - frames a reader gets from the output (ffprobe for video).
 - With snapshots (`--snapshot-every 10`): the stream is resumed (`--resume`), the resumed stream is
@@ -15,7 +15,9 @@ it died.
 
 The bound a killed stream keeps to without snapshots, in frames: G + D for .mp4 (a fragment per
 keyframe; G the keyframe interval, D the encoder's delay), D + 1 for Matroska (the open cluster), D
-for MPEG-TS, 0 for PNGs; the script measures D. SIGTERM loses nothing.
+for MPEG-TS, 0 for PNGs; the script measures D. SIGTERM loses nothing. The tiny model's frames are
+noise, which x264 encodes as keyframes only, so the .mp4 figure here is D + 1: the GOP part of its
+bound is checked by tests/test_crash_safe.py with frames an encoder predicts.
 
     python benchmarks/kill_resume.py                # 16 trials, about two minutes on 2 cores
     python benchmarks/kill_resume.py --trials 32 --seed 2

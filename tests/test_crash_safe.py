@@ -4,7 +4,6 @@ A sink's ``durable`` count is checked against what ffprobe reads from the file a
 every frame; a real ``streamgen generate`` is killed with SIGKILL after its snapshot appears, resumed,
 and the segments joined with ``streamgen join``, then decoded and compared with an uninterrupted run.
 """
-import io
 import os
 import shutil
 import signal
