@@ -335,6 +335,7 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
             pass
         raise
     finally:
+        bar.close()  # before anything else is printed: an error's one line then stands on its own line
         frames.close()
         if control is not None:
             control.close()

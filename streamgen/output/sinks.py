@@ -58,6 +58,17 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
+def _file_id(target: Any) -> tuple[int, int] | None:
+    """(device, inode) of a file output, None for other targets or a file that is gone."""
+    if not isinstance(target, str) or "://" in target:
+        return None
+    try:
+        st = os.stat(target)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _fsync(path: str | os.PathLike) -> None:
     # fsync through any descriptor of a file syncs its data; a folder is synced for its entries
     fd = os.open(path, os.O_RDONLY)
@@ -116,10 +127,12 @@ class VideoSink:
         try:
             self.container = av.open(self.target, mode="w", format=self.fmt,
                                      options=self.container_options)
+            self._file_id: tuple[int, int] | None = None  # the file's identity once it exists (`_check_in_place`)
             self.stream = None
             if size is not None:
                 self._add_stream(size[1], size[0])
                 self.container.start_encoding()
+                self._file_id = _file_id(self.target)
         except (av.error.FFmpegError, OSError) as exc:
             self.container = None
             if isinstance(self.target, str) and "://" in self.target and size is not None:
@@ -167,6 +180,7 @@ class VideoSink:
             self._flush_file()
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise self._error("cannot write to", exc) from None
+        self._check_in_place()
         self.frames += 1
         self.seconds += time.perf_counter() - t0
 
@@ -194,12 +208,25 @@ class VideoSink:
             return 0
         return max(0, self.muxed - self.held)
 
+    def _check_in_place(self) -> None:
+        """A file removed (or replaced) while it is written takes every later frame with it unseen:
+        stop instead, before a snapshot counts frames that are nowhere."""
+        now = _file_id(self.target)
+        if self._file_id is None:  # the muxer creates the file with its header, at the first frame here
+            self._file_id = now
+            return
+        if now != self._file_id:
+            raise StreamgenError(f"output {self.label} was removed or replaced while it was being written "
+                                 f"(after {self.frames} frames): the stream stops; with --snapshot, --resume "
+                                 f"continues it into a new file")
+
     def sync(self) -> None:
         """Push what is written to the disk: after this, `durable` frames survive a crash of the
         machine too. A pipe or a network stream cannot be synced; what it was handed is all it has."""
         if isinstance(self.target, str):
-            if "://" in self.target or not os.path.exists(self.target):
+            if "://" in self.target:
                 return
+            self._check_in_place()
             _fsync(self.target)
             if not self._synced_dir:
                 _fsync(Path(self.target).resolve().parent)
