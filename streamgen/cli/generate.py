@@ -239,8 +239,10 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
                                        "realtime": cfg.realtime or saved.realtime})
         output = segment_name(cfg.output, resume.frames_done)
         # a pipe's reader needs it to name what it saves for `streamgen join` (NAME.fromNNNNNN.ts)
+        from streamgen.output.sinks import redact
+
         print(f"streamgen: resuming at frame {resume.frames_done} into "
-              f"{'standard output' if output == '-' else output}", file=sys.stderr)
+              f"{'standard output' if output == '-' else redact(output)}", file=sys.stderr)
     task = manager().tasks.get(cfg.task)
     engine = load(cfg.model)
     engine.precision, engine.attention = cfg.precision, cfg.attention
@@ -347,7 +349,9 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     done = last[0].frames_done if last else base
     if stop() and (total is None or done < total):
         where = f"; snapshot {cfg.snapshot} at frame {saved[0]}" if saved else ""
-        print(f"streamgen: stopped by {stop.name} after {done} frames; {output} is complete{where}",
+        from streamgen.output.sinks import redact
+
+        print(f"streamgen: stopped by {stop.name} after {done} frames; {redact(output)} is complete{where}",
               file=sys.stderr)
         return stop.code
     print(f"streamgen: {engine.stats.frames} frames, {engine.stats.tokens} tokens in "
