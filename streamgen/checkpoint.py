@@ -32,6 +32,15 @@ def config_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def fsync(path: str | os.PathLike) -> None:
+    """Push a file's data, or a folder's entries, to the disk (through any descriptor of it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")

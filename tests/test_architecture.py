@@ -17,7 +17,7 @@ RULES = {
     "streamgen/plugins": (*BASICS, "streamgen.engine.adc", "streamgen.media"),
     "tasks": (*BASICS, "streamgen.plugins", "streamgen.engine.adc", "streamgen.media"),
     "codecs": (*BASICS, "streamgen.plugins", "streamgen.checkpoint"),
-    "streamgen/output": (*BASICS, "streamgen.plugins"),
+    "streamgen/output": (*BASICS, "streamgen.plugins", "streamgen.checkpoint"),
     "streamgen/text.py": (*BASICS, "streamgen.plugins"),
     "streamgen/engine": (*BASICS, "streamgen.model", "streamgen.plugins", "streamgen.checkpoint"),
 }

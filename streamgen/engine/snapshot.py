@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from streamgen import checkpoint as ckpt
+from streamgen.checkpoint import fsync
 from streamgen.engine import StreamState
 from streamgen.errors import StreamgenError
 from streamgen.engine.ncp import Entry
@@ -46,22 +47,14 @@ def save(path: str | os.PathLike, state: StreamState, meta: dict[str, Any]) -> N
 
     def write(tmp: str) -> None:
         save_file(tensors, tmp, metadata={"streamgen": json.dumps(info)})
-        _fsync(tmp)  # on disk before the rename makes it the snapshot
+        fsync(tmp)  # on disk before the rename makes it the snapshot
 
     try:
         ckpt._atomic(path, write)
-        _fsync(path.resolve().parent)  # the rename itself
+        fsync(path.resolve().parent)  # the rename itself
     except OSError as exc:
         raise SnapshotError(f"`snapshot` {str(path)!r} cannot be written ({exc.strerror or exc}): "
                             "the stream stops with its output closed; choose a writable place") from None
-
-
-def _fsync(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load(path: str | os.PathLike) -> tuple[StreamState, dict[str, Any]]:

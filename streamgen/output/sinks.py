@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 import numpy as np
 
+from streamgen.checkpoint import fsync
 from streamgen.errors import ConfigError, StreamgenError, bad
 from streamgen.plugins.hookspecs import hookimpl
 
@@ -67,15 +68,6 @@ def _file_id(target: Any) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def _fsync(path: str | os.PathLike) -> None:
-    # fsync through any descriptor of a file syncs its data; a folder is synced for its entries
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _held(fmt: str | None, copts: dict[str, str]) -> int | str | None:
@@ -227,9 +219,9 @@ class VideoSink:
             if "://" in self.target:
                 return
             self._check_in_place()
-            _fsync(self.target)
+            fsync(self.target)
             if not self._synced_dir:
-                _fsync(Path(self.target).resolve().parent)
+                fsync(Path(self.target).resolve().parent)
                 self._synced_dir = True
             return
         try:
@@ -292,8 +284,8 @@ class PngSink:
 
     def sync(self) -> None:
         if self.frames:
-            _fsync(self.path)
-            _fsync(Path(self.path).resolve().parent)
+            fsync(self.path)
+            fsync(Path(self.path).resolve().parent)
 
     def close(self) -> None:
         pass
@@ -329,9 +321,9 @@ class SequenceSink:
 
     def sync(self) -> None:
         for path in self._unsynced:
-            _fsync(path)
+            fsync(path)
         if self._unsynced:
-            _fsync(self.parent)
+            fsync(self.parent)
         self._unsynced = []
 
     def close(self) -> None:
