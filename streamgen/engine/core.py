@@ -422,7 +422,7 @@ class Engine:
                     # one patch (G = 1), or independent patches of one stream decoded as one batch
                     G = len(group)
                     ws = workspace(G)
-                    mem = _rows(memory, rows, G)
+                    mem = memory if G == 1 else _rows(memory, rows, G)  # one row per patch's stream
                     hints = [hints_of(it) for it in group]
                     model.load_context(ws, [[(p, o) for _, p, o in pool.select(it.pos)] for it in group],
                                        [adc.edges(*it.pos[1:], plan.rows, plan.cols) for it in group],
