@@ -441,15 +441,28 @@ def test_switch_clips_change_scene_part_way_and_train_each_frame_on_its_own_capt
         return real(self, states, mask, batch)
 
     monkeypatch.setattr(train_mod.VisionDecoder, "text_memory", spy)
-    args = model_args(tmp_path, tiny_codec, 1) + ["data.switches=4", "data.switch_share=1", "data.video_share=1",
-                                                 "data.text_dropout=0", "patches_per_step=64"]
+    drawn = []  # the frame of each batch's window where the second captions start
+    real_sample = train_mod.TokenBatches.sample
+
+    def sample(self):
+        out = real_sample(self)
+        drawn.append(out[3][0])
+        return out
+
+    monkeypatch.setattr(train_mod.TokenBatches, "sample", sample)
+    args = model_args(tmp_path, tiny_codec, 2) + ["data.switches=4", "data.switch_share=1", "data.video_share=1",
+                                                 "data.text_dropout=0", "patches_per_step=16", "seed=0"]
     run_cli(*args)
     t = ckpt.read(tmp_path / "tokens.safetensors")
     assert t["switch/tokens"].shape[:2] == (4, 3) and t["switch/attrs"].shape == (4, 2, 5)
-    assert all(1 <= int(x) <= 2 for x in t["switch/at"])
-    # one batch: its patches read the first captions, then (from the change on, in plan order) the second
-    changes = sum(a != b for a, b in zip(seen, seen[1:]))
-    assert len(set(seen)) == 2 and changes == 1, seen
+    assert all(int(x) == 1 for x in t["switch/at"])  # a 3-frame clip with a 2-frame fade: it starts on frame 1
+    # each batch (16 patches: 2 frames of 2x2) reads the first captions before the change and the second
+    # from it on; a window that starts after the change reads the second throughout
+    assert sorted(set(drawn)) == [0, 1], drawn
+    for r, batch in zip(drawn, (seen[:8], seen[8:16])):
+        changes = sum(a != b for a, b in zip(batch, batch[1:]))
+        assert (len(set(batch)), changes) == ((2, 1) if r else (1, 0)), (r, batch)
+        assert batch.index(batch[-1]) == 4 * r  # in plan order, frame r's first patch is the first after it
 
     assert main(model_args(tmp_path / "x", tiny_codec, 1) + ["data.switch_share=0.5"]) != 0  # no switch clips built
 

@@ -62,6 +62,8 @@ class ModelData(Strict):
                                 "clips: each sample's frames before the change are captioned with the first "
                                 "scene, those from it with the second, as a steered stream's prompts are")
     switch_blend: int = Field(2, ge=0, le=8, description="frames over which a switch clip cross-fades")
+    switch_frames: int | None = Field(None, ge=2, description="frames rendered per switch clip (None: "
+                                      "`clip_frames`); room for the whole cross-fade and the frames around it")
     context_noise: float = Field(0.0, ge=0, lt=1, description="share of a video frame's tokens that the frame "
                                  "after it sees swapped for tokens from other places of the same frame (its "
                                  "context and previous-frame hints; `corrupt`), while it still predicts the "
@@ -125,11 +127,12 @@ def build_tokens(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> P
     if d.switches:
         toks, attrs, ats = [], [], []
         bar = Progress(d.switches, "encode switch clips")
+        frames = d.switch_frames or d.clip_frames
         for i in range(d.switches):
             seed = (cfg.seed * 1_000_003 + 7 + i * 2) % (1 << 31)
             first, then = switch_pair(L, seed)
-            at = 1 + i % (d.clip_frames - 1)
-            clip = L.render_switch(first, then, d.height, d.height, d.clip_frames, at, d.switch_blend,
+            at = 1 + i % max(1, frames - 1 - d.switch_blend)  # the whole cross-fade inside the clip if it fits
+            clip = L.render_switch(first, then, d.height, d.height, frames, at, d.switch_blend,
                                    speed=d.pan_tokens * codec.factor)
             toks.append(codec.encode(torch.from_numpy(clip)).to(torch.int16))
             attrs.append([attr_row(L, first), attr_row(L, then)])
@@ -218,13 +221,20 @@ class TokenBatches:
         video = rng.random() < d.video_share
         if video and self.switches is not None and rng.random() < d.switch_share:
             src, attrs, ats = self.switches
-            r = rng.randrange(1, d.train_frames)  # the change falls on frame r of every sample
-            fits = [i for i in range(len(src)) if 0 <= int(ats[i]) - r <= src.shape[1] - d.train_frames]
+            T, F = d.train_frames, src.shape[1]
+            # every sample of the batch has its change on the same frame r of the window; windows start
+            # up to T - 1 frames before the change and as late as the cross-fade's last frame (r = 0:
+            # the whole window after the change, its frames still fading from the frame before)
+            r = rng.randrange(-d.switch_blend + 1, T) if d.switch_blend else rng.randrange(1, T)
+            fits = [i for i in range(len(src)) if 0 <= int(ats[i]) - r <= F - T]
+            if not fits:
+                r = 1
+                fits = [i for i in range(len(src)) if 0 <= int(ats[i]) - 1 <= F - T]
             idx = [rng.choice(fits) for _ in range(self.cfg.batch)]
-            toks = torch.stack([src[i, int(ats[i]) - r:int(ats[i]) - r + d.train_frames] for i in idx])
+            toks = torch.stack([src[i, int(ats[i]) - r:int(ats[i]) - r + T] for i in idx])
             first = [self.caption(attrs[i, 0], True) for i in idx]
             then = [self.caption(attrs[i, 1], True) if c is not None else None for i, c in zip(idx, first)]
-            return "switch", toks, first, (r, then)
+            return "switch", toks, first, (max(r, 0), then)
         src, attrs = (self.videos, self.vattrs) if video else (self.images, self.iattrs)
         idx = [rng.randrange(len(src)) for _ in range(self.cfg.batch)]
         if video:
