@@ -53,13 +53,19 @@ def paste(frame: Tensor, given: Given) -> Tensor:
     return out
 
 
-def _rows(memory: TextMemory | None, rows: int, groups: int) -> TextMemory | None:
-    """A stream's text memory (rows R) laid out for G patches decoded together: row k*G + i."""
-    if memory is None:
-        return None
-    idx = torch.arange(rows).repeat_interleave(groups)
-    pooled = None if memory.pooled is None else memory.pooled[idx]
-    return TextMemory(memory.k[:, idx], memory.v[:, idx], memory.mask[idx], pooled)
+def _interleave(memories: list[TextMemory | None]) -> TextMemory | None:
+    """The text memories of G patches decoded together (R rows each) as one: row k*G + i is patch i's
+    row k. Shorter prompts are padded with masked-out tokens."""
+    first = memories[0]
+    if first is None or len(memories) == 1:
+        return first
+    T = max(m.k.shape[3] for m in memories)
+    pad = lambda t: F.pad(t, (0, 0, 0, T - t.shape[3]))  # noqa: E731  (L, R, H, T, hd)
+    k = torch.stack([pad(m.k) for m in memories], 2).flatten(1, 2)
+    v = torch.stack([pad(m.v) for m in memories], 2).flatten(1, 2)
+    mask = torch.stack([F.pad(m.mask, (0, T - m.mask.shape[-1]), value=False) for m in memories], 1).flatten(0, 1)
+    pooled = None if first.pooled is None else torch.stack([m.pooled for m in memories], 1).flatten(0, 1)
+    return TextMemory(k, v, mask, pooled)
 
 
 KnownTokens = Callable[[Pos], Tensor]  # (f, y, x) -> (B, patch_h, patch_w) int64
@@ -141,6 +147,72 @@ class StreamStats:
         return time.perf_counter() - self.started
 
 
+@dataclass(eq=False)
+class Tokens:
+    """A stream's token side between frames (or several streams' as rows of one batch): what
+    `Engine.generate_tokens` and `Engine.step` advance, patch group by patch group."""
+
+    plan: Plan
+    seeds: list[int]
+    batch: int  # B rows (streams), each with an unconditional copy when `guided`
+    sampling: SamplingConfig
+    guided: bool
+    conditioned: bool  # it has a prompt
+    memory: TextMemory | None
+    known: KnownTokens | None
+    pool: NearbyContextPool
+    frame: Tensor  # (B, h, w) the frame being drawn
+    made: Tensor  # (rows, cols) bool: its patches made so far
+    last: Tensor | None  # the previous frame's tokens (`prev_frame` models)
+    history: dict[int, Tensor]  # frame tokens the pool's caches came from, for a recache
+    f: int  # the frame being drawn
+    next_step: int  # every plan step before this one is done: NCP.Remove up to it
+    done: set[int] = field(default_factory=set)
+    workspaces: dict = field(default_factory=dict)  # its own, by rows decoded together
+
+    @property
+    def rows(self) -> int:
+        return 2 * self.batch if self.guided else self.batch
+
+    @property
+    def finished(self) -> bool:
+        return self.plan.frames is not None and self.f >= self.plan.frames
+
+    def drop_done(self) -> None:
+        """NCP.Remove: forget the caches no patch after the finished steps reads."""
+        while self.next_step in self.done:
+            self.done.discard(self.next_step)
+            self.next_step += 1
+        self.pool.remove(self.next_step - 1)
+
+    def end_frame(self) -> TokenFrame:
+        last = self.last = self.frame.clone()
+        self.made.zero_()
+        self.history[self.f] = last
+        self.history.pop(self.f - self.plan.extent.f - 1, None)  # the pool reaches ef frames back; hints one more
+        out = TokenFrame(self.f, last, self.pool.state())
+        self.f += 1
+        return out
+
+    def close(self) -> None:
+        self.pool.clear()
+        self.workspaces.clear()
+
+
+@dataclass(eq=False)
+class Cursor:
+    """A stream's place between frames: its tokens, the pixels given per frame, the frame before
+    (which guides pixel-guided decoding) and its steering."""
+
+    tokens: Tokens
+    given: dict[int, list[Given]]
+    prev: Tensor | None
+    steering: "Steering | None" = None
+
+    def close(self) -> None:
+        self.tokens.close()
+
+
 class Engine:
     """Generates images and videos patch by patch with a `VisionDecoder` and a `Codec`."""
 
@@ -164,6 +236,7 @@ class Engine:
         # how a stream samples where its request sets nothing: the project's preset with the model
         # folder's own fields over it (`streamgen.load`); a request's sampling fields are laid over it
         self.preset: dict[str, Any] = dict(DEFAULT_SAMPLING)
+        self._shared: dict = {}  # workspaces of streams drawn together (`step`)
 
     def identity(self) -> dict[str, str]:
         """Weight digests of the model and the codec: what a snapshot must match to be resumed."""
@@ -247,9 +320,9 @@ class Engine:
         self.check_settings(steering.sampling)
         text, mask = steering.text()
         known = (lambda pos: job.known[pos][None]) if job.known else None
-        frames = self._frames(job.plan, seed=req.seed, sampling=steering.sampling, text=text, text_mask=mask,
-                              known=known, given=job.given, resume=resume, steering=steering)
-        return Stream(frames, steering)
+        cur = self.cursor(job.plan, seed=req.seed, sampling=steering.sampling, text=text, text_mask=mask,
+                          known=known, given=job.given, resume=resume, steering=steering)
+        return Stream(self, cur)
 
     def run_batch(self, task: "str | Task", requests: list[Any]) -> Iterator[list[np.ndarray]]:
         """Several streams of one task in one batch: yields a list of frames (one per request) at a
@@ -311,35 +384,93 @@ class Engine:
                 known: KnownTokens | None = None, given: list[Given] | None = None,
                 resume: StreamState | None = None, batch: int = 1,
                 steering: "Steering | None" = None) -> Iterator[Frame]:
-        """Decode each frame of tokens as it completes and paste the ``given`` pixels over it; a frame
-        given whole is not decoded. The frame as shown guides the next frame's pixel-guided decoding."""
-        prev = resume.prev if resume is not None else None
+        """Frames of a stream, lazily: `Frame` objects of pixels and the state after each."""
+        cur = self.cursor(plan, seed=seed, sampling=sampling, text=text, text_mask=text_mask, known=known,
+                          given=given, resume=resume, batch=batch, steering=steering)
+        try:
+            while not cur.tokens.finished:
+                yield self._advance([cur])[0]
+        finally:
+            cur.close()
+
+    def cursor(self, plan: Plan, *, seed: int | list[int], sampling: SamplingConfig,
+               text: Tensor | None = None, text_mask: Tensor | None = None,
+               known: KnownTokens | None = None, given: list[Given] | None = None,
+               resume: StreamState | None = None, batch: int = 1,
+               steering: "Steering | None" = None) -> "Cursor":
+        """A stream's place between frames, for `step`; arguments as `_frames`."""
         start = (resume.frames_done, resume.pool, resume.tokens) if resume is not None else None
+        tokens = self._start_tokens(plan, seed=seed, sampling=sampling, text=text, text_mask=text_mask,
+                                    known=known, batch=batch, start=start)
         by_frame: dict[int, list[Given]] = {}
         for g in given or []:
             by_frame.setdefault(g.frame, []).append(g)
-        for f, tokens, pool in self.generate_tokens(plan, seed=seed, sampling=sampling, text=text,
-                                                    text_mask=text_mask, known=known, start=start,
-                                                    batch=batch, wavefront=self.wavefront, updates=steering):
+        self.stats = StreamStats()
+        return Cursor(tokens, by_frame, resume.prev if resume is not None else None, steering)
+
+    def step(self, streams: "list[Stream]") -> "list[Frame | None]":
+        """One frame of each of ``streams``, drawn together (continuous batching): the patches of
+        streams with the same frame layout and sampling share every decoder pass, whatever their
+        prompts, seeds and frame numbers, and each stream gives the frames it gives alone. Streams
+        join and leave between calls. A stream that has ended gives None; so does one whose task
+        raised (while steering it or giving its known tokens): it is closed with the exception in
+        ``stream.error``, and the others go on."""
+        out: dict[int, Frame | None] = {}
+        ready = []
+        for s in streams:
+            if s.closed or s.cursor.tokens.finished:
+                continue
+            try:
+                self._steer(s.cursor)
+                ready.append(s)
+            except Exception as exc:  # the task's own code: only its stream stops
+                s.fail(exc)
+        # streams with known patches call their task for the tokens: each alone, so a raise is its own
+        together = [s for s in ready if s.cursor.tokens.known is None]
+        for batch in ([together] if together else []) + [[s] for s in ready if s.cursor.tokens.known is not None]:
+            try:
+                frames = self._draw_frames([s.cursor for s in batch])
+            except Exception as exc:
+                if len(batch) > 1:
+                    raise
+                batch[0].fail(exc)
+                continue
+            for s, frame in zip(batch, frames):
+                s.state = frame.state
+                out[id(s)] = frame
+        return [out.get(id(s)) for s in streams]
+
+    def _advance(self, cursors: "list[Cursor]") -> list[Frame]:
+        """The next frame of every cursor: steered, drawn, decoded, its given pixels pasted."""
+        for c in cursors:
+            self._steer(c)
+        return self._draw_frames(cursors)
+
+    def _steer(self, c: "Cursor") -> None:
+        self._apply(c.tokens, c.steering(c.tokens.f) if c.steering is not None else None)
+
+    def _draw_frames(self, cursors: "list[Cursor]") -> list[Frame]:
+        out = []
+        for c, (f, tokens, pool) in zip(cursors, self._step_tokens([c.tokens for c in cursors])):
             t0 = time.perf_counter()
-            boxes = by_frame.get(f, [])
+            boxes = c.given.get(f, [])
             H, W = tokens.shape[1] * self.codec.factor, tokens.shape[2] * self.codec.factor
             whole = [g for g in boxes if g.top == g.left == 0 and g.image.shape[-3:-1] == (H, W)]
             if whole:
                 pixels = np.ascontiguousarray(whole[-1].image)
                 frame = torch.from_numpy(pixels if pixels.ndim == 4 else pixels[None])
             else:
-                frame = self.codec.decode(tokens, prev)  # (B, H, W, 3) uint8
+                frame = self.codec.decode(tokens, c.prev)  # (B, H, W, 3) uint8
                 for g in boxes:
                     frame = paste(frame, g)
             self.stats.decode_seconds += time.perf_counter() - t0
-            prev = frame
+            c.prev = frame  # the frame as shown guides the next pixel-guided decoding
             self.stats.frames += 1
-            conditioning = steering.state() if steering is not None else None
-            yield Frame(frame[0].numpy(), StreamState(f + 1, pool, frame, tokens, conditioning), frame.numpy())
+            conditioning = c.steering.state() if c.steering is not None else None
+            out.append(Frame(frame[0].numpy(), StreamState(f + 1, pool, frame, tokens, conditioning), frame.numpy()))
+        return out
 
     # --- tokens ---------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def generate_tokens(self, plan: Plan, *, seed: int | list[int] = 0,
                         sampling: SamplingConfig | None = None, text: Tensor | None = None,
                         text_mask: Tensor | None = None, known: KnownTokens | None = None,
@@ -359,110 +490,132 @@ class Engine:
         ``updates(f)`` is asked before each frame ``f`` is drawn; an `Update` it returns changes the
         prompt or the sampling from that frame on, and the pool is kept, so the scene goes on.
         """
-        sampling = sampling or SamplingConfig()
-        model, cfg = self.model, self.model.cfg
-        ph, pw, M = cfg.patch_h, cfg.patch_w, model.M
+        cur = self._start_tokens(plan, seed=seed, sampling=sampling or SamplingConfig(), text=text,
+                                 text_mask=text_mask, known=known, batch=batch, start=start)
+        self.stats = StreamStats()
+        try:
+            while not cur.finished:
+                self._apply(cur, updates(cur.f) if updates is not None else None)
+                yield self._step_tokens([cur], wavefront)[0]
+        finally:
+            cur.close()
+
+    @torch.inference_mode()
+    def _start_tokens(self, plan: Plan, *, seed: int | list[int], sampling: SamplingConfig,
+                      text: Tensor | None, text_mask: Tensor | None, known: KnownTokens | None,
+                      batch: int, start: tuple[int, dict, Tensor | None] | None) -> "Tokens":
+        cfg = self.model.cfg
         if text is not None:
             batch = text.shape[0]
         seeds = [seed + r for r in range(batch)] if isinstance(seed, int) else list(seed)
         if len(seeds) != batch:
             raise ValueError(f"{len(seeds)} seeds for {batch} rows")
         guided = text is not None and sampling.guidance != 1.0
-        rows = 2 * batch if guided else batch
-        draws = self._draws(sampling)  # uniforms per token: one per P-NAR pass
-        memory = self._text_memory(text, text_mask, batch, guided)
-        pool = NearbyContextPool(plan.extent, model.extent)
-        max_ctx = plan.extent.num_offsets - 1
-        mixed, attend = self._mixed(), self._attend()
-        workspaces: dict[int, Workspace] = {}  # by the number of patches decoded together
-        frame = torch.zeros(batch, plan.rows * ph, plan.cols * pw, dtype=torch.long)
-        self.stats = StreamStats()
-        f = 0
-        last = None  # the previous frame's tokens, for `prev_frame` models
+        pool = NearbyContextPool(plan.extent, self.model.extent)
+        f, last = 0, None  # the previous frame's tokens, for `prev_frame` models
         if start is not None:
             f, entries, last = start
             pool.restore(entries)
-        next_step = plan.frame_start(f)  # every step before this one is done: NCP.Remove up to it
-        made = torch.zeros(plan.rows, plan.cols, dtype=torch.bool)  # this frame's patches made so far
-        # the redraw's sampling: the stream's, at the redraw temperature
-        redraw = (None if sampling.refine_borders is None
-                  else sampling.model_copy(update={"temperature": sampling.refine_borders}))
+        return Tokens(plan=plan, seeds=seeds, batch=batch, sampling=sampling, guided=guided,
+                      conditioned=text is not None,
+                      memory=self._text_memory(text, text_mask, batch, guided), known=known, pool=pool,
+                      frame=torch.zeros(batch, plan.rows * cfg.patch_h, plan.cols * cfg.patch_w, dtype=torch.long),
+                      made=torch.zeros(plan.rows, plan.cols, dtype=torch.bool), last=last,
+                      history={} if last is None else {f - 1: last}, f=f, next_step=plan.frame_start(f))
 
-        def workspace(G: int) -> Workspace:
-            if G not in workspaces:
-                workspaces[G] = model.new_workspace(rows * G, max_context=max_ctx, mixed=mixed)
-                workspaces[G].attend = attend
-            return workspaces[G]
+    @torch.inference_mode()
+    def _apply(self, cur: "Tokens", change: Update | None) -> None:
+        """A change of conditioning before ``cur``'s next frame: the pool is kept."""
+        if change is None:
+            return
+        if change.sampling is not None:
+            self.check_change(cur.sampling, change.sampling, cur.conditioned)
+            cur.sampling = change.sampling
+        if change.text is not None:
+            cur.memory = self._text_memory(change.text, change.text_mask, cur.batch, cur.guided)
+            if change.recache:
+                self._recache(cur, self._workspace(cur.workspaces, cur.rows, cur.plan))
 
-        def hints_of(item: adc.Item) -> Tensor | None:  # its `hint_index` (batch, K, M)
-            return model.hint_index(last if item.pos[0] else None, frame, made, *item.pos[1:], batch=batch)
+    @torch.inference_mode()
+    def _step_tokens(self, curs: "list[Tokens]", wavefront: bool | None = None) -> list[TokenFrame]:
+        """The next frame of each of ``curs``: cursors whose patches can share a decoder pass (same
+        frame layout, sampling and context lengths; `_batch_key`) are drawn patch by patch together."""
+        wavefront = self.wavefront if wavefront is None else wavefront
+        groups: dict[Any, list[Tokens]] = {}
+        for c in curs:
+            groups.setdefault(self._batch_key(c) if len(curs) > 1 else 0, []).append(c)
+        for group in groups.values():
+            if len(group) == 1:
+                c = group[0]
+                for items in self._groups(c.plan, c.f, wavefront and c.batch == 1):
+                    self._draw([(c, it) for it in items], c.workspaces)
+                continue
+            items = [[it for (it,) in self._groups(c.plan, c.f, False)] for c in group]
+            for i in range(len(items[0])):
+                self._draw([(c, its[i]) for c, its in zip(group, items)], self._shared)
+        return [c.end_frame() for c in curs]
 
-        def shown_of(hints: list[Tensor | None]) -> Tensor | None:  # (G * batch, M): the previous frame shows it
-            if hints[0] is None or not cfg.prev_frame:
-                return None
-            shown = torch.cat(hints)[:, 1] != cfg.vocab_size
-            return shown if bool(shown.any()) else None
+    @staticmethod
+    def _batch_key(c: "Tokens") -> Any:
+        """Cursors with equal keys draw their next frame together: the same patches in the same order
+        and the same sampling, one row each (and its guidance copy), and contexts of the same length
+        (streams past their first ``extent.f`` frames; padding would change the sums)."""
+        items = tuple(c.plan.items(c.f))
+        if c.batch != 1 or any(known for _, _, known in items):
+            return id(c)
+        return (c.plan.rows, c.plan.cols, c.plan.extent, items, min(c.f, c.plan.extent.f), c.sampling,
+                c.guided, c.memory is None)
 
-        history: dict[int, Tensor] = {} if last is None else {f - 1: last}  # frame tokens, for a recache
-        done: set[int] = set()
-        try:
-            while plan.frames is None or f < plan.frames:
-                change = updates(f) if updates is not None else None
-                if change is not None and change.sampling is not None:
-                    self.check_change(sampling, change.sampling, text is not None)
-                    sampling = change.sampling
-                    draws = self._draws(sampling)
-                    redraw = (None if sampling.refine_borders is None
-                              else sampling.model_copy(update={"temperature": sampling.refine_borders}))
-                if change is not None and change.text is not None:
-                    memory = self._text_memory(change.text, change.text_mask, batch, guided)
-                    if change.recache:
-                        self._recache(plan, pool, history, memory, workspace(1), batch, rows)
-                for group in self._groups(plan, f, wavefront and batch == 1):
-                    # one patch (G = 1), or independent patches of one stream decoded as one batch
-                    G = len(group)
-                    ws = workspace(G)
-                    mem = memory if G == 1 else _rows(memory, rows, G)  # one row per patch's stream
-                    hints = [hints_of(it) for it in group]
-                    model.load_context(ws, [[(p, o) for _, p, o in pool.select(it.pos)] for it in group],
-                                       [adc.edges(*it.pos[1:], plan.rows, plan.cols) for it in group],
-                                       [None if h is None else h.repeat(rows // batch, 1, 1) for h in hints])
-                    if group[0].known:  # known patches are pre-cached, never grouped (`_groups`)
-                        if known is None:
-                            raise ValueError(f"plan has known patch {group[0].pos} but no known tokens")
-                        toks = known(group[0].pos).reshape(batch, M).to(self.device)
-                        model.prefill(ws, toks.repeat(rows // batch, 1), mem)
-                    else:
-                        u = torch.cat([patch_uniforms(seeds, it.pos, M * draws) for it in group])
-                        shown = shown_of(hints)
-                        toks = self._decode_patch(ws, mem, u, sampling, guided, shown)
-                        if redraw is not None:
-                            toks = self._refine_borders(ws, mem, group, made, seeds, toks, redraw, guided, shown)
-                    payload = model.patch_payload(ws)
-                    for i, item in enumerate(group):
-                        _, y, x = item.pos
-                        pool.add(item.pos, payload if G == 1 else payload[:, :, i::G].clone(),
-                                 plan.expiry(item.pos))
-                        frame[:, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = \
-                            toks[i * batch:(i + 1) * batch].view(batch, ph, pw).cpu()
-                        made[y, x] = True
-                        done.add(item.step)
-                        self.stats.patches += 1
-                        if not item.known:
-                            self.stats.tokens += batch * M
-                    while next_step in done:
-                        done.discard(next_step)
-                        next_step += 1
-                    pool.remove(next_step - 1)
-                last = frame.clone()
-                made.zero_()
-                history[f] = last
-                history.pop(f - plan.extent.f - 1, None)  # the pool reaches ef frames back; hints one more
-                yield TokenFrame(f, last, pool.state())
-                f += 1
-        finally:
-            pool.clear()
-            del workspaces
+    def _workspace(self, workspaces: dict, rows: int, plan: Plan) -> Workspace:
+        key = (rows, plan.extent.num_offsets - 1)
+        if key not in workspaces:
+            workspaces[key] = self.model.new_workspace(rows, max_context=key[1], mixed=self._mixed())
+            workspaces[key].attend = self._attend()
+        return workspaces[key]
+
+    @torch.inference_mode()
+    def _draw(self, group: "list[tuple[Tokens, adc.Item]]", workspaces: dict) -> None:
+        """Draw one processing group: a patch of one cursor, a wavefront of one cursor's independent
+        patches, or the same patch of several cursors; G patches decoded as one batch of rows."""
+        model, cfg = self.model, self.model.cfg
+        ph, pw, M = cfg.patch_h, cfg.patch_w, model.M
+        G = len(group)
+        c0, first = group[0]
+        B, rows, sampling = c0.batch, c0.rows, c0.sampling
+        ws = self._workspace(workspaces, rows * G, c0.plan)
+        memory = _interleave([c.memory for c, _ in group])  # one row per patch's stream
+        hints = [model.hint_index(c.last if it.pos[0] else None, c.frame, c.made, *it.pos[1:], batch=B)
+                 for c, it in group]
+        model.load_context(ws, [[(p, o) for _, p, o in c.pool.select(it.pos)] for c, it in group],
+                           [adc.edges(*it.pos[1:], c.plan.rows, c.plan.cols) for c, it in group],
+                           [None if h is None else h.repeat(rows // B, 1, 1) for h in hints])
+        if first.known:  # known patches are pre-cached, never grouped (`_groups`, `_batch_key`)
+            if c0.known is None:
+                raise ValueError(f"plan has known patch {first.pos} but no known tokens")
+            toks = c0.known(first.pos).reshape(B, M).to(self.device)
+            model.prefill(ws, toks.repeat(rows // B, 1), memory)
+        else:
+            u = torch.cat([patch_uniforms(c.seeds, it.pos, M * self._draws(sampling)) for c, it in group])
+            shown = None
+            if hints[0] is not None and cfg.prev_frame:  # (G * B, M): the previous frame shows it
+                shown = torch.cat(hints)[:, 1] != cfg.vocab_size
+                shown = shown if bool(shown.any()) else None
+            toks = self._decode_patch(ws, memory, u, sampling, c0.guided, shown)
+            if sampling.refine_borders is not None:
+                redraw = sampling.model_copy(update={"temperature": sampling.refine_borders})
+                toks = self._refine_borders(ws, memory, group, toks, redraw, c0.guided, shown)
+        payload = model.patch_payload(ws)
+        for i, (c, item) in enumerate(group):
+            _, y, x = item.pos
+            c.pool.add(item.pos, payload if G == 1 else payload[:, :, i::G].clone(), c.plan.expiry(item.pos))
+            c.frame[:, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = toks[i * B:(i + 1) * B].view(B, ph, pw).cpu()
+            c.made[y, x] = True
+            c.done.add(item.step)
+            self.stats.patches += 1
+            if not item.known:
+                self.stats.tokens += B * M
+        for c in {id(c): c for c, _ in group}.values():
+            c.drop_done()
 
     def check_change(self, old: SamplingConfig, new: SamplingConfig, conditioned: bool) -> None:
         """Raise ConfigError for a sampling a running stream cannot change to: one this engine cannot
@@ -474,14 +627,14 @@ class Engine:
                       f"in a running stream (it runs at {old.guidance}); change its scale, or start a new stream",
                       new.guidance)
 
-    def _recache(self, plan: Plan, pool: NearbyContextPool, history: dict[int, Tensor],
-                 memory: TextMemory | None, ws: Workspace, batch: int, rows: int) -> None:
-        """Recompute every cache in ``pool`` under ``memory`` (a new prompt's text), in plan order, from
-        the tokens of its frame in ``history``: each patch reads the recomputed caches of the patches
-        drawn before it, as it did when it was drawn (caches already dropped from the pool stay
+    def _recache(self, cur: Tokens, ws: Workspace) -> None:
+        """Recompute every cache in ``cur``'s pool under its text memory (a new prompt's), in plan order,
+        from the tokens of its frame in ``cur.history``: each patch reads the recomputed caches of the
+        patches drawn before it, as it did when it was drawn (caches already dropped from the pool stay
         dropped). The tokens do not change, only what the next frames read of them."""
         model, cfg = self.model, self.model.cfg
         ph, pw, M = cfg.patch_h, cfg.patch_w, model.M
+        plan, pool, history, memory, batch, rows = cur.plan, cur.pool, cur.history, cur.memory, cur.batch, cur.rows
         old = pool.state()
         for pos in sorted(old, key=plan.step_of):
             f, y, x = pos
@@ -594,23 +747,22 @@ class Engine:
         model.complete(ws, tok, memory)
         return out.t()
 
-    def _refine_borders(self, ws: Workspace, memory: TextMemory | None, group: list[adc.Item], made: Tensor,
-                        seeds: list[int], toks: Tensor, redraw: SamplingConfig, guided: bool,
-                        shown: Tensor | None) -> Tensor:
-        """Draw the tokens of the patches ``group`` just drawn (``toks`` (G * B, M)) that lie along a
-        border with a patch already ``made`` again, with ``redraw`` (the stream's sampling at the
-        ``refine_borders`` temperature), in one P-NAR pass that sees the rest of the patch and its
-        context; the workspace is left holding the cache of the final tokens.
+    def _refine_borders(self, ws: Workspace, memory: TextMemory | None, group: list[tuple[Tokens, adc.Item]],
+                        toks: Tensor, redraw: SamplingConfig, guided: bool, shown: Tensor | None) -> Tensor:
+        """Draw the tokens of the patches ``group`` just drew (``toks`` (G * B, M)) that lie along a
+        border with a patch of their frame already made again, with ``redraw`` (the stream's sampling
+        at the ``refine_borders`` temperature), in one P-NAR pass that sees the rest of the patch and
+        its context; the workspace is left holding the cache of the final tokens.
 
         The autoregressive decoder draws a patch's first column before the rest of the patch exists;
         this second draw sees both sides of the border (docs/experiments.md)."""
         model, cfg = self.model, self.model.cfg
         B, M = toks.shape
-        border = torch.cat([adc.border_mask(made, it.pos[1], it.pos[2], cfg.patch_h, cfg.patch_w)
-                            .reshape(1, M).expand(B // len(group), M) for it in group]).to(self.device)
+        border = torch.cat([adc.border_mask(c.made, it.pos[1], it.pos[2], cfg.patch_h, cfg.patch_w)
+                            .reshape(1, M).expand(c.batch, M) for c, it in group]).to(self.device)
         if not border.any():
             return toks
-        u = torch.cat([patch_uniforms(seeds, it.pos, M, draw=1) for it in group])
+        u = torch.cat([patch_uniforms(c.seeds, it.pos, M, draw=1) for c, it in group])
         rep = ws.batch // B
         logits = model.pnar_logits(ws, toks.repeat(rep, 1), border.repeat(rep, 1), memory)
         logits = draw_logits(logits, redraw, guided, shown)

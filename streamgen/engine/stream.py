@@ -18,7 +18,7 @@ from streamgen.errors import ConfigError, bad
 from streamgen.plugins.task import check_prompt
 
 if TYPE_CHECKING:
-    from streamgen.engine.core import Engine
+    from streamgen.engine.core import Cursor, Engine
     from streamgen.plugins.task import Job
 
 def checked_prompt(prompt: Any, param: str = "prompt") -> str:
@@ -130,26 +130,38 @@ class Stream:
     `ConfigError` and the stream goes on as it was).
     """
 
-    def __init__(self, frames: Iterator[Frame], steering: Steering):
-        self._frames, self.steering = frames, steering
+    def __init__(self, engine: "Engine", cursor: "Cursor"):
+        self.engine, self.cursor = engine, cursor
+        self.steering: Steering = cursor.steering
         self.state: StreamState | None = None  # after the last frame taken: what a snapshot saves
+        self.closed = False
+        self.error: Exception | None = None  # what ended it, when its task raised in `Engine.step`
 
     def __iter__(self) -> "Stream":
         return self
 
     def __next__(self) -> np.ndarray:
-        frame = next(self._frames)
+        return self._next().pixels
+
+    def _next(self) -> Frame:
+        if self.closed or self.cursor.tokens.finished:
+            self.close()
+            raise StopIteration
+        frame = self.engine._advance([self.cursor])[0]
         self.state = frame.state
-        return frame.pixels
+        return frame
 
     def frames(self) -> Iterator[Frame]:
         """The same stream as `Frame` objects (pixels and the state after each frame)."""
         try:
-            for frame in self._frames:
-                self.state = frame.state
+            while True:
+                try:
+                    frame = self._next()
+                except StopIteration:
+                    return
                 yield frame
         finally:
-            self._frames.close()
+            self.close()
 
     def set(self, *, prompt: str | None = None, sampling: dict[str, Any] | None = None,
             recache: bool | None = None) -> None:
@@ -163,8 +175,15 @@ class Stream:
     def sampling(self) -> SamplingConfig:
         return self.steering.sampling
 
+    def fail(self, exc: Exception) -> None:
+        self.error = exc
+        self.close()
+
     def close(self) -> None:
-        self._frames.close()
+        """Free the stream's pool and workspaces; it gives no more frames."""
+        if not self.closed:
+            self.closed = True
+            self.cursor.close()
 
     def __enter__(self) -> "Stream":
         return self

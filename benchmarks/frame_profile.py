@@ -1,7 +1,7 @@
 """Where a frame's time goes at the default preset, each part against the work it must do.
 
-    python benchmarks/profile.py                     # the shipped model, 48 frames, 2 threads
-    python benchmarks/profile.py --model DIR --frames 96 --streams 1 4 8
+    python benchmarks/frame_profile.py                     # the shipped model, 48 frames, 2 threads
+    python benchmarks/frame_profile.py --model DIR --frames 96 --streams 1 4 8
 
 Runs `streamgen generate`'s path for a 128x128 text-to-video stream with the model's sampling preset
 (the engine's frames into a fragmented H.264 MP4) and times, per frame:
