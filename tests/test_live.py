@@ -123,12 +123,22 @@ def test_nothing_listening_is_a_clear_error_at_the_start_without_credentials():
     assert "frames" not in err  # it failed before generating
 
 
+def connected(port: int) -> bool:
+    """A TCP connection to 127.0.0.1:``port`` is established (Linux's /proc/net/tcp)."""
+    with open("/proc/net/tcp") as fh:
+        rows = [line.split() for line in fh.readlines()[1:]]
+    return any(r[1].endswith(f":{port:04X}") and r[3] == "01" for r in rows)
+
+
 def test_receiver_stopping_ends_the_push_cleanly(tmp_path):
     port = free_port()
     recv = start_receiver(port, tmp_path / "r.flv")
     gen = subprocess.Popen([*GEN, "--frames", "inf", "--realtime", "--fps", "20", "-o",
                             f"rtmp://127.0.0.1:{port}/live/test"], stderr=subprocess.PIPE)
-    time.sleep(3)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not connected(port):  # the push is under way
+        time.sleep(0.2)
+    time.sleep(1)
     recv.kill()
     recv.wait()
     _, err = gen.communicate(timeout=60)
