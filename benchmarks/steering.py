@@ -14,7 +14,9 @@ prompt), over the switches:
   (median and 90th percentile; a switch never read within ``--after`` frames counts as later), and
   the share read within 8 frames, for all switches and for those to held-out combinations;
 - continuity: the mean absolute pixel change from the last frame before the switch to the first
-  after it, over that of the neighbouring frame pairs before the switch (1 is no cut);
+  after it, over that of the neighbouring frame pairs before the switch (1 is no cut); beside it the
+  same ratio for the renderer's own switch through the codec, as a hard cut and as the 6-frame
+  cross-fade the switch clips of training show;
 - cost: the wall time of the first frame after the switch over the median frame before it.
 Both modes draw with the same seeds, so they differ only in what the pool holds after the switch.
 """
@@ -80,6 +82,18 @@ def run_switch(engine, clf, k: int, recache: bool, after: int, boost: dict | Non
                 cost=times[at] / statistics.median(times[1:at]))
 
 
+def reference_continuity(engine, k: int, blend: int, after: int) -> float:
+    """The continuity ratio of switch ``k`` drawn by the renderer itself, through the codec: a cut
+    (``blend`` 0) or a cross-fade over ``blend`` frames (as the switch clips of training)."""
+    rng = np.random.default_rng(1000 + k)
+    scene, new = pair(k)
+    at = int(rng.integers(4, 12))
+    clip = L.render_switch(scene, new, 128, 128, at + after, at, blend, speed=engine.codec.factor)
+    frames = engine.codec.decode(engine.codec.encode(torch.from_numpy(clip))).float()
+    steps = [(frames[i + 1] - frames[i]).abs().mean() for i in range(at - 1)]
+    return float((frames[at] - frames[at - 1]).abs().mean() / max(float(np.mean(steps)), 1e-6))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model folder; default: the shipped model")
@@ -95,6 +109,10 @@ def main() -> None:
     clf = AttributeClassifier.fit(size=128)
     import json
     boost = json.loads(args.boost) if args.boost else None
+    for blend in (0, 6):
+        ref = [reference_continuity(engine, k, blend, args.after) for k in range(args.switches)]
+        print(f"reference, the renderer's {'cut' if blend == 0 else f'{blend}-frame cross-fade'} through the "
+              f"codec: continuity {statistics.median(ref):.2f} (median ratio)", flush=True)
     for recache in [m == "recache" for m in args.modes.split(",")]:
         rows = [run_switch(engine, clf, k, recache, args.after, boost, args.hold) for k in range(args.switches)]
         lat = [r["latency"] if r["latency"] is not None else args.after + 1 for r in rows]
