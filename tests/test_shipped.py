@@ -93,3 +93,19 @@ def test_python_gives_the_frames_the_command_line_gives(task, fields, args, tmp_
     for path, frame in zip(written, frames):
         assert frame.shape == (128, 128, 3)
         assert np.array_equal(read(path)[0], frame), path.name
+
+
+def test_streams_batched_with_the_shipped_codec_give_their_frames_alone():
+    """`run_batch` and `Engine.step` decode pixels stream by stream: a convolution over a batch sums
+    in another order than over one frame, and the pixel-guided decoder would carry the difference on."""
+    import streamgen
+
+    engine = streamgen.load()
+    reqs = [dict(prompt="a day sky over grassy hills, the camera pans right", frames=3, seed=s) for s in (1, 2)]
+    alone = [list(engine.run("t2v", sampling=engine.preset, **r)) for r in reqs]
+    batched = list(engine.run_batch("t2v", [dict(r, sampling=engine.preset) for r in reqs]))
+    streams = [engine.open("t2v", sampling=engine.preset, **r) for r in reqs]
+    stepped = [[f.pixels for f in engine.step(streams)] for _ in range(3)]
+    for i in range(2):
+        assert all(np.array_equal(alone[i][t], batched[t][i]) for t in range(3))
+        assert all(np.array_equal(alone[i][t], stepped[t][i]) for t in range(3))
