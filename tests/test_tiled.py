@@ -1,6 +1,8 @@
 """Tiled decoding and canvases strip by strip: windows cover the decoders' receptive field, strips
 tile the canvas and equal the whole image, and a codec without tiling still works."""
 import contextlib
+import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -191,3 +193,57 @@ def test_a_codec_without_tiling_gives_the_whole_canvas_as_one_strip_at_its_end()
 def test_strips_of_a_video_task_are_refused(engine):
     with pytest.raises(ConfigError, match="`task` must make an image"):
         engine.strips("t2v", prompt="hills", frames=2)
+
+
+PANO = ["generate", "--model", "tiny", "--task", "uig", "--size", "1024x16", "--seed", "4"]
+
+
+def tiny_canvas():
+    import streamgen
+
+    return next(streamgen.load("tiny").run("uig", height=16, width=1024, seed=4))
+
+
+def test_a_tile_folder_holds_the_canvas_and_is_not_written_twice(tmp_path, capsys):
+    from streamgen.cli import main
+    from streamgen.output.canvas import read_tiles
+
+    folder = tmp_path / "pano"
+    assert main([*PANO, "-o", f"{folder}/"]) == 0
+    index = json.loads((folder / "index.json").read_text())
+    assert (index["width"], index["height"], len(index["tiles"])) == (1024, 16, 8)  # 128 px strips
+    assert [t["left"] for t in index["tiles"]] == list(range(0, 1024, 128))
+    assert np.array_equal(read_tiles(folder), tiny_canvas())
+    assert main([*PANO, "-o", f"{folder}/"]) == 2
+    assert "new or empty tile folder" in capsys.readouterr().err
+
+
+def test_a_scrolling_video_moves_along_the_canvas(tmp_path):
+    import av
+
+    from streamgen.cli import main
+
+    out = tmp_path / "pano.mp4"
+    assert main([*PANO, "-o", str(out), "--scroll", "32", "--view", "64"]) == 0
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=nb_read_frames,width,height", "-of", "csv=p=0", str(out)],
+                           capture_output=True, check=True, text=True)
+    assert probe.stdout.split() == ["64,16,31"]  # (1024 - 64) / 32 + 1 frames
+    canvas = tiny_canvas().astype(float)
+    with av.open(str(out)) as f:
+        frames = [fr.to_ndarray(format="rgb24").astype(float) for fr in f.decode(video=0)]
+    for k in (0, 15, 30):
+        here = np.abs(frames[k] - canvas[:, 32 * k:32 * k + 64]).mean()
+        beside = np.abs(frames[k] - canvas[:, 32 * k + 8 - 16 * (k == 30):][:, :64]).mean()
+        assert here < beside / 2, (k, here, beside)  # the frame shows its place, not 8 px beside it
+
+
+def test_a_png_too_wide_is_refused_before_the_model_loads(monkeypatch, capsys, tmp_path):
+    import streamgen.bundle
+    from streamgen.cli import main
+
+    monkeypatch.setattr(streamgen.bundle, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main([*PANO[:-4], "--size", "65536x128", "-o", str(tmp_path / "pano.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`size` must be at most 65535 px a side for a PNG output" in err[0], err
+    assert not list(tmp_path.iterdir())
