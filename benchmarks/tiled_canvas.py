@@ -1,17 +1,19 @@
 """Canvases of any width: peak memory and time through the tile folder, the tiled decode against the
 whole-canvas decode, the tile size that costs nothing, seams, and the time to the first strip.
 
-    python benchmarks/tiled_canvas.py                  # the shipped model, 1 thread (about 15 minutes)
-    python benchmarks/tiled_canvas.py --widths 4096 32768 --first-strip 16384    # a shorter run
+    python benchmarks/tiled_canvas.py                  # the shipped model, 1 thread (40 minutes beside a trainer)
+    python benchmarks/tiled_canvas.py --parts memory --widths 4096 32768    # only peak memory, two widths
 
 Peak RSS is measured by /usr/bin/time around `streamgen generate --task uig --size Wx128 -o DIR/`
-(a fresh process per width, OMP_NUM_THREADS=1); the time per pixel is the generation time that
-command reports (after the model is loaded). The rest runs in this process on 1 thread. Absolute
-times on a shared machine drift; compare the ratios, each measured within one run.
+(a fresh process per width, OMP_NUM_THREADS=1), beside the generation time that command reports.
+Whether time is linear in width is measured in this process, drift-proof: the widest canvas and a
+chain of narrow ones are made strip by strip in turns. The rest runs here too, on 1 thread. Compare
+the ratios, each measured within one run: absolute times on a shared machine drift.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import subprocess
@@ -28,6 +30,7 @@ from streamgen.evaluation import seam_score
 from streamgen.plugins.codec import Tiling
 
 HEIGHT = 128
+PARTS = ["decode", "first", "linear", "memory"]
 
 
 def generate(width: int, output: str) -> tuple[float, float]:
@@ -120,6 +123,29 @@ def seams(engine, canvases: int, patches: int = 32) -> None:
           flush=True)
 
 
+def linear_time(engine, long: int, short: int) -> None:
+    """Time per column of one ``long`` px canvas against a chain of ``short`` px canvases, strip by
+    strip in turns, so that both see the same machine (a shared machine's speed drifts by tens of
+    percent within minutes: separate runs of 4,096 and 32,768 px differed by 23% per column)."""
+    long_strips = engine.strips("uig", height=HEIGHT, width=long, seed=1)
+    shorts = (engine.strips("uig", height=HEIGHT, width=short, seed=2 + k) for k in itertools.count())
+    short_strips, spent_long, spent_short, this_short, done_short = next(shorts), 0.0, 0.0, 0.0, 0
+    while True:
+        t0 = time.perf_counter()
+        if next(long_strips, None) is None:
+            break
+        t1 = time.perf_counter()
+        got = next(short_strips, None)
+        this_short += time.perf_counter() - t1
+        spent_long += t1 - t0
+        if got is None:  # a short canvas done: it counts whole
+            spent_short, this_short, done_short = spent_short + this_short, 0.0, done_short + 1
+            short_strips = next(shorts)
+    ratio = (spent_long / long) / (spent_short / (done_short * short))
+    print(f"time per column of a {long:,} px canvas against {done_short} canvases of {short:,} px made in turns: "
+          f"{ratio:.3f} ({spent_long:.0f} s and {spent_short:.0f} s)", flush=True)
+
+
 def first_strip(engine, width: int) -> None:
     t0 = time.perf_counter()
     first = None
@@ -137,13 +163,22 @@ def main() -> None:
                     help="the same canvases as one PNG: the whole image in memory")
     ap.add_argument("--first-strip", type=int, default=65536)
     ap.add_argument("--seams", type=int, default=8, help="canvases for the seam score")
+    ap.add_argument("--linear", type=int, nargs=2, default=[262144, 4096], metavar=("LONG", "SHORT"),
+                    help="widths of the canvases whose time per column is compared, made in turns")
+    ap.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
     args = ap.parse_args()
     torch.set_num_threads(1)
     engine = load()
-    differences(engine, seeds=[1, 2, 3])
-    tile_speed(engine, 16384, tiles=[8, 16, 32, 64])
-    seams(engine, args.seams)
-    first_strip(engine, args.first_strip)
+    if "decode" in args.parts:
+        differences(engine, seeds=[1, 2, 3])
+        tile_speed(engine, 16384, tiles=[8, 16, 32, 64])
+        seams(engine, args.seams)
+    if "first" in args.parts:
+        first_strip(engine, args.first_strip)
+    if "linear" in args.parts:
+        linear_time(engine, *args.linear)
+    if "memory" not in args.parts:
+        return
     with tempfile.TemporaryDirectory() as d:
         runs = {}
         for w in args.widths:
@@ -157,8 +192,8 @@ def main() -> None:
     peaks = [runs[w][0] for w in args.widths]
     per_px = [runs[w][1] / w for w in args.widths]
     print(f"tile folder: peak RSS spread {(max(peaks) - min(peaks)) / min(peaks):.1%} from "
-          f"{args.widths[0]:,} to {args.widths[-1]:,} px; time per column at the widest against the "
-          f"narrowest {per_px[-1] / per_px[0]:.3f}")
+          f"{args.widths[0]:,} to {args.widths[-1]:,} px; generation time per column at the widest against "
+          f"the narrowest, in separate processes {per_px[-1] / per_px[0]:.3f}")
 
 
 if __name__ == "__main__":
