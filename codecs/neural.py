@@ -8,12 +8,23 @@ from torch import Tensor
 
 from streamgen import checkpoint as ckpt
 from streamgen.errors import bad
+from streamgen.plugins.codec import Tiling, decode_tiled
 
 from .vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels, to_uint8
 
 
 class NeuralCodec:
-    """Frames <-> tokens with a VQGAN; ``decode(tokens, prev)`` uses the PG decoder when it has one."""
+    """Frames <-> tokens with a VQGAN; ``decode(tokens, prev)`` uses the PG decoder when it has one.
+
+    A canvas wider or taller than ``tiling.span`` tokens (48: 768 px at factor 16) is decoded in
+    windows of ``tiling.tile`` tokens (`streamgen.plugins.codec.Tiling`), so decoding takes the memory
+    of one window whatever the canvas's size; ``tiling = None`` decodes it in one piece. ``context`` 6
+    covers the receptive field of both decoders: with every GroupNorm's statistics held at the whole
+    canvas's, windows give the one-piece decode bit for bit (5 tokens: 1 level off). What remains is
+    that a window's GroupNorms normalise over the window rather than over the whole canvas;
+    `benchmarks/tiled_canvas.py` measures that difference, and the windows cross-fade over 2 * 2
+    tokens so that it never steps at a boundary.
+    """
 
     name = "vqgan"
 
@@ -23,6 +34,7 @@ class NeuralCodec:
         self.cfg: CodecConfig = vq.cfg
         self.factor = self.cfg.factor
         self.vocab_size = self.cfg.codebook_size
+        self.tiling: Tiling | None = Tiling(tile=32, context=6, blend=2)
 
     @classmethod
     def load(cls, vqgan_path: str | Path, pg_path: str | Path | None = None) -> "NeuralCodec":
@@ -65,12 +77,21 @@ class NeuralCodec:
         if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
             raise bad("tokens", f"must lie in [0, {self.vocab_size})",
                       (int(tokens.min()), int(tokens.max())))
+        if prev is not None and self.pg is not None:
+            self._check_frames(prev, "prev")
+            B, h, w = tokens.shape
+            if tuple(prev.shape[:3]) != (B, h * self.factor, w * self.factor):
+                raise bad("prev", f"must be the previous frame, shape ({B}, {h * self.factor}, "
+                          f"{w * self.factor}, 3)", tuple(prev.shape))
+        else:
+            prev = None
+        if self.tiling is None:
+            return self._decode(tokens, prev)
+        return decode_tiled(self._decode, tokens, prev, self.tiling, self.factor)
+
+    def _decode(self, tokens: Tensor, prev: Tensor | None) -> Tensor:
+        """One piece: checked tokens (B, h, w) [+ checked previous frame] -> uint8 (B, H, W, 3)."""
         q = self.vq.quantizer.lookup(tokens)
-        if prev is None or self.pg is None:
+        if prev is None:
             return to_uint8(self.vq.decoder(q))
-        self._check_frames(prev, "prev")
-        B, h, w = tokens.shape
-        if tuple(prev.shape[:3]) != (B, h * self.factor, w * self.factor):
-            raise bad("prev", f"must be the previous frame, shape ({B}, {h * self.factor}, "
-                      f"{w * self.factor}, 3)", tuple(prev.shape))
         return to_uint8(self.pg(q, to_pixels(prev)))

@@ -9,10 +9,12 @@ import torch
 from torch import Tensor
 
 from streamgen.errors import bad
+from streamgen.plugins.codec import Tiling
 
 
 class PaletteCodec:
     name = "palette"
+    tiling = Tiling(tile=64)  # each token decodes to its own block: windows need no context
 
     def __init__(self, vocab_size: int, factor: int = 8, seed: int = 0):
         if vocab_size < 2:

@@ -90,6 +90,11 @@ TABLE = [
     (["--resume", "{d}/notes.png"], ["snapshot", "not readable"]),
     (["--reconnect", "-1"], ["reconnect", "-1"]),
     (["--snapshot-every", "0"], ["snapshot_every", "0"]),
+    (["--task", "t2i", "--size", "65536x16", "-o", "{d}/pano.png"], ["size", "at most 65535 px", "65536x16"]),
+    (["--size", "64x16", "-o", "{d}/tiles/"], ["output", "image tasks", "'t2v' makes a video"]),
+    (["--task", "t2i", "--scroll", "8", "-o", "{d}/pano.png"], ["scroll", "video output", "pano.png"]),
+    (["--task", "t2i", "--scroll", "8", "--view", "63"], ["view", "multiple of 2", "63"]),
+    (["--task", "t2i", "--scroll", "8", "--order", "zeta"], ["order", "omega", "zeta"]),
 ]
 
 

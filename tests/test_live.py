@@ -78,7 +78,7 @@ def test_files_by_extension(tmp_path, ext, frames):
 
 def test_png_refuses_a_second_frame_and_a_canvas_too_wide(tmp_path):
     sink = PngSink(str(tmp_path / "a.png"))
-    with pytest.raises(ConfigError, match="too wide for one PNG"):
+    with pytest.raises(ConfigError, match="`size` must be at most 65535 px a side for a PNG"):
         sink.write(np.zeros((2, 70_000, 3), np.uint8))
     sink.write(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ConfigError, match="holds one image"):

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from streamgen.config import Extent, SamplingConfig, Strict
-from streamgen.errors import ConfigError, StreamgenError
+from streamgen.errors import ConfigError, StreamgenError, bad
 from streamgen.progress import Progress
 
 
@@ -46,7 +46,13 @@ class GenerateConfig(Strict):
     request: dict[str, Any] = Field(default_factory=dict, description="further fields of the task's "
                                     "request, for tasks with options of their own (request.images=[...])")
     output: str = Field("out.mp4", description="file (.mp4 .mkv .webm; .png for images, frames/%06d.png "
-                        "for numbered frames), '-' for MPEG-TS on stdout, or an rtmp(s):// URL")
+                        "for numbered frames), '-' for MPEG-TS on stdout, an rtmp(s):// URL, or a folder "
+                        "ending in / for an image as PNG tiles (any width) with index.json")
+    scroll: int | None = Field(None, ge=1, le=4096, description="image tasks into a video output: each frame "
+                               "shows a --view px wide window this many px further along the canvas, as "
+                               "the canvas is generated (a panorama of any width, also live)")
+    view: int | None = Field(None, ge=2, le=8192, multiple_of=2, description="width of a --scroll video's "
+                             "frames in px; default twice the canvas's height")
     realtime: bool = Field(False, description="release frames on the wall clock at --fps")
     reconnect: int = Field(0, ge=0, le=100, description="retries of a dropped RTMP push, with backoff")
     gop: int | None = Field(None, ge=1, description="keyframe interval in frames (files, pipes and RTMP; "
@@ -118,14 +124,52 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     return req
 
 
-def _output_size(cfg: GenerateConfig, task: Any) -> tuple[int, int] | None:
-    """(W, H) of the frames, when known before the first frame (then the sink opens at once)."""
+def _canvas_size(cfg: GenerateConfig, task: Any) -> tuple[int, int] | None:
+    """(W, H) of the task's frames, when known before the first frame."""
     if cfg.width_height is not None:
         return cfg.width_height
     fields = task.Request.model_fields
     if "height" not in fields or fields["height"].default is None:
         return None
     return fields["width"].default, fields["height"].default
+
+
+def _output_size(cfg: GenerateConfig, task: Any) -> tuple[int, int] | None:
+    """(W, H) of what the sink gets, when known before the first frame (then the sink opens at once):
+    a --scroll video's window, or the frames."""
+    from streamgen.output.canvas import view_width
+
+    size = _canvas_size(cfg, task)
+    if cfg.scroll is None or size is None:
+        return size
+    return view_width(cfg.view, *size[::-1]), size[1]
+
+
+def check_canvas_output(cfg: GenerateConfig, task: Any) -> bool:
+    """Whether the task's image goes out strip by strip (a tile folder, a --scroll video); raises
+    ConfigError for an output that cannot take the request, before any work."""
+    from streamgen.output.canvas import is_tile_folder
+    from streamgen.output.sinks import check_png
+
+    size, output = _canvas_size(cfg, task), cfg.output
+    if size is not None and output.lower().endswith(".png"):
+        check_png(size, output)
+    strips = is_tile_folder(output) or cfg.scroll is not None
+    if not strips:
+        return False
+    if task.output != "image":
+        raise bad("scroll" if cfg.scroll else "output", f"is for image tasks (a canvas strip by strip); task "
+                  f"{task.name!r} makes a video", cfg.scroll or output)
+    if cfg.scroll is not None and (is_tile_folder(output) or output.lower().endswith(".png")):
+        raise bad("scroll", "needs a video output (.mp4 .mkv .webm, - or rtmp://)", output)
+    if cfg.scroll is not None and (cfg.order or "omega") != "omega":
+        raise bad("order", "must be omega (columns from the left) for a --scroll video", cfg.order)
+    if cfg.snapshot or cfg.resume:
+        raise bad("snapshot", "is for videos and frames: a canvas written strip by strip starts over",
+                  cfg.snapshot or cfg.resume)
+    if cfg.control:
+        raise bad("control", "steers videos: a canvas written strip by strip takes no commands", cfg.control)
+    return True
 
 
 def segment_name(output: str, frames_done: int) -> str:
@@ -244,6 +288,7 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
         print(f"streamgen: resuming at frame {resume.frames_done} into "
               f"{'standard output' if output == '-' else redact(output)}", file=sys.stderr)
     task = manager().tasks.get(cfg.task)
+    strips = check_canvas_output(cfg, task)
     engine = load(cfg.model)
     engine.precision, engine.attention = cfg.precision, cfg.attention
     # from here on cfg holds the whole sampling, and so does a snapshot's copy of it: a resumed stream
@@ -255,8 +300,15 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
             print(f"streamgen: the snapshot is at frame {resume.frames_done}: nothing left to do",
                   file=sys.stderr)
             return 0
-    stream = engine.open(task, request_for(cfg, task), resume=resume, recache=cfg.recache)  # validates first
-    frames = stream.frames()
+    if strips:  # validated here too
+        from streamgen.output.canvas import scroll
+
+        frames = engine.strips(task, request_for(cfg, task))
+        if cfg.scroll is not None:
+            frames = scroll(frames, cfg.view, cfg.scroll)
+    else:
+        stream = engine.open(task, request_for(cfg, task), resume=resume, recache=cfg.recache)  # validates first
+        frames = stream.frames()
     options: dict[str, Any] = {"reconnect": cfg.reconnect} if "://" in output else {}
     if cfg.gop:
         options["gop"] = cfg.gop
@@ -282,8 +334,9 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     sink = open_sink(output, fps=cfg.fps, size=_output_size(cfg, task), **options)
     if control is not None:
         control.start()
-    total = cfg.frames if task.output == "video" else 1
-    bar = Progress(total, "frames")
+    total = None if strips else cfg.frames if task.output == "video" else 1
+    unit = "strips" if strips and cfg.scroll is None else "frames"
+    bar = Progress(total, unit)
     meta = {"request": cfg.model_dump(mode="json", exclude={"resume"}), "identity": engine.identity()}
     # states at multiples of --snapshot-every whose frames may still be in the encoder or the muxer:
     # one is saved once the output holds every frame it counts, so "done" in a snapshot is true
@@ -323,7 +376,7 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     closed = False
     try:
         pump(frames, sink, fps=cfg.fps, realtime=cfg.realtime, buffer=cfg.buffer, report=report,
-             written=written, stop=stop)
+             written=None if strips else written, stop=stop)
         sink.close()
         closed = True
     except SinkClosed:
@@ -346,14 +399,15 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
             pending[last[0].frames_done] = last[0]
             save_durable()
     bar.close()
-    done = last[0].frames_done if last else base
+    done = last[0].frames_done if last else base + (bar.n if strips else 0)
     if stop() and (total is None or done < total):
         where = f"; snapshot {cfg.snapshot} at frame {saved[0]}" if saved else ""
         from streamgen.output.sinks import redact
 
-        print(f"streamgen: stopped by {stop.name} after {done} frames; {redact(output)} is complete{where}",
+        print(f"streamgen: stopped by {stop.name} after {done} {unit}; {redact(output)} is complete{where}",
               file=sys.stderr)
         return stop.code
-    print(f"streamgen: {engine.stats.frames} frames, {engine.stats.tokens} tokens in "
+    made = f"{bar.n} {unit}" if strips else f"{engine.stats.frames} frames"
+    print(f"streamgen: {made}, {engine.stats.tokens} tokens in "
           f"{engine.stats.seconds:.1f} s; encoding took {getattr(sink, 'seconds', 0.0):.2f} s", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@ Context Pool (`ncp`), token sampling (`sampling`) and snapshots of running strea
 
 It is the only part of streamgen that knows the model, the codec, the tasks and the pool together.
 """
-from streamgen.engine.core import Engine, Frame, StreamRequest, StreamState, StreamStats, TokenFrame
+from streamgen.engine.core import Engine, Frame, StreamRequest, StreamState, StreamStats, TokenFrame, TokenPart
+from streamgen.engine.strips import Strip
 
-__all__ = ["Engine", "Frame", "StreamRequest", "StreamState", "StreamStats", "TokenFrame"]
+__all__ = ["Engine", "Frame", "StreamRequest", "StreamState", "StreamStats", "Strip", "TokenFrame", "TokenPart"]

@@ -29,16 +29,19 @@ from streamgen.engine.sampling import draw_logits, filter_logits, patch_uniforms
 
 if TYPE_CHECKING:
     from streamgen.engine.stream import Steering, Stream
+    from streamgen.engine.strips import Strip
     from streamgen.plugins.task import Task
 
-def paste(frame: Tensor, given: Given) -> Tensor:
+def paste(frame: Tensor, given: Given, top: int = 0, left: int = 0,
+          canvas: tuple[int, int] | None = None) -> Tensor:
     """``frame`` (B, H, W, 3) uint8 with ``given.image`` ((B,) h, w, 3) pasted at its box. Along each box
-    edge inside the frame, ``given.feather`` pixels ramp from mostly decoded to the given pixels; the
-    rest of the box is the given pixels exactly."""
+    edge inside the canvas, ``given.feather`` pixels ramp from mostly decoded to the given pixels; the
+    rest of the box is the given pixels exactly. ``frame`` may be a strip of a larger canvas (H, W)
+    ``canvas`` that starts at its pixel (``top``, ``left``): the part of the box inside it is pasted."""
     image = torch.from_numpy(np.ascontiguousarray(given.image)).to(frame.device)
     h, w = image.shape[-3:-1]
     t, l = given.top, given.left
-    H, W = frame.shape[1:3]
+    H, W = canvas or frame.shape[1:3]
     k = given.feather
     ys, xs = torch.arange(h)[:, None], torch.arange(w)[None, :]
     dist = torch.full((h, w), k)  # pixels to the nearest box edge that meets generated pixels, up to k
@@ -46,10 +49,16 @@ def paste(frame: Tensor, given: Given) -> Tensor:
         if meets:
             dist = torch.minimum(dist, d.expand(h, w))
     alpha = (dist + 1).float().div(k + 1).clamp(max=1.0)  # (h, w): 1 from k pixels in
+    y0, y1 = max(t, top), min(t + h, top + frame.shape[1])  # the box inside the frame, canvas pixels
+    x0, x1 = max(l, left), min(l + w, left + frame.shape[2])
+    if y0 >= y1 or x0 >= x1:
+        return frame
     out = frame.clone()
-    box = out[:, t:t + h, l:l + w].float()
+    box = out[:, y0 - top:y1 - top, x0 - left:x1 - left].float()
+    a = alpha[y0 - t:y1 - t, x0 - l:x1 - l, None]
     # where alpha is 1 this is the given value exactly: small integers are exact in float32
-    out[:, t:t + h, l:l + w] = (box + alpha[..., None] * (image.float() - box)).round().to(torch.uint8)
+    out[:, y0 - top:y1 - top, x0 - left:x1 - left] = \
+        (box + a * (image[..., y0 - t:y1 - t, x0 - l:x1 - l, :].float() - box)).round().to(torch.uint8)
     return out
 
 
@@ -89,6 +98,14 @@ class TokenFrame(NamedTuple):
     index: int
     tokens: Tensor  # (B, h, w) int64
     pool: dict  # position -> `ncp.Entry`; payloads are never modified after they are added
+
+
+class TokenPart(NamedTuple):
+    """A frame being drawn, after a group of its patches (`Engine.generate_tokens` with ``parts``)."""
+
+    index: int
+    tokens: Tensor  # (B, h, w) int64: the frame's tokens so far, live (the next patches write into it)
+    made: Tensor  # (rows, cols) bool: its patches drawn so far, live
 
 
 @dataclass(frozen=True)
@@ -304,7 +321,32 @@ class Engine:
         """A `Stream` of a task's frames that can be steered while it runs: ``stream.set(prompt=...)``
         or ``stream.set(sampling={...})`` take effect from the next frame drawn. ``recache`` makes a
         new prompt recompute the pool's caches under it (`Update`). Validated like `run`."""
-        from streamgen.engine.stream import Steering, Stream
+        from streamgen.engine.stream import Stream
+
+        job, seed, steering = self._job(task, request, fields, resume, recache)
+        text, mask = steering.text()
+        known = (lambda pos: job.known[pos][None]) if job.known else None
+        cur = self.cursor(job.plan, seed=seed, sampling=steering.sampling, text=text, text_mask=mask,
+                          known=known, given=job.given, resume=resume, steering=steering)
+        return Stream(self, cur)
+
+    def strips(self, task: "str | Task", request: Any = None, **fields: Any) -> Iterator["Strip"]:
+        """An image task's canvas strip by strip, lazily, each as soon as its pixels are final: `Strip`s
+        of ``pixels`` (h, w, 3) uint8 whose top left corner is at canvas pixel (``top``, ``left``).
+        Validated like `run`. Nothing the size of the canvas is kept but its tokens
+        (`streamgen.engine.strips`), so a canvas of any width fits in the memory of one strip."""
+        from streamgen.engine.strips import canvas_strips
+
+        job, seed, steering = self._job(task, request, fields)
+        if job.output != "image":
+            raise bad("task", "must make an image to be taken strip by strip (a video's frames come "
+                      "whole: use `run`)", getattr(task, "name", task))
+        return canvas_strips(self, job, seed, steering)
+
+    def _job(self, task: "str | Task", request: Any, fields: dict[str, Any], resume: StreamState | None = None,
+             recache: bool = False) -> tuple[Any, int, "Steering"]:
+        """A task request validated and made into its job, seed and steering: bad input raises here."""
+        from streamgen.engine.stream import Steering
         from streamgen.plugins import manager
         from streamgen.plugins.registry import make_job, validate_request
         from streamgen.plugins.task import TaskEnv
@@ -318,11 +360,7 @@ class Engine:
         steering = Steering(self, job, sampling, state=resume.conditioning if resume is not None else None,
                             recache=recache)
         self.check_settings(steering.sampling)
-        text, mask = steering.text()
-        known = (lambda pos: job.known[pos][None]) if job.known else None
-        cur = self.cursor(job.plan, seed=req.seed, sampling=steering.sampling, text=text, text_mask=mask,
-                          known=known, given=job.given, resume=resume, steering=steering)
-        return Stream(self, cur)
+        return job, req.seed, steering
 
     def run_batch(self, task: "str | Task", requests: list[Any]) -> Iterator[list[np.ndarray]]:
         """Several streams of one task in one batch: yields a list of frames (one per request) at a
@@ -479,7 +517,8 @@ class Engine:
                         text_mask: Tensor | None = None, known: KnownTokens | None = None,
                         batch: int = 1, start: tuple[int, dict, Tensor | None] | None = None,
                         wavefront: bool = False,
-                        updates: Callable[[int], Update | None] | None = None) -> Iterator[TokenFrame]:
+                        updates: Callable[[int], Update | None] | None = None,
+                        parts: bool = False) -> Iterator[TokenFrame | TokenPart]:
         """Algorithm 2: yields a `TokenFrame` ``(f, tokens (B, h, w), pool)`` as each frame completes.
 
         ``text`` (B, T, text_dim) conditions through cross-attention; with ``sampling.guidance != 1``
@@ -492,6 +531,7 @@ class Engine:
         NCP context is complete together, with the same tokens as one by one.
         ``updates(f)`` is asked before each frame ``f`` is drawn; an `Update` it returns changes the
         prompt or the sampling from that frame on, and the pool is kept, so the scene goes on.
+        ``parts`` also yields a `TokenPart` after each group of patches, before the frame is done.
         """
         cur = self._start_tokens(plan, seed=seed, sampling=sampling or SamplingConfig(), text=text,
                                  text_mask=text_mask, known=known, batch=batch, start=start)
@@ -499,7 +539,13 @@ class Engine:
         try:
             while not cur.finished:
                 self._apply(cur, updates(cur.f) if updates is not None else None)
-                yield self._step_tokens([cur], wavefront)[0]
+                if not parts:
+                    yield self._step_tokens([cur], wavefront)[0]
+                    continue
+                for items in self._groups(plan, cur.f, wavefront and cur.batch == 1):
+                    self._draw([(cur, it) for it in items], cur.workspaces)
+                    yield TokenPart(cur.f, cur.frame, cur.made)
+                yield cur.end_frame()
         finally:
             cur.close()
 

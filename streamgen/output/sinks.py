@@ -28,6 +28,7 @@ import numpy as np
 
 from streamgen.checkpoint import fsync
 from streamgen.errors import ConfigError, StreamgenError, bad
+from streamgen.output.canvas import TileFolder, is_tile_folder
 from streamgen.plugins.hookspecs import hookimpl
 
 PNG_MAX_SIDE = 65535  # the largest side libavcodec's PNG encoder writes
@@ -246,18 +247,26 @@ class VideoSink:
             self.container = None
 
 
-class PngSink:
-    """One image as a PNG file; a second frame or a canvas too wide for PNG is an error."""
+def check_png(size: tuple[int, int], path: str) -> None:
+    """Raise ConfigError if a (W, H) canvas does not fit in one PNG: before any work, when the size is known."""
+    w, h = size
+    if max(w, h) > PNG_MAX_SIDE:
+        stem = str(Path(path).with_suffix(""))
+        raise bad("size", f"must be at most {PNG_MAX_SIDE} px a side for a PNG output ({path}); write a "
+                  f"folder of tiles (-o {stem}/) or a scrolling video (-o {stem}.mp4 --scroll 8)", f"{w}x{h}")
 
-    def __init__(self, path: str, **_: Any):
+
+class PngSink:
+    """One image as a PNG file; a second frame or a canvas too wide for PNG is an error (with ``size``
+    (W, H), when the sink opens)."""
+
+    def __init__(self, path: str, size: tuple[int, int] | None = None, **_: Any):
+        if size is not None:
+            check_png(size, path)
         self.path, self.frames, self.seconds = path, 0, 0.0
 
     def write(self, frame: np.ndarray) -> None:
-        h, w = frame.shape[:2]
-        if max(h, w) > PNG_MAX_SIDE:
-            raise bad("output", f"is a PNG, which holds at most {PNG_MAX_SIDE} px a side: this "
-                      f"{w}x{h} canvas is too wide for one PNG; write a video or a narrower canvas",
-                      self.path)
+        check_png(frame.shape[1::-1], self.path)
         if self.frames:
             raise bad("output", "is a PNG and holds one image; use .mp4, .mkv or .webm for video",
                       self.path)
@@ -361,7 +370,7 @@ def file_sink(target: str, *, fps: float, size: tuple[int, int] | None = None, c
     if ext == ".png" and "%" in target:
         return SequenceSink(target, **_)
     if ext == ".png":
-        return PngSink(target)
+        return PngSink(target, size)
     if ext not in FILE_FORMATS:
         raise bad("output", f"must end in one of {', '.join([*FILE_FORMATS, '.png'])} (or be a "
                   "numbered pattern like frames/%06d.png), be '-' "
@@ -493,13 +502,16 @@ class RTMPSink:
 
 
 def open_sink(target: str, *, fps: float, **options: Any):
-    """A sink for ``target``: '-' (stdout), an rtmp(s):// URL, or a file path by extension."""
+    """A sink for ``target``: '-' (stdout), an rtmp(s):// URL, a folder of tiles (a path ending in /),
+    or a file path by extension."""
     from streamgen.plugins import manager
 
     if not isinstance(target, str) or not target:
         raise bad("output", "must be a file path, '-' or an rtmp:// URL", target)
     if target == "-":
         kind = "pipe"
+    elif is_tile_folder(target):
+        kind = "tiles"
     elif "://" in target:
         scheme = target.split("://", 1)[0].lower()
         kind = scheme if scheme in manager().sinks else None
@@ -517,3 +529,4 @@ def streamgen_register_sinks(registry) -> None:
     registry.add("pipe", pipe_sink)
     registry.add("rtmp", RTMPSink)
     registry.add("rtmps", RTMPSink)
+    registry.add("tiles", TileFolder)

@@ -1,0 +1,69 @@
+"""Canvases strip by strip: an image's pixels handed out as soon as the tokens they need are final.
+
+A canvas drawn column by column (the omega order) gives bands of columns from the left; row by row
+(zeta), bands of rows from the top; any other plan (the other orders, outpainting) gives each band
+once the patches from the canvas's start up to it are drawn. The codec decodes band by band with
+`streamgen.plugins.codec.StripDecoder`; a codec without a ``tiling`` gives one band, the whole
+canvas, at its end. What this keeps is the band being cross-faded and the canvas's tokens (8 bytes
+a token: 1 MB for a 262,144 x 128 px canvas at factor 16), never the canvas's pixels.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Iterator, NamedTuple
+
+import numpy as np
+
+from streamgen.engine.core import TokenPart, paste
+from streamgen.plugins.codec import StripDecoder, Tiling
+
+if TYPE_CHECKING:
+    from streamgen.engine.core import Engine
+    from streamgen.engine.stream import Steering
+    from streamgen.plugins.task import Job
+
+
+class Strip(NamedTuple):
+    """A band of a canvas, final: ``pixels`` (h, w, 3) uint8 with its top left corner at canvas pixel
+    (``top``, ``left``); ``canvas`` is the whole canvas's (height, width) in pixels."""
+
+    top: int
+    left: int
+    pixels: np.ndarray
+    canvas: tuple[int, int]
+
+
+def canvas_strips(engine: "Engine", job: "Job", seed: int, steering: "Steering") -> Iterator[Strip]:
+    """The strips of ``job``'s one-frame canvas, each as soon as the tokens it needs are drawn."""
+    plan, codec, cfg = job.plan, engine.codec, engine.model.cfg
+    rows = plan.sweep == "row"
+    axis, patch = (1, cfg.patch_h) if rows else (2, cfg.patch_w)
+    f = codec.factor
+    canvas = (plan.rows * cfg.patch_h * f, plan.cols * cfg.patch_w * f)
+    length = canvas[axis - 1] // f
+    decoder = StripDecoder(codec.decode, getattr(codec, "tiling", None) or Tiling(tile=length), f, length, axis)
+    given = [g for g in job.given if g.frame == 0]
+    text, mask = steering.text()
+    known = (lambda pos: job.known[pos][None]) if job.known else None
+    parts = engine.generate_tokens(plan, seed=seed, sampling=steering.sampling, text=text, text_mask=mask,
+                                   known=known, wavefront=engine.wavefront, updates=steering, parts=True)
+    lines = 0  # patch columns (rows) from the canvas's start that are drawn whole
+    try:
+        for part in parts:
+            if not isinstance(part, TokenPart):
+                continue
+            made = part.made if rows else part.made.t()
+            while lines < len(made) and bool(made[lines].all()):
+                lines += 1
+            while not decoder.done and decoder.needs() <= lines * patch:
+                t0 = time.perf_counter()
+                offset, pixels = decoder.next(part.tokens)
+                top, left = (offset, 0) if rows else (0, offset)
+                for g in given:
+                    pixels = paste(pixels, g, top, left, canvas)
+                engine.stats.decode_seconds += time.perf_counter() - t0
+                yield Strip(top, left, pixels[0].numpy(), canvas)
+            if decoder.done:
+                return
+    finally:
+        parts.close()
