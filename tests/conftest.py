@@ -139,7 +139,7 @@ def nginx(tmp_path):
 
 class Served:
     """A `streamgen serve --model tiny` in a subprocess on a free port of 127.0.0.1, one torch thread;
-    its stderr collected on a thread, its token and address read from its first line."""
+    its stderr collected on a thread, its token and address read from the line saying it serves."""
 
     def __init__(self, *args: str):
         import threading
@@ -152,10 +152,10 @@ class Served:
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + 60
-        while not self.lines or "serving on" not in self.lines[0]:
+        while not any("serving on" in line for line in self.lines):  # said once resumed streams are back
             assert self.proc.poll() is None and time.monotonic() < deadline, "".join(self.lines)
             time.sleep(0.05)
-        first = self.lines[0]
+        first = next(line for line in self.lines if "serving on" in line)
         self.base = "http://" + first.split("http://")[1].split()[0]
         self.token = first.split("token ")[1].split(";")[0] if "token from" not in first else None
         self.client = httpx.Client(base_url=self.base, timeout=60)
