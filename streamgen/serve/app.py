@@ -46,15 +46,17 @@ def authorised(header: str, token: str) -> bool:
 
 
 def create_app(streams: Streams, token: str, *, hosts: list[str] | None = None,
-               resume: Path | None = None) -> FastAPI:
+               resume: Path | None = None, ready: Any = None) -> FastAPI:
     """The app over ``streams``; ``hosts`` the Host names it answers to (None: any), ``resume`` a
-    state folder whose streams come back at start."""
+    state folder whose streams come back at start, ``ready()`` called once they are back."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         streams.start()
         if resume is not None:
             await streams.resume(resume)
+        if ready is not None:
+            ready()
         yield
         await asyncio.to_thread(streams.shutdown)
 

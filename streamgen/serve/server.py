@@ -93,17 +93,17 @@ def serve(cfg: ServeConfig) -> int:
                     output_dir=output_dir)
     streams = Streams(engine, limits, state_dir=state_dir)
     hosts = None if cfg.host in ("0.0.0.0", "::") else ["127.0.0.1", "localhost", "[::1]", cfg.host]
-    app = create_app(streams, token, hosts=hosts, resume=resume)
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     try:
         sock = socket.create_server((cfg.host, cfg.port), family=family)
     except OSError as exc:
         raise bad("port", f"must be free to listen on at {cfg.host} ({exc.strerror})", cfg.port) from None
-    port = sock.getsockname()[1]
     where = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     said = "token from --token-file" if cfg.token_file else f"token {token}"
-    print(f"streamgen: serving on http://{where}:{port} ({said}; calls that change something need "
-          f"`Authorization: Bearer TOKEN`)", file=sys.stderr, flush=True)
+    line = (f"streamgen: serving on http://{where}:{sock.getsockname()[1]} ({said}; calls that change something "
+            f"need `Authorization: Bearer TOKEN`)")
+    app = create_app(streams, token, hosts=hosts, resume=resume,
+                     ready=lambda: print(line, file=sys.stderr, flush=True))
     server = Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10,
                                    ws_max_size=1 << 16))
     server.run(sockets=[sock])
