@@ -138,6 +138,7 @@ class Scheduler:
                     except Exception as exc:  # one stream's trouble is that stream's end, not the server's
                         got = exc
                 self.members.remove(m)
+                got = got if got is not None else getattr(m.stream, "error", None)  # a batched call's failure
                 m.leave("ended" if got is None else "failed", None if got is None else one_line(got))
         self._run_calls()  # refused or done: nobody waits forever
         finish = getattr(self, "_finish", None)
