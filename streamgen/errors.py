@@ -25,8 +25,14 @@ def bad(param: str, rule: str, value: Any) -> ConfigError:
 
 def from_validation_error(exc: pydantic.ValidationError, prefix: str = "") -> ConfigError:
     """Turn pydantic's report into one `ConfigError` line per broken field."""
+    return from_errors(exc.errors(include_url=False), prefix)
+
+
+def from_errors(errors: list[dict[str, Any]], prefix: str = "") -> ConfigError:
+    """One `ConfigError` from pydantic's list of errors (``loc``, ``msg``, ``input`` each), as a web
+    framework that validates with pydantic reports them."""
     parts = []
-    for err in exc.errors(include_url=False):
+    for err in errors:
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         if prefix:
             loc = f"{prefix}.{loc}"

@@ -66,3 +66,11 @@ def test_codecs_do_not_shadow_the_standard_library():
     code = "import codecs, streamgen.codecs; assert codecs.encode and codecs.__name__ == 'codecs'; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "ok"
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """What CI installs is what a reader of the README installs (the browser too)."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    command = ci[ci.index("# The README's test command:") + 1]
+    assert command in readme and "chromium chromium-driver" in command

@@ -1,14 +1,12 @@
 """RTMP pushes that outlive a restarting server, against Debian's nginx with its RTMP module.
 
-Each test starts its own nginx on 127.0.0.1 on a free port, with its config, pid, logs and the
+Each test starts its own nginx (the ``nginx`` fixture of conftest.py) on 127.0.0.1 on a free port, with its config, pid, logs and the
 server's recordings in a tmp folder (never the system's nginx), stops and restarts it under a
 running push, and reads what the server recorded with ffprobe. The recordings keep the publisher's
 own timestamps: nginx counts a recording from the codec header, which FLV sends at 0.
 """
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,118 +29,6 @@ os.environ["OMP_NUM_THREADS"] = "1"
 GEN = [sys.executable, "-m", "streamgen.cli", "generate", "--model", "tiny", "--prompt", "night dunes",
        "--size", "32x32", "--fps", "10", "--realtime"]
 FRAME_MS = 100  # at --fps 10
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Nginx:
-    """An nginx with the RTMP module, recording every publish to its own FLV file in ``root/rec``."""
-
-    def __init__(self, root: Path):
-        self.root, self.port, self.rec = root, free_port(), root / "rec"
-        self.rec.mkdir(parents=True)
-        # as root, the master hands the connections to workers that would otherwise run as nobody,
-        # who cannot write into pytest's private tmp folder
-        user = "user root;" if os.geteuid() == 0 else ""
-        (root / "nginx.conf").write_text(f"""
-load_module {RTMP_MODULE};
-{user}
-worker_processes 1;
-pid {root}/nginx.pid;
-lock_file {root}/nginx.lock;
-error_log {root}/error.log info;
-events {{ worker_connections 64; }}
-rtmp {{
-    access_log {root}/access.log;
-    server {{
-        listen 127.0.0.1:{self.port};
-        application live {{
-            live on;
-            record all;
-            record_path {self.rec};
-            record_unique on;
-        }}
-    }}
-}}
-""")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        # -e: the error log of the start-up, before the config is read, goes here too, not to /var/log
-        self.proc = subprocess.Popen([NGINX, "-p", str(self.root), "-c", str(self.root / "nginx.conf"),
-                                      "-e", str(self.root / "error.log"), "-g", "daemon off;"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited at start: {self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("nginx did not listen within 10 s")
-
-    def stop(self) -> None:
-        """What `nginx -s stop` does (SIGTERM): connections are dropped at once."""
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-    def url(self, name: str, userinfo: str = "") -> str:
-        return f"rtmp://{userinfo}127.0.0.1:{self.port}/live/{name}"
-
-    def recordings(self) -> list[list[int]]:
-        """Video timestamps (ms) of each recording that holds any, in the order of their first frame."""
-        out = []
-        for f in self.rec.glob("*.flv"):
-            if f.stat().st_size == 0:  # a publish that sent no media before it ended
-                continue
-            probe = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries",
-                                    "packet=pts", "-of", "csv=p=0", str(f)], capture_output=True, timeout=30)
-            pts = [int(line) for line in probe.stdout.decode().split() if line.strip().isdigit()]
-            if pts:
-                out.append(pts)
-        return sorted(out)
-
-    def wait_for(self, what: str, done, timeout: float = 60) -> list[list[int]]:
-        """The recordings once ``done(recordings)``: the server writes what it reads a little later."""
-        deadline = time.monotonic() + timeout
-        while True:
-            recs = self.recordings()
-            if done(recs):
-                return recs
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not recorded after {timeout} s: {what}; recordings: {recs}")
-            time.sleep(0.1)
-
-    def wait_for_frames(self, n: int) -> None:
-        self.wait_for(f"{n} frames", lambda recs: sum(map(len, recs)) >= n)
-
-    def wait_for_last(self, ms: int) -> None:
-        """Until the newest recording ends at ``ms``: stopping the server earlier could lose the end."""
-        self.wait_for(f"a frame at {ms} ms", lambda recs: bool(recs) and recs[-1][-1] == ms)
-
-
-@pytest.fixture
-def nginx(tmp_path):
-    server = Nginx(tmp_path / "nginx")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def clean_stderr(err: str) -> None:

@@ -100,6 +100,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return generate(parse(GenerateConfig, data))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from streamgen.config import parse
+    from streamgen.serve.config import ServeConfig
+
+    cfg = parse(ServeConfig, {k: getattr(args, k) for k in ServeConfig.model_fields if getattr(args, k) is not None})
+    try:
+        from streamgen.serve.server import serve
+    except ImportError as exc:
+        raise StreamgenError(f"`streamgen serve` needs the serve extra ({exc.name} is missing): "
+                             "pip install 'streamgen[serve]'") from None
+    return serve(cfg)
+
+
 def add_options(parser: argparse.ArgumentParser, model: type, skip: Sequence[str] = ()) -> None:
     """One ``--field-name`` option per field of the pydantic ``model``, its help the field's
     description; values stay strings for the model to validate (booleans are flags)."""
@@ -176,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="JSON preset (see configs/)")
     g.add_argument("set", nargs="*", help="dotted overrides, e.g. sampling.top_k=50")
     g.set_defaults(func=cmd_generate)
+
+    sv = sub.add_parser("serve", help="serve live streams over HTTP: an API, a page to watch and steer them",
+                        description="Many live streams in one process, advanced together by one scheduler; "
+                        "an HTTP API (OpenAPI at /openapi.json) and a page at /. Calls that change something "
+                        "need `Authorization: Bearer TOKEN`.")
+    from streamgen.serve.config import ServeConfig
+
+    add_options(sv, ServeConfig)
+    sv.set_defaults(func=cmd_serve)
 
     j = sub.add_parser("join", help="join a stream's segments after --resume into one file",
                        description="Joins out.mp4 and out.from000040.mp4 (and further segments) into "

@@ -93,26 +93,36 @@ class Control:
             self._say(f"error: {exc}")
 
     def apply(self, command: Any) -> str:
-        if not isinstance(command, dict) or not command:
-            raise bad("command", f"must be a JSON object with some of {', '.join(COMMANDS)}", command)
-        unknown = [k for k in command if k not in COMMANDS]
-        if unknown:
-            raise bad("command", f"may only hold {', '.join(COMMANDS)}", ", ".join(unknown))
-        for key in ("snapshot", "stop"):
-            if key in command and command[key] is not True:
-                raise bad(key, "must be true", command[key])
-        done = []
-        if "prompt" in command or "sampling" in command:
-            self.steer(prompt=command.get("prompt"), sampling=command.get("sampling"))
-            done += [k for k in ("prompt", "sampling") if k in command]
-        if command.get("snapshot"):
-            if self.snapshot is None:
-                raise bad("snapshot", "needs --snapshot FILE to know where to save", True)
-            done.append(self.snapshot())
-        if command.get("stop"):
-            self.stop()
-            done.append("stop")
-        return json.dumps(command) if not done else ", ".join(done)
+        return apply(command, steer=self.steer, snapshot=self.snapshot, stop=self.stop)
+
+
+def apply(command: Any, *, steer: Callable[..., None], snapshot: Callable[[], str] | None,
+          stop: Callable[[], None], snapshot_needs: str = "--snapshot FILE") -> str:
+    """Check one command (a JSON object with some of `COMMANDS`) and carry it out through ``steer``
+    (`Stream.set`'s keywords), ``snapshot()`` and ``stop()``; returns what was done, for the answer.
+    A bad command raises `ConfigError` naming what is wrong, before anything is done. The command
+    line's control channel and the server's ``PATCH /streams/{id}`` both take commands through here;
+    ``snapshot_needs`` names what a server or command without a place for snapshots lacks."""
+    if not isinstance(command, dict) or not command:
+        raise bad("command", f"must be a JSON object with some of {', '.join(COMMANDS)}", command)
+    unknown = [k for k in command if k not in COMMANDS]
+    if unknown:
+        raise bad("command", f"may only hold {', '.join(COMMANDS)}", ", ".join(unknown))
+    for key in ("snapshot", "stop"):
+        if key in command and command[key] is not True:
+            raise bad(key, "must be true", command[key])
+    if command.get("snapshot") and snapshot is None:
+        raise bad("snapshot", f"needs {snapshot_needs} to know where to save", True)
+    done = []
+    if "prompt" in command or "sampling" in command:
+        steer(prompt=command.get("prompt"), sampling=command.get("sampling"))
+        done += [k for k in ("prompt", "sampling") if k in command]
+    if command.get("snapshot"):
+        done.append(snapshot())
+    if command.get("stop"):
+        stop()
+        done.append("stop")
+    return json.dumps(command) if not done else ", ".join(done)
 
 
 class _Keep:

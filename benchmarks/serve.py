@@ -1,0 +1,200 @@
+"""`streamgen serve` against separate `streamgen generate` processes, and under a load of API calls.
+
+    python benchmarks/serve.py                                   # N = 1 2 3 4 6 8, shipped model, 128x128 at 8 frames/s
+    python benchmarks/serve.py --streams 1 2 --seconds 10 --model tiny
+    python benchmarks/serve.py --load --seconds 60               # 100 mixed API calls/s while 3 streams run
+
+Streams: for each N, one server runs N t2v streams (128x128 at --fps, endless, each its own seed), then
+N separate ``streamgen generate --realtime`` processes run the same streams into Matroska files (a
+cluster a frame: readable while written). After --warmup seconds the frames each stream has made
+are counted twice, --seconds apart (the server's ``GET /streams``; ffprobe on each file). Printed
+per N and side: the frames/s of all streams together, and how far the slowest and the mean stream
+fell behind real time over the window (window - frames / fps; 0 when it kept up).
+
+Load: a server with 3 streams takes --rate calls a second for --seconds from 4 client threads: 50%
+``GET /streams/{id}``, 20% ``GET /streams``, 20% ``PATCH`` with a new prompt, 10% a bad ``PATCH``
+(its intended 400). Printed: calls made, answers by status, call latency (median, 95th percentile),
+and each stream's frames/s and fall-behind over the run. Every address is 127.0.0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+PROMPTS = ["a day sky over grassy hills, the camera pans right", "a sunset sky over desert dunes, the camera pans left",
+           "a night sky over snowy mountains", "a day sky over a lake with hills"]
+FFPROBE = shutil.which("ffprobe")
+
+
+def start_server(model: str | None, max_streams: int) -> tuple[subprocess.Popen, httpx.Client]:
+    """A `streamgen serve` on a free port of 127.0.0.1 and a client holding its token."""
+    args = [sys.executable, "-m", "streamgen.cli", "serve", "--port", "0", "--max-streams", str(max_streams)]
+    proc = subprocess.Popen(args + (["--model", model] if model else []), stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    if "serving on" not in line:
+        raise SystemExit(f"the server did not start: {line}{proc.stderr.read()}")
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # drained
+    base, token = line.split("http://")[1].split()[0], line.split("token ")[1].split(";")[0]
+    return proc, httpx.Client(base_url=f"http://{base}", timeout=120, headers={"Authorization": f"Bearer {token}"})
+
+
+def request(i: int, size: int) -> dict:
+    return {"prompt": PROMPTS[i % len(PROMPTS)], "width": size, "height": size, "frames": None, "seed": i}
+
+
+def server_frames(client: httpx.Client) -> dict[str, int]:
+    return {s["id"]: s["frames"] for s in client.get("/streams").json()["streams"]}
+
+
+def file_frames(path: Path) -> int:
+    out = subprocess.run([FFPROBE, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                          "stream=nb_read_frames", "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+    return int((out.stdout.split() or ["0"])[0])
+
+
+def window(count, seconds: float, warmup: float) -> tuple[dict, float]:
+    """Frames made by each stream over ``seconds``, after ``warmup``; and the window's length."""
+    time.sleep(warmup)
+    t0, a = time.monotonic(), count()
+    time.sleep(seconds)
+    b, t1 = count(), time.monotonic()
+    return {k: b[k] - a.get(k, 0) for k in b}, t1 - t0
+
+
+def summary(made: dict, span: float, fps: float) -> tuple[float, float, float]:
+    behind = [max(0.0, span - n / fps) for n in made.values()]
+    return sum(made.values()) / span, max(behind), statistics.mean(behind)
+
+
+def in_one_server(n: int, args) -> tuple[float, float, float]:
+    proc, client = start_server(args.model, n)
+    try:
+        for i in range(n):
+            client.post("/streams", json={"request": request(i, args.size), "fps": args.fps}).raise_for_status()
+        made, span = window(lambda: server_frames(client), args.seconds, args.warmup)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    return summary(made, span, args.fps)
+
+
+def in_processes(n: int, args, folder: Path) -> tuple[float, float, float]:
+    procs, files = [], [folder / f"p{n}_{i}.mkv" for i in range(n)]
+    for i, path in enumerate(files):
+        r = request(i, args.size)
+        cmd = [sys.executable, "-m", "streamgen.cli", "generate", "--task", "t2v", "--prompt", r["prompt"],
+               "--size", f"{args.size}x{args.size}", "--seed", str(i), "--fps", str(args.fps), "--frames", "inf",
+               "--realtime", "-o", str(path)] + (["--model", args.model] if args.model else [])
+        procs.append(subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
+    try:
+        deadline = time.monotonic() + 600
+        while not all(p.exists() and file_frames(p) for p in files):  # loaded and making frames
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise SystemExit("the generate processes did not start making frames")
+            time.sleep(0.5)
+        made, span = window(lambda: {str(p): file_frames(p) for p in files}, args.seconds, args.warmup)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(120)
+    return summary(made, span, args.fps)
+
+
+def streams(args) -> None:
+    print(f"{args.size}x{args.size} at {args.fps:g} frames/s, model {args.model or 'shipped'}, "
+          f"window {args.seconds:g} s after {args.warmup:g} s")
+    print("| streams | server frames/s | server behind: worst / mean (s) | processes frames/s | "
+          "processes behind: worst / mean (s) |\n|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.streams:
+            s, p = in_one_server(n, args), in_processes(n, args, Path(tmp))
+            print(f"| {n} | {s[0]:.2f} | {s[1]:.2f} / {s[2]:.2f} | {p[0]:.2f} | {p[1]:.2f} / {p[2]:.2f} |", flush=True)
+
+
+def load(args) -> None:
+    proc, client = start_server(args.model, 3)
+    codes: dict[int, int] = {}
+    took: list[float] = []
+    try:
+        ids = [client.post("/streams", json={"request": request(i, args.size), "fps": args.fps}).json()["id"]
+               for i in range(3)]
+        before, t0 = server_frames(client), time.monotonic()
+        end, lock = t0 + args.seconds, threading.Lock()
+
+        def worker(k: int) -> None:
+            rng, calls = random.Random(k), 0
+            with httpx.Client(base_url=client.base_url, headers=client.headers, timeout=30) as own:
+                while (now := time.monotonic()) < end:
+                    due = t0 + calls * 4 / args.rate
+                    if due > now:
+                        time.sleep(due - now)
+                    x, id = rng.random(), rng.choice(ids)
+                    t = time.perf_counter()
+                    if x < 0.5:
+                        r = own.get(f"/streams/{id}")
+                    elif x < 0.7:
+                        r = own.get("/streams")
+                    elif x < 0.9:
+                        r = own.patch(f"/streams/{id}", json={"prompt": rng.choice(PROMPTS)})
+                    else:
+                        r = own.patch(f"/streams/{id}", json={"sampling": {"temperature": -1}})
+                    with lock:
+                        took.append(time.perf_counter() - t)
+                        codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                    calls += 1
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        span = time.monotonic() - t0
+        after = server_frames(client)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    q = statistics.quantiles(took, n=20)
+    print(f"{len(took)} calls in {span:.1f} s ({len(took) / span:.1f}/s); answers {dict(sorted(codes.items()))} "
+          f"(the 400s are the bad PATCHes); latency median {statistics.median(took) * 1000:.1f} ms, "
+          f"95th percentile {q[18] * 1000:.1f} ms")
+    for id in ids:
+        n = after[id] - before[id]
+        print(f"stream {id}: {n / span:.2f} frames/s, {max(0.0, span - n / args.fps):.2f} s behind real time")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
+    ap.add_argument("--model", default=None, help="model folder or 'tiny'; default the shipped model")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--fps", type=float, default=8.0)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the server and of each "
+                    "process (OMP_NUM_THREADS); default torch's own")
+    ap.add_argument("--load", action="store_true", help="the load test instead")
+    ap.add_argument("--rate", type=float, default=100.0, help="API calls a second in the load test")
+    args = ap.parse_args()
+    if args.threads:  # inherited by the server and the processes
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.load:
+        load(args)
+    else:
+        streams(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""One scheduler for every live stream of a server, on one worker thread.
+
+Each round advances every stream whose next frame is due (its start plus frames / fps on the wall
+clock) by one frame through `advance`, then hands each frame to that stream's outputs. Streams join
+and leave between rounds, so the others never stop; changes set from outside (`Stream.set`) are
+applied by the engine before the next frame it draws. A stream that raises, ends, or whose outputs
+fail leaves alone. Everything that touches the model runs on this one thread (torch's OpenMP workers
+spin-wait for the thread that started them), including opening streams: `call` runs a function
+there between rounds.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Protocol
+
+from streamgen.engine.core import Frame
+from streamgen.engine.stream import Stream
+
+
+def advance(streams: list[Stream]) -> list[Frame | None | Exception]:
+    """One frame of each stream: its `Frame`, None once it has no more, or the exception it raised
+    (it is then over; the others are untouched). Each stream gets the frames it gets alone with its
+    seed, whichever streams share the call."""
+    out: list[Frame | None | Exception] = []
+    for stream in streams:
+        try:
+            pixels = next(stream)
+            out.append(Frame(pixels, stream.state, pixels[None]))
+        except StopIteration:
+            out.append(None)
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class Member(Protocol):
+    """What the scheduler needs of a live stream (`streamgen.serve.streams.Live`)."""
+
+    id: str
+    stream: Stream
+
+    def due(self) -> float: ...
+    def ready(self) -> bool: ...
+    def took(self, frame: Frame, done: float) -> None: ...
+    def leave(self, state: str, error: str | None = None) -> None: ...
+    def wants_to_leave(self) -> tuple[str, str | None] | None: ...
+
+
+class Scheduler:
+    """Advances its members together, each paced to its own frame rate."""
+
+    IDLE = 0.05  # longest sleep: a full output queue frees up, or a member asks to leave
+
+    def __init__(self) -> None:
+        self.members: list[Member] = []
+        self.rounds = 0
+        self._calls: list[tuple[Callable[[], Any], Future]] = []
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="streamgen-scheduler", daemon=True)
+
+    def start(self) -> "Scheduler":
+        self._thread.start()
+        return self
+
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` on the worker thread between rounds; its result or exception in the future."""
+        fut: Future = Future()
+        with self._wake:
+            if self._stopping:
+                fut.set_exception(RuntimeError("the server is stopping"))
+                return fut
+            self._calls.append((fn, fut))
+            self._wake.notify()
+        return fut
+
+    def add(self, member: Member) -> None:
+        """Join ``member`` at the next frame boundary (call from the worker thread, e.g. inside `call`)."""
+        self.members.append(member)
+
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify()
+
+    def stop(self, finish: Callable[[list[Member]], None] | None = None, timeout: float | None = None) -> None:
+        """End the rounds after the one in progress, then ``finish(members)`` on the worker thread."""
+        with self._wake:
+            self._stopping = True
+            self._finish = finish
+            self._wake.notify()
+        self._thread.join(timeout)
+
+    def _run_calls(self) -> None:
+        with self._wake:
+            calls, self._calls = self._calls, []
+        for fn, fut in calls:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+    def _leavers(self) -> None:
+        for m in list(self.members):
+            why = m.wants_to_leave()
+            if why is not None:
+                self.members.remove(m)
+                m.leave(*why)
+
+    def _run(self) -> None:
+        while True:
+            self._run_calls()
+            self._leavers()
+            with self._wake:
+                if self._stopping:
+                    break
+            now = time.monotonic()
+            due = [m for m in self.members if m.ready() and m.due() <= now]
+            if not due:
+                nxt = min((m.due() for m in self.members if m.ready()), default=now + self.IDLE)
+                with self._wake:
+                    if not self._calls and not self._stopping:
+                        self._wake.wait(min(self.IDLE, max(0.0, nxt - now)))
+                continue
+            results = advance([m.stream for m in due])
+            done = time.monotonic()
+            self.rounds += 1
+            for m, got in zip(due, results):
+                if isinstance(got, Frame):
+                    try:
+                        m.took(got, done)
+                        continue
+                    except Exception as exc:  # one stream's trouble is that stream's end, not the server's
+                        got = exc
+                self.members.remove(m)
+                got = got if got is not None else getattr(m.stream, "error", None)  # a batched call's failure
+                m.leave("ended" if got is None else "failed", None if got is None else one_line(got))
+        self._run_calls()  # refused or done: nobody waits forever
+        finish = getattr(self, "_finish", None)
+        if finish is not None:
+            finish(self.members)

@@ -1,0 +1,355 @@
+"""The streams of a server: what a client asks for, each live stream's state, and the limits.
+
+`Streams` opens a stream on the scheduler's thread (validation, the task's job and the prompt's text
+states touch the model's side), opens its outputs beside the event loop, and lets it join the
+scheduler. Steering goes through the control channel's command checks
+(`streamgen.cli.control.apply`), so the server and ``streamgen generate --control`` take the same
+commands with the same messages. At shutdown every output is finished and every stream that made a
+frame is saved to the state folder; `Streams.resume` brings them back.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from streamgen.cli.control import apply
+from streamgen.cli.generate import segment_name
+from streamgen.config import Strict
+from streamgen.engine import snapshot as snap
+from streamgen.engine.core import Engine, Frame, StreamState
+from streamgen.engine.stream import Stream
+from streamgen.errors import ConfigError, StreamgenError, bad
+from streamgen.output.sinks import open_sink, redact
+from streamgen.plugins import manager
+from streamgen.plugins.registry import validate_request
+from streamgen.plugins.task import TaskEnv
+from streamgen.serve.outputs import Outputs
+from streamgen.serve.scheduler import Scheduler
+from streamgen.serve.video import Channel, LiveView
+
+RUNNING = ("live",)
+LIVE_VIEW = "the server's live view"
+
+
+class NewStream(Strict):
+    """The body of ``POST /streams``."""
+
+    task: str = Field("t2v", description="task name (`streamgen tasks`)")
+    request: dict[str, Any] = Field(default_factory=dict, description="the task's request: prompt, width, "
+                                    "height, frames (null: endless), seed, sampling, ... as in "
+                                    "`engine.open(task, request)`")
+    output: str | None = Field(None, description="an rtmp:// or rtmps:// URL, a file name inside the server's "
+                               "--output-dir (.mp4 .mkv .webm, or a numbered pattern like frames/%06d.png), "
+                               "or nothing: the server's live view only (every stream has it)")
+    fps: float = Field(8.0, gt=0, allow_inf_nan=False, description="frames per second, paced to the wall clock")
+    reconnect: int = Field(0, ge=0, le=100, description="retries of a dropped RTMP push, with backoff")
+    recache: bool = Field(False, description="a new prompt recomputes the cached context under it")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_streams: int = 4
+    max_width: int = 512
+    max_height: int = 512
+    max_fps: float = 30.0
+    output_dir: Path | None = None
+
+
+class TooMany(StreamgenError):
+    """The server runs as many streams as it may."""
+
+
+class NotFound(StreamgenError):
+    """No stream has that id."""
+
+
+class Live:
+    """One stream of the server: the engine's `Stream`, its outputs, and what its status shows."""
+
+    def __init__(self, id: str, spec: NewStream, stream: Stream, size: tuple[int, int], outputs: Outputs,
+                 channel: Channel, first: int, shown_output: str | None):
+        self.id, self.spec, self.stream, self.size = id, spec, stream, size
+        self.outputs, self.channel, self.shown_output = outputs, channel, shown_output
+        self.state, self.error = "live", None
+        self.first = first  # frames done before this server took it (a resumed stream)
+        self.made = 0
+        self.lag = self.max_lag = 0.0
+        self.started = time.time()
+        self._t0: float | None = None
+        self._times: deque[float] = deque(maxlen=max(3, round(2 * spec.fps) + 1))
+        self._leave: tuple[str, str | None] | None = None
+        self._snapshot: Any = None  # a function saving a state, asked for by a command
+        self.closed = threading.Event()
+
+    # --- what the scheduler calls, on its thread ------------------------------------------------------
+    def due(self) -> float:
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        return self._t0 + self.made / self.spec.fps
+
+    def ready(self) -> bool:
+        return self.outputs.room()
+
+    def took(self, frame: Frame, done: float) -> None:
+        self.lag = max(0.0, done - self.due())
+        self.max_lag = max(self.max_lag, self.lag)
+        self.made += 1
+        self._times.append(done)
+        self.outputs.put(frame.pixels, frame.state.frames_done - 1, time.time())
+        save, self._snapshot = self._snapshot, None
+        if save is not None:
+            state = frame.state
+            self.outputs.after_written(lambda: save(state))
+
+    def wants_to_leave(self) -> tuple[str, str | None] | None:
+        if self._leave is not None:
+            return self._leave
+        if self.outputs.error is not None:
+            return "failed", self.outputs.error
+        return None
+
+    def leave(self, state: str, error: str | None = None) -> None:
+        self.state, self.error = state, error
+        self.stream.close()
+        self.outputs.close(wait=False)
+
+    # --- what requests call, on the event loop ----------------------------------------------------------
+    def stop(self) -> None:
+        if self._leave is None:
+            self._leave = ("stopped", None)
+
+    def ask_snapshot(self, save: Any) -> str:
+        self._snapshot = save
+        return "snapshot"
+
+    @property
+    def frames(self) -> int:
+        return self.first + self.made
+
+    def rate(self) -> float:
+        """Frames per second over the last two seconds or so."""
+        times = list(self._times)
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+    def status(self) -> dict[str, Any]:
+        rate = self.rate()
+        w, h = self.size
+        applied = [{"frame": f, **change} for f, change in self.stream.steering.applied[-20:]]
+        return {"id": self.id, "task": self.spec.task, "state": self.state, "error": self.error,
+                "prompt": self.stream.prompt, "sampling": self.stream.sampling.model_dump(mode="json"),
+                "width": w, "height": h, "fps": self.spec.fps, "frames": self.frames,
+                "frames_per_second": round(rate, 3), "lag": round(self.lag, 3), "max_lag": round(self.max_lag, 3),
+                "outputs": [o for o in (self.shown_output, LIVE_VIEW) if o],
+                "viewers": len(self.channel.viewers), "applied": applied, "started": self.started}
+
+
+class Streams:
+    """Every stream of one server, over one engine and one `Scheduler`."""
+
+    def __init__(self, engine: Engine, limits: Limits, *, state_dir: Path | None = None,
+                 log: Any = None):
+        self.engine, self.limits, self.state_dir = engine, limits, state_dir
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.scheduler = Scheduler()
+        self.lives: dict[str, Live] = {}
+        self.opening = 0
+        self.identity = engine.identity()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.scheduler.start()
+
+    # --- reading --------------------------------------------------------------------------------------
+    def get(self, id: str) -> Live:
+        try:
+            return self.lives[id]
+        except KeyError:
+            raise NotFound(f"no stream {id!r} on this server") from None
+
+    def running(self) -> int:
+        return sum(live.state in RUNNING for live in self.lives.values())
+
+    def load(self) -> dict[str, Any]:
+        """What this server carries: running streams, their frames per second together, the worst lag."""
+        running = [live for live in self.lives.values() if live.state in RUNNING]
+        return {"streams": len(running), "max_streams": self.limits.max_streams,
+                "frames_per_second": round(sum(live.rate() for live in running), 3),
+                "max_lag": round(max((live.lag for live in running), default=0.0), 3),
+                "rounds": self.scheduler.rounds}
+
+    # --- checks ---------------------------------------------------------------------------------------
+    def check(self, spec: NewStream) -> None:
+        """The server's limits and what may be written where; before any work."""
+        lim = self.limits
+        if self.running() + self.opening >= lim.max_streams:
+            raise TooMany(f"`streams` must be at most {lim.max_streams} at once on this server (--max-streams), "
+                          f"but got one more: stop one first")
+        if spec.fps > lim.max_fps:
+            raise bad("fps", f"must be at most {lim.max_fps:g} on this server (--max-fps)", spec.fps)
+        task = manager().tasks.get(spec.task)
+        req = validate_request(task, spec.request)  # the task's own messages, before the worker's turn
+        self.check_canvas(getattr(req, "width", None), getattr(req, "height", None))
+        self.target(spec.output)
+
+    def check_canvas(self, width: int | None, height: int | None) -> None:
+        lim = self.limits
+        if width is not None and width > lim.max_width:
+            raise bad("request.width", f"must be at most {lim.max_width} on this server (--max-size)", width)
+        if height is not None and height > lim.max_height:
+            raise bad("request.height", f"must be at most {lim.max_height} on this server (--max-size)", height)
+
+    def target(self, output: str | None) -> str | None:
+        """Where ``output`` writes: an RTMP URL as it is, a file inside the output folder as a full
+        path, None for the live view alone; anything else a `ConfigError`."""
+        if output is None:
+            return None
+        if "://" in output:
+            scheme = output.split("://", 1)[0].lower()
+            if scheme not in ("rtmp", "rtmps"):
+                raise bad("output", "must be an rtmp:// or rtmps:// URL, a file name inside the server's "
+                          "output folder, or nothing (the live view)", redact(output))
+            return output
+        folder = self.limits.output_dir
+        if folder is None:
+            raise bad("output", "must be an rtmp:// URL or nothing: this server writes no files (start it "
+                      "with --output-dir DIR)", output)
+        path = Path(output)
+        where = (folder / path).resolve()
+        if output in ("", "-") or path.is_absolute() or ".." in path.parts \
+                or not where.is_relative_to(folder.resolve()):
+            raise bad("output", "must be a file name inside the server's output folder (no absolute path, "
+                      "no ..)", output)
+        busy = [live.id for live in self.lives.values() if live.state in RUNNING and live.spec.output == output]
+        if busy:
+            raise bad("output", f"is being written by stream {busy[0]}", output)
+        return str(where)
+
+    # --- changing -------------------------------------------------------------------------------------
+    async def create(self, spec: NewStream, *, id: str | None = None, resume: StreamState | None = None) -> Live:
+        """Open a stream and let it join the scheduler; a `StreamgenError` says why not."""
+        self.check(spec)
+        self.opening += 1
+        try:
+            return await self._create(spec, id or secrets.token_hex(4), resume)
+        finally:
+            self.opening -= 1
+
+    async def _create(self, spec: NewStream, id: str, resume: StreamState | None) -> Live:
+        stream, size = await asyncio.wrap_future(self.scheduler.call(lambda: self._open(spec, resume)))
+        first = resume.frames_done if resume is not None else 0
+        target = self.target(spec.output)
+        channel = Channel(self.loop)
+        try:
+            sinks = await asyncio.to_thread(self._sinks, spec, target, size, first)
+            view = LiveView(fps=spec.fps, size=size, publish=channel.publish)
+        except BaseException:
+            stream.close()
+            raise
+        live: Live | None = None
+
+        def closed() -> None:
+            channel.end({"state": live.state, "error": live.error} if live else {})
+            live.closed.set()
+
+        outputs = Outputs(sinks, view, name=id, on_closed=closed)
+        live = Live(id, spec, stream, size, outputs, channel, first,
+                    redact(spec.output) if spec.output else None)
+        self.lives[id] = live
+        await asyncio.wrap_future(self.scheduler.call(lambda: self.scheduler.add(live)))
+        return live
+
+    def _open(self, spec: NewStream, resume: StreamState | None) -> tuple[Stream, tuple[int, int]]:
+        """On the scheduler's thread: the engine's stream, and its frames' (width, height)."""
+        stream = self.engine.open(spec.task, spec.request, resume=resume, recache=spec.recache)
+        plan = stream.steering.job.plan
+        ph, pw = TaskEnv(self.engine).patch_pixels
+        size = (plan.cols * pw, plan.rows * ph)
+        try:
+            self.check_canvas(*size)
+        except ConfigError:
+            stream.close()
+            raise
+        return stream, size
+
+    @staticmethod
+    def _sinks(spec: NewStream, target: str | None, size: tuple[int, int], first: int) -> list[Any]:
+        if target is None:
+            return []
+        options: dict[str, Any] = {"size": size}
+        if "://" in target:
+            options.update(reconnect=spec.reconnect, start=first)
+        elif "%" in target:
+            options["start"] = first
+        elif first:
+            target = segment_name(target, first)  # a resumed file stream writes its next segment
+        return [open_sink(target, fps=spec.fps, **options)]
+
+    def command(self, live: Live, command: Any) -> str:
+        """A control command (`streamgen.cli.control.apply`) for a running stream."""
+        if live.state not in RUNNING:
+            raise bad("stream", "must be running to take commands", f"{live.id} ({live.state})")
+        return apply(command, steer=live.stream.set, snapshot=(lambda: live.ask_snapshot(self._saver(live)))
+                     if self.state_dir else None, stop=live.stop, snapshot_needs="a server started with --state-dir")
+
+    def _saver(self, live: Live) -> Any:
+        path = self.state_dir / f"{live.id}.snap"
+        meta = {"serve": {"id": live.id, "spec": live.spec.model_dump(mode="json")}, "identity": self.identity}
+        return lambda state: snap.save(path, state, meta)
+
+    async def delete(self, live: Live) -> dict[str, Any]:
+        """Stop ``live`` (its outputs finished) and forget it, snapshot and all."""
+        live.stop()
+        self.scheduler.wake()
+        if live.state in RUNNING or not live.closed.is_set():
+            await asyncio.to_thread(live.closed.wait, 60)
+        self.lives.pop(live.id, None)
+        if self.state_dir is not None:
+            (self.state_dir / f"{live.id}.snap").unlink(missing_ok=True)
+        return live.status()
+
+    # --- stopping and starting again --------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Finish every output and save every running stream that made a frame to the state folder."""
+        self.scheduler.stop(self._finish)
+
+    def _finish(self, members: list[Any]) -> None:
+        for live in members:
+            live.leave("stopped")
+        for live in members:
+            live.closed.wait(60)
+            state = live.stream.state
+            if self.state_dir is None:
+                continue
+            if state is None:
+                self.log(f"streamgen: serve: stream {live.id} had made no frame: not saved")
+                continue
+            self._saver(live)(state)
+            self.log(f"streamgen: serve: stream {live.id} saved at frame {state.frames_done} "
+                     f"({live.shown_output or LIVE_VIEW})")
+        if self.state_dir is not None:  # streams that ended or failed do not come back
+            for live in self.lives.values():
+                if live not in members:
+                    (self.state_dir / f"{live.id}.snap").unlink(missing_ok=True)
+
+    async def resume(self, folder: Path) -> None:
+        """Bring back every stream saved in ``folder``; one that cannot come back says why in one line."""
+        for path in sorted(folder.glob("*.snap")):
+            try:
+                state, info = snap.load(path)
+                snap.check_identity(info, self.identity, path)
+                saved = info.get("serve") or {}
+                spec = NewStream.model_validate(saved.get("spec"))
+                live = await self.create(spec, id=saved.get("id"), resume=state)
+                self.log(f"streamgen: serve: stream {live.id} resumed at frame {state.frames_done}")
+            except (StreamgenError, ValueError) as exc:
+                self.log(f"streamgen: serve: cannot resume {path.name}: {' '.join(str(exc).split())}")

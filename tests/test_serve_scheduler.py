@@ -1,0 +1,100 @@
+"""The server's scheduler: streams join and leave between frames, each gets the frames it gets alone,
+and a stream that raises leaves alone while the others go on."""
+import threading
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+import streamgen
+from streamgen.plugins import manager
+from streamgen.serve.scheduler import Scheduler, advance
+
+
+class Collect:
+    """A scheduler member that takes ``n`` frames as fast as they come (always due), then leaves;
+    ``then(scheduler)`` runs on the worker after its ``after``-th frame."""
+
+    def __init__(self, id, stream, n, after=None, then=None):
+        self.id, self.stream, self.n, self.after, self.then = id, stream, n, after, then
+        self.frames, self.state, self.error = [], None, None
+        self.left = threading.Event()
+
+    def due(self):
+        return 0.0
+
+    def ready(self):
+        return True
+
+    def took(self, frame, done):
+        self.frames.append(frame.pixels.copy())
+        if len(self.frames) == self.after:
+            self.then()
+
+    def wants_to_leave(self):
+        return ("stopped", None) if len(self.frames) >= self.n else None
+
+    def leave(self, state, error=None):
+        self.state, self.error = state, error
+        self.stream.close()
+        self.left.set()
+
+
+def alone(engine, seed, prompt, n):
+    """The first ``n`` frames of the stream run by itself."""
+    return [f for f, _ in zip(engine.run("t2v", prompt=prompt, width=32, height=32, frames=None, seed=seed), range(n))]
+
+
+def test_streams_join_and_leave_between_frames_with_the_frames_they_get_alone():
+    torch.set_num_threads(1)
+    engine = streamgen.load("tiny")
+    open_ = lambda seed, prompt: engine.open("t2v", prompt=prompt, width=32, height=32, frames=None, seed=seed)  # noqa: E731
+    scheduler = Scheduler()
+    b = Collect("b", open_(2, "a night sky over dunes"), n=5)
+    c = Collect("c", open_(3, "a day sky"), n=2)
+    a = Collect("a", open_(1, "a day sky over hills"), n=6, after=2,
+                then=lambda: (scheduler.add(b), scheduler.add(c)))  # they join a running scheduler
+    scheduler.call(lambda: scheduler.add(a))
+    scheduler.start()
+    for m in (a, b, c):
+        assert m.left.wait(120), m.id
+    scheduler.stop()
+    assert [len(m.frames) for m in (a, b, c)] == [6, 5, 2] and a.state == b.state == c.state == "stopped"
+    assert scheduler.rounds == 2 + 4 + 1  # a alone, a with b (and c for two rounds), b alone after a left
+    for m, seed, prompt in ((a, 1, "a day sky over hills"), (b, 2, "a night sky over dunes"), (c, 3, "a day sky")):
+        want = alone(engine, seed, prompt, len(m.frames))
+        assert all(np.array_equal(x, y) for x, y in zip(m.frames, want)), m.id
+
+
+def sick_task():
+    """t2v whose plugin raises while steering frame 1."""
+    t2v = manager().tasks.get("t2v")
+
+    class Sick(type(t2v)):
+        def job(self, request, env):
+            def steer(f):
+                if f >= 1:
+                    raise RuntimeError("the plugin broke\nat frame 1")
+
+            return replace(super().job(request, env), steer=steer)
+
+    return Sick()
+
+
+def test_a_stream_that_raises_leaves_alone_and_the_others_go_on():
+    torch.set_num_threads(1)
+    engine = streamgen.load("tiny")
+    open_ = lambda task, seed: engine.open(task, prompt="a day sky", width=32, height=32, frames=None, seed=seed)  # noqa: E731
+    good, broken = open_("t2v", 4), open_(sick_task(), 5)
+    assert [type(x).__name__ for x in advance([broken, good])] == ["Frame", "Frame"]
+    out = advance([broken, good])
+    assert isinstance(out[0], RuntimeError) and out[1].state.frames_done == 2
+
+    scheduler = Scheduler()
+    g, s = Collect("g", good, n=6), Collect("s", open_(sick_task(), 6), n=6)
+    scheduler.call(lambda: (scheduler.add(g), scheduler.add(s)))
+    scheduler.start()
+    assert g.left.wait(120) and s.left.wait(120)
+    scheduler.stop()
+    assert s.state == "failed" and "the plugin broke at frame 1" in s.error and len(s.frames) == 1
+    assert g.state == "stopped" and len(g.frames) == 6
