@@ -20,19 +20,20 @@ from streamgen.engine.stream import Stream
 
 
 def advance(streams: list[Stream]) -> list[Frame | None | Exception]:
-    """One frame of each stream: its `Frame`, None once it has no more, or the exception it raised
-    (it is then over; the others are untouched). Each stream gets the frames it gets alone with its
-    seed, whichever streams share the call."""
-    out: list[Frame | None | Exception] = []
-    for stream in streams:
-        try:
-            pixels = next(stream)
-            out.append(Frame(pixels, stream.state, pixels[None]))
-        except StopIteration:
-            out.append(None)
-        except Exception as exc:
-            out.append(exc)
-    return out
+    """One frame of each stream, drawn together (`Engine.step`, continuous batching): its `Frame`,
+    None once it has no more, or the exception it raised (it is then over). Each stream gets the
+    frames it gets alone with its seed, whichever streams share the call. A task's own code (its
+    steering, its known tokens) runs stream by stream inside `Engine.step`, so its raise ends only its
+    stream; a raise of the batched draw itself is the engine's and ends the streams drawn in it."""
+    if not streams:
+        return []
+    try:
+        frames = streams[0].engine.step(streams)
+    except Exception as exc:
+        for s in streams:
+            s.fail(exc)
+        return [exc] * len(streams)
+    return [s.error if f is None and s.error is not None else f for s, f in zip(streams, frames)]
 
 
 def one_line(exc: BaseException) -> str:
