@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from streamgen.engine.adc import Plan, check_order
+from streamgen.engine.adc import EndlessPlan, Plan, check_order
 from streamgen.errors import bad
 from streamgen.plugins.hookspecs import hookimpl
 from streamgen.plugins.task import (Given, ImageInputMixin, Job, PromptMixin, Task, TaskEnv, TaskRequest,
@@ -24,11 +24,25 @@ class OrderMixin(TaskRequest):
         return Plan.basic(self.order, rows, cols, frames, env.extent(self.extent), known_frames)
 
 
-class UIGRequest(OrderMixin):
+class CanvasMixin(OrderMixin):
+    endless: bool = Field(False, description="a canvas with no right edge, drawn column by column (omega) "
+                          "for as long as it is read: taken strip by strip (`Engine.strips`, a tile folder, "
+                          "a --scroll video); `width` is not used")
+
+    def plan(self, env: TaskEnv, frames: int | None, known_frames: int = 0) -> Plan:
+        if not self.endless:
+            return super().plan(env, frames, known_frames)
+        if check_order(self.order) != "omega":
+            raise bad("order", "must be omega (columns from the left) for an endless canvas", self.order)
+        rows, _ = env.grid(self.height, self.width)
+        return EndlessPlan(rows, env.extent(self.extent))
+
+
+class UIGRequest(CanvasMixin):
     pass
 
 
-class T2IRequest(OrderMixin, PromptMixin):
+class T2IRequest(CanvasMixin, PromptMixin):
     pass
 
 

@@ -164,7 +164,7 @@ def test_wavefront_groups_are_independent_and_complete():
 
     for order in ("omega", "omega*", "zeta", "zeta*"):
         plan = Plan.basic(order, 5, 9, 1, Extent(w=1, h=1, f=0))
-        groups = engine_mod.Engine._groups(plan, 0, True)
+        groups = list(plan.groups(0, True))
         assert max(len(g) for g in groups) >= 3
         seq_rank = {it.pos: it.step for it in plan}
         done = set()

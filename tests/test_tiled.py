@@ -248,3 +248,114 @@ def test_a_png_too_wide_is_refused_before_the_model_loads(monkeypatch, capsys, t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "`size` must be at most 65535 px a side for a PNG output" in err[0], err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("wavefront", [False, True])
+def test_an_endless_canvas_gives_the_strips_of_a_finite_one(codec, wavefront):
+    """Patch by patch an endless canvas draws what a finite omega canvas draws (the same uniforms by
+    position, the same context), so their strips are equal up to the finite one's right edge, which
+    only the last strip reads; 100 patch columns slide the endless token window twice."""
+    import itertools
+
+    eng = neural_engine(codec)
+    eng.wavefront = wavefront
+    finite = list(eng.strips("uig", height=64, width=8 * 4 * 100, seed=3))
+    endless = list(itertools.islice(eng.strips("uig", height=64, endless=True, seed=3), len(finite) + 2))
+    assert all(s.canvas == (64, None) for s in endless)
+    assert [s.left for s in endless[:len(finite)]] == [s.left for s in finite]
+    for a, b in zip(finite[:-1], endless):
+        assert np.array_equal(a.pixels, b.pixels)
+    assert endless[len(finite)].left == finite[-1].left + endless[len(finite) - 1].pixels.shape[1]
+
+
+def test_an_endless_canvas_holds_a_window_of_tokens(engine):
+    """Its tokens are a window of `ENDLESS_WINDOW` columns that slides as the columns are drawn:
+    nothing grows with them."""
+    from streamgen.config import Extent
+    from streamgen.engine.adc import EndlessPlan
+    from streamgen.engine.core import ENDLESS_WINDOW, TokenPart
+
+    parts = engine.generate_tokens(EndlessPlan(2, Extent(w=1, h=1, f=0)), seed=1, parts=True)
+    seen = []
+    for part in parts:
+        assert isinstance(part, TokenPart)
+        seen.append((part.left, part.tokens.shape))
+        if len(seen) == 2 * 3 * ENDLESS_WINDOW:  # 3 windows of columns
+            break
+    parts.close()
+    assert {shape for _, shape in seen} == {(1, 2 * 4, ENDLESS_WINDOW * 4)}
+    lefts = sorted({left for left, _ in seen})
+    assert len(lefts) >= 4 and max(lefts) >= 2 * ENDLESS_WINDOW  # slid by about half a window at a time
+
+
+def test_an_endless_canvas_is_refused_where_whole_frames_are_asked(engine, tmp_path, capsys):
+    from streamgen.cli import main
+
+    with pytest.raises(ConfigError, match="`endless` an endless canvas never has a whole frame"):
+        engine.run("uig", height=16, endless=True)
+    with pytest.raises(ConfigError, match="`order` must be omega"):
+        engine.strips("uig", height=16, endless=True, order="zeta")
+    args = ["generate", "--model", "tiny", "--size", "infx16"]
+    for extra, message in ((["--task", "uig", "-o", str(tmp_path / "p.png")], "`size` an endless canvas goes strip"),
+                           (["--task", "t2v", "--prompt", "hills", "-o", str(tmp_path / "v.mp4")],
+                            "`size` an endless width is for tasks with endless canvases")):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_endless_panorama_runs_until_a_signal_and_keeps_every_tile(tmp_path, sig):
+    """`--size infx16 -o DIR/` writes tiles until it is stopped; the signal closes the folder with an
+    index of every tile written, and they are the strips `Engine.strips` gives."""
+    import itertools
+    import os
+    import signal
+    import sys
+    import time
+
+    import streamgen
+    from streamgen.output.canvas import read_tiles
+
+    folder = tmp_path / "pano"
+    proc = subprocess.Popen([sys.executable, "-m", "streamgen.cli", *PANO[:-4], "--size", "infx16", "--seed", "4",
+                             "-o", f"{folder}/"], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while len(list(folder.glob("*.png"))) < 6:
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + getattr(signal, sig), err.decode()[-2000:]
+    index = json.loads((folder / "index.json").read_text())
+    tiles = index["tiles"]
+    assert len(tiles) >= 6 and len(tiles) == len(list(folder.glob("*.png")))
+    assert index["width"] == sum(t["width"] for t in tiles) and index["height"] == 16
+    strips = itertools.islice(streamgen.load("tiny").strips("uig", height=16, endless=True, seed=4), len(tiles))
+    assert np.array_equal(read_tiles(folder), np.concatenate([s.pixels for s in strips], 1))
+
+
+def test_an_endless_panorama_scrolls_into_a_video_until_stopped(tmp_path):
+    import os
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "pano.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "streamgen.cli", *PANO[:-4], "--size", "infx16", "--scroll", "8",
+                             "--view", "32", "-o", str(out)], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while not out.exists() or out.stat().st_size < 20_000:
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=nb_read_frames,width,height", "-of", "csv=p=0", str(out)],
+                           capture_output=True, check=True, text=True)
+    width, height, frames = probe.stdout.strip().split(",")
+    assert (width, height) == ("32", "16") and int(frames) > 50  # past the 128 px default canvas's 13

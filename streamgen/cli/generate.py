@@ -30,7 +30,8 @@ class GenerateConfig(Strict):
                                     "these frames on (t2v; `--prompt-at 64=TEXT`, repeatable)")
     frames: int | None = Field(16, ge=1, description="frames; None (or 'inf' on the command line) is endless")
     size: str | None = Field(None, description="WxH in pixels; default: the task's (128x128), or the input "
-                             "image's size for tasks that take it from their image (ia)")
+                             "image's size for tasks that take it from their image (ia); a width of 'inf' "
+                             "(infx128) is an endless canvas (uig, t2i), into a tile folder or a --scroll video")
     fps: float = Field(8.0, gt=0, le=240, allow_inf_nan=False, description="output frame rate")
     seed: int = Field(0, ge=0, lt=1 << 62, description="same seed, same frames")
     order: str | None = Field(None, description="ADC order inside frames: omega, omega*, zeta, zeta*")
@@ -90,16 +91,25 @@ class GenerateConfig(Strict):
         if v is None:
             return v
         parts = v.lower().split("x")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ValueError(f"`size` must look like WxH with positive integers, e.g. 128x128, but got {v!r}")
+        if len(parts) == 2 and parts[0] == "inf":
+            parts = parts[1:]
+        if not 1 <= len(parts) <= 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"`size` must look like WxH with positive integers, e.g. 128x128 (or infx128 for "
+                             f"an endless canvas), but got {v!r}")
         return v
 
     @property
-    def width_height(self) -> tuple[int, int] | None:
+    def endless(self) -> bool:
+        """``--size infxH``: a canvas with no right edge."""
+        return self.size is not None and self.size.lower().startswith("inf")
+
+    @property
+    def width_height(self) -> tuple[int | None, int] | None:
+        """(W, H) of ``size``; W None for an endless canvas."""
         if self.size is None:
             return None
-        w, h = (int(p) for p in self.size.lower().split("x"))
-        return w, h
+        w, h = self.size.lower().split("x")
+        return (None if w == "inf" else int(w)), int(h)
 
 
 def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
@@ -114,6 +124,9 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     for key, value in wanted.items():
         if key in fields and (value is not None or key == "frames"):
             req[key] = value
+    if cfg.endless:
+        _check_endless(cfg, task)
+        req["endless"] = True
     for key in ("prompt", "image", "prompts"):
         if getattr(cfg, key) not in (None, {}) and key not in fields:
             raise ConfigError(f"`{key}` is not used by task {task.name!r}, but got {getattr(cfg, key)!r}")
@@ -124,8 +137,14 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     return req
 
 
-def _canvas_size(cfg: GenerateConfig, task: Any) -> tuple[int, int] | None:
-    """(W, H) of the task's frames, when known before the first frame."""
+def _check_endless(cfg: GenerateConfig, task: Any) -> None:
+    if "endless" not in task.Request.model_fields:
+        raise bad("size", f"an endless width is for tasks with endless canvases (uig, t2i); task {task.name!r} "
+                  f"has none", cfg.size)
+
+
+def _canvas_size(cfg: GenerateConfig, task: Any) -> tuple[int | None, int] | None:
+    """(W, H) of the task's frames, when known before the first frame; W None for an endless canvas."""
     if cfg.width_height is not None:
         return cfg.width_height
     fields = task.Request.model_fields
@@ -152,9 +171,14 @@ def check_canvas_output(cfg: GenerateConfig, task: Any) -> bool:
     from streamgen.output.sinks import check_png
 
     size, output = _canvas_size(cfg, task), cfg.output
+    strips = is_tile_folder(output) or cfg.scroll is not None
+    if cfg.endless:
+        _check_endless(cfg, task)
+    if cfg.endless and not strips:
+        raise bad("size", "an endless canvas goes strip by strip: into a tile folder (-o DIR/) or a --scroll "
+                  "video", cfg.size)
     if size is not None and output.lower().endswith(".png"):
         check_png(size, output)
-    strips = is_tile_folder(output) or cfg.scroll is not None
     if not strips:
         return False
     if task.output != "image":

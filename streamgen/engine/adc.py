@@ -7,6 +7,7 @@ Condition Pre-caching). Plans may be endless (``frames=None``): frames are plann
 """
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -85,14 +86,15 @@ TOP, BOTTOM, LEFT, RIGHT = 1, 2, 4, 8
 EDGE_KINDS = 16
 
 
-def edges(y: int, x: int, rows: int, cols: int) -> int:
-    """The canvas borders patch (y, x) of a rows x cols grid touches: a sum of TOP, BOTTOM, LEFT, RIGHT.
+def edges(y: int, x: int, rows: int, cols: int | None) -> int:
+    """The canvas borders patch (y, x) of a rows x cols grid touches: a sum of TOP, BOTTOM, LEFT, RIGHT
+    (``cols`` None: an endless canvas, with no right edge).
 
     Models trained with ``edges`` learn where a patch is from these bits alone: a patch decoded first,
     with no context, still knows whether it is at the top (sky) or the bottom (ground) of the frame.
     """
     return (TOP * (y == 0) + BOTTOM * (y == rows - 1)
-            + LEFT * (x == 0) + RIGHT * (x == cols - 1))
+            + LEFT * (x == 0) + RIGHT * (cols is not None and x == cols - 1))
 
 
 def border_mask(made: Tensor, y: int, x: int, ph: int, pw: int) -> Tensor:
@@ -246,6 +248,22 @@ class Plan:
                     last = max(last, start + rank[(yy, xx)])
         return last
 
+    def groups(self, f: int, wavefront: bool) -> Iterator[list[Item]]:
+        """Frame ``f``'s items in processing groups: one by one, or by wavefront when allowed.
+
+        A wavefront groups patches whose contexts are complete and whose windows do not contain one
+        another (`wave`): decoding them together gives the same tokens as the sequential plan.
+        """
+        start = self.frame_start(f)
+        items = [Item(start + i, (f, y, x), known) for i, (y, x, known) in enumerate(self.items(f))]
+        order = self.frame_order(f)
+        if not wavefront or order is None or any(it.known for it in items):
+            return iter([[it] for it in items])
+        waves: dict[int, list[Item]] = {}
+        for it in items:
+            waves.setdefault(wave(order, it.pos[1], it.pos[2], self.rows, self.cols, self.extent), []).append(it)
+        return iter([waves[t] for t in sorted(waves)])
+
     def __iter__(self) -> Iterator[Item]:
         return self.iter_from(0)
 
@@ -272,3 +290,50 @@ class Plan:
         if self.sweep == "row":
             return prev + min(self.rows, ext.h + 1) * self.cols
         return prev + per_frame
+
+
+class EndlessPlan(Plan):
+    """One canvas ``rows`` patches high with no right edge, drawn column by column from the left
+    (omega) for as long as it is read: an endless panorama. ``cols`` is None; its items are made as
+    they are read and a patch's step and expiry are sums, so nothing grows with the columns drawn.
+    It gives every patch the context, and so the tokens, the same columns of a finite omega canvas
+    get, up to the columns that one's right edge changes."""
+
+    def __init__(self, rows: int, extent: Extent):
+        super().__init__(rows, None, 1, extent, self._no_list)  # type: ignore[arg-type]
+        self.sweep, self._orders = "column", ["omega"]
+
+    @staticmethod
+    def _no_list(f: int) -> Sequence[tuple[int, int, bool]]:
+        raise ValueError("an endless canvas has no list of patches: read `groups` or iterate the plan")
+
+    def step_of(self, pos: Pos) -> int:
+        return pos[2] * self.rows + pos[1]
+
+    def expiry(self, pos: Pos) -> int:
+        """The step of the last patch reading ``pos``: column x + ew, row y + eh (or the last row)."""
+        _, y, x = pos
+        return self.step_of((0, min(self.rows - 1, y + self.extent.h), x + self.extent.w))
+
+    def groups(self, f: int, wavefront: bool) -> Iterator[list[Item]]:
+        if f:
+            raise ValueError(f"an endless canvas is one frame, not frame {f}")
+        rows, lag = self.rows, self.extent.h + 1
+        if not wavefront:
+            yield from ([it] for it in self.iter_from(0))
+            return
+        for t in itertools.count():  # wave t: the patches with y + (eh + 1) * x == t, as `Plan.groups`
+            group = [Item(self.step_of((0, y, (t - y) // lag)), (0, y, (t - y) // lag), False)
+                     for y in reversed(range(min(rows, t + 1))) if (t - y) % lag == 0]
+            if group:
+                yield group
+
+    def iter_from(self, frame: int) -> Iterator[Item]:
+        if frame:
+            raise ValueError(f"an endless canvas is one frame, not frame {frame}")
+        for x in itertools.count():
+            for y in range(self.rows):
+                yield Item(self.step_of((0, y, x)), (0, y, x), False)
+
+    def live_bound(self) -> int:
+        return (self.extent.w + 1) * self.rows

@@ -62,6 +62,13 @@ def paste(frame: Tensor, given: Given, top: int = 0, left: int = 0,
     return out
 
 
+def _whole(job: Any) -> None:
+    """Refuse a job whose canvas has no end where whole frames are asked for."""
+    if job.plan.cols is None:
+        raise bad("endless", "an endless canvas never has a whole frame: take it strip by strip "
+                  "(Engine.strips, a tile folder, a --scroll video)", True)
+
+
 def _interleave(memories: list[TextMemory | None]) -> TextMemory | None:
     """The text memories of G patches decoded together (R rows each) as one: row k*G + i is patch i's
     row k. Shorter prompts are padded with masked-out tokens."""
@@ -78,6 +85,8 @@ def _interleave(memories: list[TextMemory | None]) -> TextMemory | None:
 
 
 KnownTokens = Callable[[Pos], Tensor]  # (f, y, x) -> (B, patch_h, patch_w) int64
+# Patch columns of an endless canvas's tokens held at once (`Tokens.reach`): 4,096 px at factor 16.
+ENDLESS_WINDOW = 64
 
 
 class StreamRequest(Strict):
@@ -106,6 +115,7 @@ class TokenPart(NamedTuple):
     index: int
     tokens: Tensor  # (B, h, w) int64: the frame's tokens so far, live (the next patches write into it)
     made: Tensor  # (rows, cols) bool: its patches drawn so far, live
+    left: int = 0  # the patch column ``tokens`` and ``made`` start at (an endless canvas's window)
 
 
 @dataclass(frozen=True)
@@ -178,14 +188,15 @@ class Tokens:
     memory: TextMemory | None
     known: KnownTokens | None
     pool: NearbyContextPool
-    frame: Tensor  # (B, h, w) the frame being drawn
-    made: Tensor  # (rows, cols) bool: its patches made so far
+    frame: Tensor  # (B, h, w) the frame being drawn (an endless canvas: its columns from `left` on)
+    made: Tensor  # (rows, cols) bool: its patches made so far (likewise)
     last: Tensor | None  # the previous frame's tokens (`prev_frame` models)
     history: dict[int, Tensor]  # frame tokens the pool's caches came from, for a recache
     f: int  # the frame being drawn
     next_step: int  # every plan step before this one is done: NCP.Remove up to it
     done: set[int] = field(default_factory=set)
     workspaces: dict = field(default_factory=dict)  # its own, by rows decoded together
+    left: int = 0  # the first patch column `frame` and `made` hold
 
     @property
     def rows(self) -> int:
@@ -194,6 +205,19 @@ class Tokens:
     @property
     def finished(self) -> bool:
         return self.plan.frames is not None and self.f >= self.plan.frames
+
+    def reach(self, x: int) -> None:
+        """Make patch column ``x`` one that `frame` and `made` hold. An endless canvas holds a window
+        of `ENDLESS_WINDOW` columns and slides it by half when ``x`` passes its end, keeping the
+        columns before ``x`` that patches still to come read (their context reaches ``ew`` columns
+        back, a strip's tiling a few tokens)."""
+        cols = self.made.shape[1]
+        shift = x - self.left - cols + ENDLESS_WINDOW // 2 + 1
+        if x - self.left >= cols:
+            pw = self.frame.shape[2] // cols
+            self.frame = torch.cat([self.frame[:, :, shift * pw:], torch.zeros_like(self.frame[:, :, :shift * pw])], 2)
+            self.made = torch.cat([self.made[:, shift:], torch.zeros_like(self.made[:, :shift])], 1)
+            self.left += shift
 
     def drop_done(self) -> None:
         """NCP.Remove: forget the caches no patch after the finished steps reads."""
@@ -324,6 +348,7 @@ class Engine:
         from streamgen.engine.stream import Stream
 
         job, seed, steering = self._job(task, request, fields, resume, recache)
+        _whole(job)
         text, mask = steering.text()
         known = (lambda pos: job.known[pos][None]) if job.known else None
         cur = self.cursor(job.plan, seed=seed, sampling=steering.sampling, text=text, text_mask=mask,
@@ -377,6 +402,8 @@ class Engine:
         sampling = [self.sampling_for(r.sampling) for r in reqs]
         self.check_settings(sampling[0])
         jobs = [make_job(task, r, TaskEnv(self)) for r in reqs]
+        for j in jobs:
+            _whole(j)
         shape = lambda j: (j.plan.rows, j.plan.cols, j.plan.frames, j.plan.extent,  # noqa: E731
                            list(j.plan.items(0)),
                            [(g.frame, g.top, g.left, g.image.shape, g.feather) for g in j.given])
@@ -542,9 +569,9 @@ class Engine:
                 if not parts:
                     yield self._step_tokens([cur], wavefront)[0]
                     continue
-                for items in self._groups(plan, cur.f, wavefront and cur.batch == 1):
+                for items in plan.groups(cur.f, wavefront and cur.batch == 1):
                     self._draw([(cur, it) for it in items], cur.workspaces)
-                    yield TokenPart(cur.f, cur.frame, cur.made)
+                    yield TokenPart(cur.f, cur.frame, cur.made, cur.left)
                 yield cur.end_frame()
         finally:
             cur.close()
@@ -561,6 +588,7 @@ class Engine:
             raise ValueError(f"{len(seeds)} seeds for {batch} rows")
         guided = text is not None and sampling.guidance != 1.0
         pool = NearbyContextPool(plan.extent, self.model.extent)
+        cols = plan.cols if plan.cols is not None else ENDLESS_WINDOW
         f, last = 0, None  # the previous frame's tokens, for `prev_frame` models
         if start is not None:
             f, entries, last = start
@@ -568,8 +596,8 @@ class Engine:
         return Tokens(plan=plan, seeds=seeds, batch=batch, sampling=sampling, guided=guided,
                       conditioned=text is not None,
                       memory=self._text_memory(text, text_mask, batch, guided), known=known, pool=pool,
-                      frame=torch.zeros(batch, plan.rows * cfg.patch_h, plan.cols * cfg.patch_w, dtype=torch.long),
-                      made=torch.zeros(plan.rows, plan.cols, dtype=torch.bool), last=last,
+                      frame=torch.zeros(batch, plan.rows * cfg.patch_h, cols * cfg.patch_w, dtype=torch.long),
+                      made=torch.zeros(plan.rows, cols, dtype=torch.bool), last=last,
                       history={} if last is None else {f - 1: last}, f=f, next_step=plan.frame_start(f))
 
     @torch.inference_mode()
@@ -596,10 +624,10 @@ class Engine:
         for group in groups.values():
             if len(group) == 1:
                 c = group[0]
-                for items in self._groups(c.plan, c.f, wavefront and c.batch == 1):
+                for items in c.plan.groups(c.f, wavefront and c.batch == 1):
                     self._draw([(c, it) for it in items], c.workspaces)
                 continue
-            items = [[it for (it,) in self._groups(c.plan, c.f, False)] for c in group]
+            items = [[it for (it,) in c.plan.groups(c.f, False)] for c in group]
             for i in range(len(items[0])):
                 self._draw([(c, its[i]) for c, its in zip(group, items)], self._shared)
         return [c.end_frame() for c in curs]
@@ -609,8 +637,10 @@ class Engine:
         """Cursors with equal keys draw their next frame together: the same patches in the same order
         and the same sampling, one row each (and its guidance copy), and contexts of the same length
         (streams past their first ``extent.f`` frames; padding would change the sums)."""
+        if c.batch != 1 or c.plan.cols is None:
+            return id(c)
         items = tuple(c.plan.items(c.f))
-        if c.batch != 1 or any(known for _, _, known in items):
+        if any(known for _, _, known in items):
             return id(c)
         return (c.plan.rows, c.plan.cols, c.plan.extent, items, min(c.f, c.plan.extent.f), c.sampling,
                 c.guided, c.memory is None)
@@ -633,12 +663,15 @@ class Engine:
         B, rows, sampling = c0.batch, c0.rows, c0.sampling
         ws = self._workspace(workspaces, rows * G, c0.plan)
         memory = _interleave([c.memory for c, _ in group])  # one row per patch's stream
-        hints = [model.hint_index(c.last if it.pos[0] else None, c.frame, c.made, *it.pos[1:], batch=B)
-                 for c, it in group]
+        for c, it in group:
+            c.reach(it.pos[2])
+        at = [it.pos[2] - c.left for c, it in group]  # each patch's column in its cursor's `frame`
+        hints = [model.hint_index(c.last if it.pos[0] else None, c.frame, c.made, it.pos[1], x, batch=B)
+                 for (c, it), x in zip(group, at)]
         model.load_context(ws, [[(p, o) for _, p, o in c.pool.select(it.pos)] for c, it in group],
                            [adc.edges(*it.pos[1:], c.plan.rows, c.plan.cols) for c, it in group],
                            [None if h is None else h.repeat(rows // B, 1, 1) for h in hints])
-        if first.known:  # known patches are pre-cached, never grouped (`_groups`, `_batch_key`)
+        if first.known:  # known patches are pre-cached, never grouped (`Plan.groups`, `_batch_key`)
             if c0.known is None:
                 raise ValueError(f"plan has known patch {first.pos} but no known tokens")
             toks = c0.known(first.pos).reshape(B, M).to(self.device)
@@ -652,10 +685,10 @@ class Engine:
             toks = self._decode_patch(ws, memory, u, sampling, c0.guided, shown)
             if sampling.refine_borders is not None:
                 redraw = sampling.model_copy(update={"temperature": sampling.refine_borders})
-                toks = self._refine_borders(ws, memory, group, toks, redraw, c0.guided, shown)
+                toks = self._refine_borders(ws, memory, group, at, toks, redraw, c0.guided, shown)
         payload = model.patch_payload(ws)
-        for i, (c, item) in enumerate(group):
-            _, y, x = item.pos
+        for i, ((c, item), x) in enumerate(zip(group, at)):
+            y = item.pos[1]
             c.pool.add(item.pos, payload if G == 1 else payload[:, :, i::G].clone(), c.plan.expiry(item.pos))
             c.frame[:, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw] = toks[i * B:(i + 1) * B].view(B, ph, pw).cpu()
             c.made[y, x] = True
@@ -740,24 +773,6 @@ class Engine:
 
         return xformers_attention
 
-    @staticmethod
-    def _groups(plan: Plan, f: int, wavefront: bool) -> list[list[adc.Item]]:
-        """Frame ``f``'s items in processing groups: one by one, or by wavefront when allowed.
-
-        A wavefront groups patches whose contexts are complete and whose windows do not contain one
-        another (`adc.wave`): decoding them together gives the same tokens as the sequential plan.
-        """
-        start = plan.frame_start(f)
-        items = [adc.Item(start + i, (f, y, x), known) for i, (y, x, known) in enumerate(plan.items(f))]
-        order = plan.frame_order(f)
-        if not wavefront or order is None or any(it.known for it in items):
-            return [[it] for it in items]
-        waves: dict[int, list[adc.Item]] = {}
-        for it in items:
-            waves.setdefault(adc.wave(order, it.pos[1], it.pos[2], plan.rows, plan.cols, plan.extent),
-                             []).append(it)
-        return [waves[t] for t in sorted(waves)]
-
     def _text_memory(self, text: Tensor | None, mask: Tensor | None, batch: int,
                      guided: bool) -> TextMemory | None:
         model = self.model
@@ -797,8 +812,10 @@ class Engine:
         return out.t()
 
     def _refine_borders(self, ws: Workspace, memory: TextMemory | None, group: list[tuple[Tokens, adc.Item]],
-                        toks: Tensor, redraw: SamplingConfig, guided: bool, shown: Tensor | None) -> Tensor:
-        """Draw the tokens of the patches ``group`` just drew (``toks`` (G * B, M)) that lie along a
+                        at: list[int], toks: Tensor, redraw: SamplingConfig, guided: bool,
+                        shown: Tensor | None) -> Tensor:
+        """Draw the tokens of the patches ``group`` just drew (``toks`` (G * B, M); ``at``: their columns
+        in their cursors' `Tokens.made`) that lie along a
         border with a patch of their frame already made again, with ``redraw`` (the stream's sampling
         at the ``refine_borders`` temperature), in one P-NAR pass that sees the rest of the patch and
         its context; the workspace is left holding the cache of the final tokens.
@@ -807,8 +824,8 @@ class Engine:
         this second draw sees both sides of the border (docs/experiments.md)."""
         model, cfg = self.model, self.model.cfg
         B, M = toks.shape
-        border = torch.cat([adc.border_mask(c.made, it.pos[1], it.pos[2], cfg.patch_h, cfg.patch_w)
-                            .reshape(1, M).expand(c.batch, M) for c, it in group]).to(self.device)
+        border = torch.cat([adc.border_mask(c.made, it.pos[1], x, cfg.patch_h, cfg.patch_w)
+                            .reshape(1, M).expand(c.batch, M) for (c, it), x in zip(group, at)]).to(self.device)
         if not border.any():
             return toks
         u = torch.cat([patch_uniforms(c.seeds, it.pos, M, draw=1) for c, it in group])

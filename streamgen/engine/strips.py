@@ -2,10 +2,12 @@
 
 A canvas drawn column by column (the omega order) gives bands of columns from the left; row by row
 (zeta), bands of rows from the top; any other plan (the other orders, outpainting) gives each band
-once the patches from the canvas's start up to it are drawn. The codec decodes band by band with
+once the patches from the canvas's start up to it are drawn; an endless canvas (`EndlessPlan`) gives
+bands of columns for as long as they are read. The codec decodes band by band with
 `streamgen.plugins.codec.StripDecoder`; a codec without a ``tiling`` gives one band, the whole
 canvas, at its end. What this keeps is the band being cross-faded and the canvas's tokens (8 bytes
-a token: 1 MB for a 262,144 x 128 px canvas at factor 16), never the canvas's pixels.
+a token: 1 MB for a 262,144 x 128 px canvas at factor 16; an endless canvas's last 4,096 px of
+them), never the canvas's pixels.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import numpy as np
 
-from streamgen.engine.core import TokenPart, paste
+from streamgen.engine.core import ENDLESS_WINDOW, TokenPart, paste
+from streamgen.errors import bad
 from streamgen.plugins.codec import StripDecoder, Tiling
 
 if TYPE_CHECKING:
@@ -25,12 +28,13 @@ if TYPE_CHECKING:
 
 class Strip(NamedTuple):
     """A band of a canvas, final: ``pixels`` (h, w, 3) uint8 with its top left corner at canvas pixel
-    (``top``, ``left``); ``canvas`` is the whole canvas's (height, width) in pixels."""
+    (``top``, ``left``); ``canvas`` is the whole canvas's (height, width) in pixels, its width None for
+    an endless canvas."""
 
     top: int
     left: int
     pixels: np.ndarray
-    canvas: tuple[int, int]
+    canvas: tuple[int, int | None]
 
 
 def canvas_strips(engine: "Engine", job: "Job", seed: int, steering: "Steering") -> Iterator[Strip]:
@@ -39,9 +43,14 @@ def canvas_strips(engine: "Engine", job: "Job", seed: int, steering: "Steering")
     rows = plan.sweep == "row"
     axis, patch = (1, cfg.patch_h) if rows else (2, cfg.patch_w)
     f = codec.factor
-    canvas = (plan.rows * cfg.patch_h * f, plan.cols * cfg.patch_w * f)
-    length = canvas[axis - 1] // f
-    decoder = StripDecoder(codec.decode, getattr(codec, "tiling", None) or Tiling(tile=length), f, length, axis)
+    endless = plan.cols is None
+    canvas = (plan.rows * cfg.patch_h * f, None if endless else plan.cols * cfg.patch_w * f)
+    length = None if endless else canvas[axis - 1] // f
+    tiling = getattr(codec, "tiling", None) or (None if endless else Tiling(tile=length))
+    if endless and (tiling is None or tiling.span > (ENDLESS_WINDOW // 2 - plan.extent.w) * patch):
+        raise bad("codec", f"must decode in windows of at most {(ENDLESS_WINDOW // 2 - plan.extent.w) * patch} "
+                  "tokens (its `tiling`) to draw an endless canvas", getattr(tiling, "span", None))
+    decoder = StripDecoder(codec.decode, tiling, f, length, axis)
     given = [g for g in job.given if g.frame == 0]
     text, mask = steering.text()
     known = (lambda pos: job.known[pos][None]) if job.known else None
@@ -53,11 +62,11 @@ def canvas_strips(engine: "Engine", job: "Job", seed: int, steering: "Steering")
             if not isinstance(part, TokenPart):
                 continue
             made = part.made if rows else part.made.t()
-            while lines < len(made) and bool(made[lines].all()):
+            while lines - part.left < len(made) and bool(made[lines - part.left].all()):
                 lines += 1
             while not decoder.done and decoder.needs() <= lines * patch:
                 t0 = time.perf_counter()
-                offset, pixels = decoder.next(part.tokens)
+                offset, pixels = decoder.next(part.tokens, start=part.left * patch)
                 top, left = (offset, 0) if rows else (0, offset)
                 for g in given:
                     pixels = paste(pixels, g, top, left, canvas)

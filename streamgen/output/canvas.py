@@ -30,7 +30,8 @@ class TileFolder:
     """A canvas (W, H) ``size`` as PNG tiles in the folder ``path`` (made if missing; its parent must
     exist). Strips come in order, bands of columns from the left or of rows from the top, and each is
     written as ``x{left:07d}_y{top:05d}.png`` at once (renamed into place whole); ``index.json`` lists
-    them when the canvas is done. A folder that already holds an index is refused, so tiles of two
+    them when the canvas is done, or when it is stopped (an endless canvas, W None, ends so: its
+    width is then the tiles'). A folder that already holds an index is refused, so tiles of two
     canvases never mix."""
 
     def __init__(self, path: str, *, size: tuple[int, int] | None = None, **_: Any):
@@ -74,7 +75,8 @@ class TileFolder:
     def close(self) -> None:
         if not self.tiles:
             return
-        index = {"width": self.width, "height": self.height, "tiles": self.tiles}
+        width = self.width if self.width is not None else self.left
+        index = {"width": width, "height": self.height, "tiles": self.tiles}
         tmp = self.path / ".index.json.partial"
         tmp.write_text(json.dumps(index, indent=1) + "\n")
         os.replace(tmp, self.path / "index.json")
@@ -94,15 +96,17 @@ def read_tiles(path: str | Path) -> np.ndarray:
     return canvas
 
 
-def view_width(view: int | None, height: int, width: int) -> int:
-    """A scrolling video's frame width: ``view``, by default twice the canvas's height, at most its width."""
-    return min(view or 2 * height, width)
+def view_width(view: int | None, height: int, width: int | None) -> int:
+    """A scrolling video's frame width: ``view``, by default twice the canvas's height, at most its width
+    (None: an endless canvas)."""
+    return min(view or 2 * height, width or view or 2 * height)
 
 
 def scroll(strips: Iterable[Any], view: int | None, step: int) -> Iterator[np.ndarray]:
     """Frames (H, `view_width`, 3) of a window moving ``step`` pixels a frame from a canvas's left edge
     to its right, from its strips (`streamgen.engine.Strip`: bands of columns from the left): each
-    frame as soon as the strips under it are there; the last frame shows the canvas's right edge."""
+    frame as soon as the strips under it are there; the last frame shows the canvas's right edge (an
+    endless canvas's go on while they are read)."""
     try:
         yield from _scroll(strips, view, step)
     finally:

@@ -70,36 +70,51 @@ class StripDecoder:
     ``needs()`` is how many tokens along the axis the next strip reads; once they are final, ``next``
     decodes that window and returns ``(offset, pixels)``: the strip's first pixel along the axis and
     uint8 (B, H, w, 3) (or (B, h, W, 3)). Strip k ends ``blend`` tokens before window k's end; the band
-    after it waits for window k + 1 to cross-fade with. The strips tile the canvas exactly."""
+    after it waits for window k + 1 to cross-fade with. The strips tile the canvas exactly.
+    ``length`` None: an endless canvas, whose windows go on for as long as strips are asked for."""
 
-    def __init__(self, decode: Decode, tiling: Tiling, factor: int, length: int, axis: int = 2):
+    def __init__(self, decode: Decode, tiling: Tiling, factor: int, length: int | None, axis: int = 2):
         if axis not in (1, 2):
             raise bad("axis", "must be 1 (rows) or 2 (columns)", axis)
         self.decode, self.tiling, self.factor, self.length, self.axis = decode, tiling, factor, length, axis
-        starts = list(range(0, length, tiling.tile))
-        if len(starts) > 1 and length - starts[-1] < 2 * tiling.blend:
-            starts.pop()  # a rest shorter than a blend band joins the window before it
-        self.windows = list(zip(starts, starts[1:] + [length]))
+        self.windows: list[tuple[int, int]] | None = None
+        if length is not None:
+            starts = list(range(0, length, tiling.tile))
+            if len(starts) > 1 and length - starts[-1] < 2 * tiling.blend:
+                starts.pop()  # a rest shorter than a blend band joins the window before it
+            self.windows = list(zip(starts, starts[1:] + [length]))
         self.k = 0
         self.band: Tensor | None = None  # the previous window's pixels over the band still to cross-fade
 
     @property
     def done(self) -> bool:
-        return self.k == len(self.windows)
+        return self.windows is not None and self.k == len(self.windows)
+
+    def _window(self) -> tuple[int, int]:
+        t = self.tiling.tile
+        return self.windows[self.k] if self.windows is not None else (self.k * t, (self.k + 1) * t)
+
+    def _end(self, e: int) -> int:
+        return e if self.length is None else min(self.length, e)
 
     def needs(self) -> int:
         """Tokens along the axis, from the canvas's start, that the next strip is decoded from."""
         t = self.tiling
-        return min(self.length, self.windows[self.k][1] + t.blend + t.context)
+        return self._end(self._window()[1] + t.blend + t.context)
 
-    def next(self, tokens: Tensor, prev: Tensor | None = None) -> tuple[int, Tensor]:
+    def next(self, tokens: Tensor, prev: Tensor | None = None, start: int = 0) -> tuple[int, Tensor]:
         """The next strip, from ``tokens`` (B, h, w) (and the previous frame's pixels ``prev``) of
-        which at least ``needs()`` along the axis are final."""
-        (s, e), t, f, ax = self.windows[self.k], self.tiling, self.factor, self.axis
-        first, last = self.k == 0, self.k == len(self.windows) - 1
-        lo, hi = max(0, s - t.blend - t.context), min(self.length, e + t.blend + t.context)
+        which at least ``needs()`` along the axis are final; ``tokens`` start ``start`` tokens along
+        the axis into the canvas (an endless canvas's window), and hold the strip's margins."""
+        (s, e), t, f, ax = self._window(), self.tiling, self.factor, self.axis
+        first = self.k == 0
+        last = self.windows is not None and self.k == len(self.windows) - 1
+        lo, hi = max(0, s - t.blend - t.context), self._end(e + t.blend + t.context)
+        if lo < start or hi > start + tokens.shape[ax]:
+            raise ValueError(f"strip {self.k} reads tokens {lo}..{hi}, but those given are {start}.."
+                             f"{start + tokens.shape[ax]}")
         window = prev.narrow(ax, lo * f, (hi - lo) * f) if prev is not None else None
-        px = self.decode(tokens.narrow(ax, lo, hi - lo), window)
+        px = self.decode(tokens.narrow(ax, lo - start, hi - lo), window)
         a, z = (s if first else s - t.blend), (self.length if last else e - t.blend)
         strip = px.narrow(ax, (a - lo) * f, (z - a) * f)
         if not first and t.blend:

@@ -295,8 +295,8 @@ def make_job(task: Any, request: Any, env: Any) -> Any:
         raise PluginError(f"{_origin(task)} returned {got} from job(), not a streamgen.plugins.task.Job "
                           f"with a streamgen.engine.adc.Plan")
     ph, pw = env.patch_pixels
-    made = (job.plan.cols * pw, job.plan.rows * ph)
-    asked = (getattr(request, "width", None), getattr(request, "height", None))
+    made = (None if job.plan.cols is None else job.plan.cols * pw, job.plan.rows * ph)  # None: endless
+    asked = (None if made[0] is None else getattr(request, "width", None), getattr(request, "height", None))
     if any(a is not None and a != m for a, m in zip(asked, made)):
         shown = "x".join("?" if a is None else str(a) for a in asked)
         raise PluginError(f"{_origin(task)} plans frames of {made[0]}x{made[1]} px (WxH), but the request "
@@ -307,7 +307,7 @@ def make_job(task: Any, request: Any, env: Any) -> Any:
             raise PluginError(f"{_origin(task)} gives pixels of frame {g.frame} that are not uint8 (h, w, 3): "
                               f"{getattr(g.image, 'dtype', type(g.image).__name__)} {shape}")
         h, w = shape[:2]
-        if g.frame < 0 or g.top < 0 or g.left < 0 or g.top + h > made[1] or g.left + w > made[0]:
+        if g.frame < 0 or g.top < 0 or g.left < 0 or g.top + h > made[1] or g.left + w > (made[0] or g.left + w):
             raise PluginError(f"{_origin(task)} gives {w}x{h} px at ({g.left}, {g.top}) of frame {g.frame}, "
                               f"which leave the {made[0]}x{made[1]} px frame")
     return job
