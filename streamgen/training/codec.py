@@ -2,15 +2,15 @@
 
 Phase 1 trains the VQGAN on single frames: L1 + MSE reconstruction, commitment loss (the codebook
 itself follows an EMA), and optionally a hinge patch-discriminator loss and an L1 loss on the
-image's pixel differences (``grad_weight``). For sharper frames from the same tokens, both phases can
-add a perceptual loss on the frozen encoder's activations (``perceptual_weight``) and the hinge loss
-of a patch discriminator (``adv_weight``, optionally balanced by taming-transformers' adaptive
-weight). With ``train_encoder`` false it fine-tunes only the
+image's pixel differences (``grad_weight``). With ``train_encoder`` false it fine-tunes only the
 decoder of a trained codec: the tokens stay the same, so a vision decoder trained on them stays
-valid. Phase 2 freezes the encoder and the codebook, starts the pixel-guided decoder from the
-trained decoder (or resumes its own checkpoint, whose decoder is its own copy; ``pg_decoder``
-"vqgan" gives a copied-in checkpoint the VQGAN's decoder), and trains it on
-pairs of consecutive frames (frame n decoded from its tokens, guided by frame n-1's pixels).
+valid. For sharper frames from the same tokens both phases can add a perceptual loss on the frozen
+encoder's activations (``perceptual_weight``) and a patch discriminator's hinge loss (``adv_weight``,
+optionally balanced by taming-transformers' adaptive weight). Phase 2 freezes the encoder and the
+codebook, starts the pixel-guided decoder from the trained decoder (or resumes its own checkpoint,
+whose decoder is its own copy; ``pg_decoder`` "vqgan" gives a copied-in checkpoint the VQGAN's
+decoder), and trains it on pairs of consecutive frames (frame n decoded from its tokens, guided by
+frame n-1's pixels).
 Checkpoints are safetensors with the config beside them; a run resumes from its last checkpoint.
 """
 from __future__ import annotations
@@ -259,7 +259,7 @@ class Sharpen:
     The discriminator (and its Adam state) is saved beside the codec as ``disc.safetensors``."""
 
     def __init__(self, cfg: CodecTrainConfig, encoder: nn.Module, path: Path):
-        self.cfg, self.encoder, self.path, self.d_loss = cfg, encoder, path, None
+        self.cfg, self.encoder, self.path = cfg, encoder, path
         self.disc = PatchDiscriminator() if cfg.adv_weight > 0 else None
         if self.disc is not None:
             self.dopt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
