@@ -488,3 +488,85 @@ def test_open_captions_name_the_scene_in_training_words_only(tmp_path, tiny_code
             held = {p for phrases in captions.HELD_OUT_WORDS.values() for p in phrases}
             assert not any(phrase in held for _, _, phrase, _, _ in captions.find_phrases(cap)), cap
     assert len(seen) > 30  # open wordings, not eight templates
+
+
+def test_perceptual_and_adversarial_fine_tune_trains_the_decoders_and_keeps_the_tokens(tmp_path, capsys, monkeypatch):
+    import streamgen.training.codec as tc
+    from streamgen.codecs import NeuralCodec
+
+    calls = []
+    real = tc.adaptive_weight
+
+    def spy(loss, g_loss, last):
+        calls.append(tuple(last.shape))
+        return real(loss, g_loss, last)
+    monkeypatch.setattr(tc, "adaptive_weight", spy)
+    base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
+            "data.render_height=32", "data.crop=32", "threads=1"]
+    run_cli(*base, "steps=2", "pg_steps=2")
+    paths = [tmp_path / f"{n}.safetensors" for n in ("vqgan", "pg")]
+    before = [ckpt.read(p) for p in paths]
+    x = torch.randint(0, 256, (3, 32, 48, 3), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    tokens = NeuralCodec.load(*paths).encode(x)
+    sharp = ["train_encoder=false", "perceptual_weight=1", "adv_weight=0.5", "adv_start=0", "adv_warmup=1",
+             "adv_adaptive=true", "grad_weight=2", "pg_chain=1"]
+    run_cli(*base, "steps=5", "pg_steps=5", *sharp)
+    err = capsys.readouterr().err
+    assert "d_loss" in err and "resumed VQGAN" in err and "resumed PG decoder" in err
+    # the adversarial term reached both decoders once the discriminator's 1-step warm-up was over:
+    # VQGAN steps 2, 3, 4 and PG steps 2, 3, 4 (each phase counts from its own steps)
+    last = tuple(before[0]["decoder.out.2.weight"].shape)
+    assert calls == [last] * 6
+    after = [ckpt.read(p) for p in paths]
+    frozen = [k for k in before[0] if k.startswith(("encoder.", "quantizer."))]
+    assert "quantizer.codebook" in frozen and all(torch.equal(before[0][k], after[0][k]) for k in frozen)
+    for b, a in zip(before, after):
+        assert not all(torch.equal(b[k], a[k]) for k in b if k.startswith("decoder."))
+    assert torch.equal(NeuralCodec.load(*paths).encode(x), tokens)
+    disc = ckpt.read(tmp_path / "disc.safetensors")  # saved with its Adam state, for a resume
+    assert any(k.startswith("train/opt/") for k in disc)
+
+
+def test_perceptual_loss_compares_the_frozen_encoders_features():
+    from streamgen.training.codec import encoder_features, perceptual_loss
+    torch.manual_seed(0)
+    vq = VQGAN(CodecConfig(**TINY_CODEC))
+    enc = vq.encoder.eval().requires_grad_(False)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    feats = encoder_features(enc, x)
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4]  # each level, then the token grid
+    assert torch.allclose(feats[-1], enc.mid_more(enc.mid(enc.downs[-1](feats[-2]))))
+    assert perceptual_loss(enc, x, x) == 0
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1).requires_grad_(True)
+    loss = perceptual_loss(enc, blurred, x)
+    loss.backward()
+    assert loss > 0 and blurred.grad.abs().sum() > 0
+    assert all(p.grad is None for p in enc.parameters())  # a fixed feature network
+
+
+def test_adaptive_weight_is_the_ratio_of_the_gradients_at_the_last_layer():
+    from streamgen.training.codec import adaptive_weight
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    loss, g_loss = 3 * (w ** 2).sum(), -(w ** 2).sum() / 2
+    assert torch.isclose(adaptive_weight(loss, g_loss, w), torch.tensor(6.0), rtol=1e-3)
+    assert adaptive_weight(loss, 0 * w.sum(), w) == 1e4  # clamped when the discriminator gives no gradient
+
+
+def test_sharpening_config_values_are_checked(tmp_path, capsys):
+    base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
+            "data.render_height=32", "data.crop=32", "steps=1", "pg_steps=0"]
+    for bad_set, message in (
+            (["perceptual_weight=-0.5", "train_encoder=false"],
+             "`perceptual_weight`: Input should be greater than or equal to 0 (got -0.5)"),
+            (["perceptual_weight=nan", "train_encoder=false"], "`perceptual_weight`: Input should be a finite number"),
+            (["perceptual_weight=1"], "`perceptual_weight` needs train_encoder false"),
+            (["adv_weight=inf"], "`adv_weight`: Input should be a finite number (got 'inf')"),
+            (["adv_weight=-1"], "`adv_weight`: Input should be greater than or equal to 0 (got -1)"),
+            (["adv_warmup=-3"], "`adv_warmup`: Input should be greater than or equal to 0 (got -3)"),
+            (["adv_start=1.5"], "`adv_start`: Input should be a valid integer"),
+            (["adv_adaptive=maybe"], "`adv_adaptive`: Input should be a valid boolean")):
+        assert main([*base, *bad_set]) != 0
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert "but got '1.0 with train_encoder true'" in (main([*base, "perceptual_weight=1"]), capsys.readouterr().err)[1]
+    assert not (tmp_path / "vqgan.safetensors").exists()

@@ -4,10 +4,13 @@ Phase 1 trains the VQGAN on single frames: L1 + MSE reconstruction, commitment l
 itself follows an EMA), and optionally a hinge patch-discriminator loss and an L1 loss on the
 image's pixel differences (``grad_weight``). With ``train_encoder`` false it fine-tunes only the
 decoder of a trained codec: the tokens stay the same, so a vision decoder trained on them stays
-valid. Phase 2 freezes the encoder and the codebook, starts the pixel-guided decoder from the
-trained decoder (or resumes its own checkpoint, whose decoder is its own copy; ``pg_decoder``
-"vqgan" gives a copied-in checkpoint the VQGAN's decoder), and trains it on
-pairs of consecutive frames (frame n decoded from its tokens, guided by frame n-1's pixels).
+valid. For sharper frames from the same tokens both phases can add a perceptual loss on the frozen
+encoder's activations (``perceptual_weight``) and a patch discriminator's hinge loss (``adv_weight``,
+optionally balanced by taming-transformers' adaptive weight). Phase 2 freezes the encoder and the
+codebook, starts the pixel-guided decoder from the trained decoder (or resumes its own checkpoint,
+whose decoder is its own copy; ``pg_decoder`` "vqgan" gives a copied-in checkpoint the VQGAN's
+decoder), and trains it on pairs of consecutive frames (frame n decoded from its tokens, guided by
+frame n-1's pixels).
 Checkpoints are safetensors with the config beside them; a run resumes from its last checkpoint.
 """
 from __future__ import annotations
@@ -69,8 +72,21 @@ class CodecTrainConfig(Strict):
     batch: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     commit_weight: float = Field(0.25, ge=0)
-    adv_weight: float = Field(0.0, ge=0, description="0 disables the patch discriminator")
-    adv_start: int = Field(2000, ge=0, description="step the adversarial loss starts at")
+    perceptual_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of a perceptual "
+                                     "loss (both phases): squared distance between the channel-normalised "
+                                     "activations of the frozen codec encoder at every level for the output "
+                                     "and for the true frame (LPIPS without learned weights, on features "
+                                     "computed offline); needs train_encoder false")
+    adv_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of a patch "
+                              "discriminator's hinge loss on the output (both phases; 0: no discriminator); "
+                              "with adv_adaptive, a multiple of the adaptive weight")
+    adv_start: int = Field(2000, ge=0, description="step of each phase (VQGAN, then PG) the discriminator "
+                           "starts training at")
+    adv_warmup: int = Field(0, ge=0, description="steps the discriminator trains alone from adv_start before "
+                            "its loss reaches the decoder")
+    adv_adaptive: bool = Field(False, description="scale the adversarial loss by taming-transformers' adaptive "
+                               "weight: the norm of the other losses' gradient at the decoder's last layer over "
+                               "that of the adversarial loss, so it pulls with adv_weight times their strength")
     seed: int = 0
     threads: int = Field(2, ge=1)
     save_every: int = Field(250, ge=1)
@@ -80,6 +96,10 @@ class CodecTrainConfig(Strict):
         if self.pg_temporal and not self.pg_chain:
             raise ValueError(f"`pg_temporal` needs `pg_chain` > 0 (against the true previous frame it only "
                              f"re-weights the L1 loss), but got pg_temporal={self.pg_temporal} with pg_chain=0")
+        if self.perceptual_weight and self.train_encoder:
+            raise bad("perceptual_weight", "needs train_encoder false (its features are the frozen encoder's; "
+                      "a trained encoder would learn to make the loss vanish)",
+                      f"{self.perceptual_weight} with train_encoder true")
         return self
 
 
@@ -111,6 +131,33 @@ def pg_loss(rec: Tensor, cur: Tensor, prev: Tensor, true_prev: Tensor, temporal:
     if temporal:
         loss = loss + temporal * F.l1_loss(rec - prev, cur - true_prev)
     return loss
+
+
+def encoder_features(enc: nn.Module, x: Tensor) -> list[Tensor]:
+    """A codec encoder's activations for pixels x: each level's residual block (before it downsamples)
+    and the token grid's blocks, finest first."""
+    h, feats = enc.inp(x), []
+    for blk, down in zip(enc.blocks, enc.downs):
+        h = blk(h)
+        feats.append(h)
+        h = down(h)
+    return feats + [enc.mid_more(enc.mid(h))]
+
+
+def perceptual_loss(enc: nn.Module, rec: Tensor, x: Tensor) -> Tensor:
+    """Sum over `encoder_features` levels of the mean squared distance between the channel-normalised
+    features of ``rec`` and of ``x`` (LPIPS's form, every channel weighted alike)."""
+    with torch.no_grad():
+        true = encoder_features(enc, x)
+    return sum(((F.normalize(a, dim=1) - F.normalize(b, dim=1)) ** 2).sum(1).mean()
+               for a, b in zip(encoder_features(enc, rec), true))
+
+
+def adaptive_weight(loss: Tensor, g_loss: Tensor, last: Tensor) -> Tensor:
+    """taming-transformers' balance: |d loss / d last| / |d g_loss / d last| at the decoder's last layer."""
+    g_rec = torch.autograd.grad(loss, last, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(g_loss, last, retain_graph=True)[0]
+    return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, 1e4).detach()
 
 
 class Batches:
@@ -207,6 +254,43 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
+class Sharpen:
+    """The perceptual and adversarial terms of both phases, and the patch discriminator's own steps.
+    The discriminator (and its Adam state) is saved beside the codec as ``disc.safetensors``."""
+
+    def __init__(self, cfg: CodecTrainConfig, encoder: nn.Module, path: Path):
+        self.cfg, self.encoder, self.path = cfg, encoder, path
+        self.disc = PatchDiscriminator() if cfg.adv_weight > 0 else None
+        if self.disc is not None:
+            self.dopt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+            ckpt.resume(path, self.disc, self.dopt)
+
+    def loss(self, loss: Tensor, rec: Tensor, x: Tensor, step: int, last: Tensor) -> Tensor:
+        """``loss`` plus the perceptual and (from adv_start + adv_warmup) the adversarial term; ``last``
+        is the decoder's last weight, where the adaptive weight compares gradients."""
+        if self.cfg.perceptual_weight:
+            loss = loss + self.cfg.perceptual_weight * perceptual_loss(self.encoder, rec, x)
+        if self.disc is not None and step >= self.cfg.adv_start + self.cfg.adv_warmup:
+            g_loss = -self.disc(rec).mean()
+            w = adaptive_weight(loss, g_loss, last) if self.cfg.adv_adaptive else 1.0
+            loss = loss + self.cfg.adv_weight * w * g_loss
+        return loss
+
+    def step(self, rec: Tensor, x: Tensor, step: int) -> dict[str, float]:
+        """One hinge-loss step of the discriminator (from adv_start); its loss for the progress bar."""
+        if self.disc is None or step < self.cfg.adv_start:
+            return {}
+        d_loss = F.relu(1 - self.disc(x)).mean() + F.relu(1 + self.disc(rec.detach())).mean()
+        self.dopt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.dopt.step()
+        return {"d_loss": d_loss.item()}
+
+    def save(self) -> None:
+        if self.disc is not None:
+            ckpt.save(self.path, self.disc, self.cfg, ckpt.optimizer_tensors(self.dopt))
+
+
 def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Path:
     """Run (or resume) both phases; returns the folder holding ``vqgan.safetensors`` and ``pg.safetensors``."""
     torch.set_num_threads(cfg.threads)
@@ -214,9 +298,7 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     vq = VQGAN(cfg.codec)
-    disc = PatchDiscriminator() if cfg.adv_weight > 0 else None
     opt = torch.optim.Adam(vq.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    dopt = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9)) if disc else None
     vq_path = out / "vqgan.safetensors"
     step = ckpt.resume(vq_path, vq, opt)
     if step:
@@ -225,6 +307,7 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
         raise bad("train_encoder", "false needs a trained codec to fine-tune: copy its vqgan.* (and pg.*) "
                   "into `out` first", f"false, and {vq_path} does not exist")
     data = Batches(cfg, cfg.seed + step)
+    sharpen = Sharpen(cfg, vq.encoder, out / "disc.safetensors")
 
     bar = Progress(cfg.steps, "vqgan", start=step)
     vq.train()
@@ -241,22 +324,18 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
                 q = vq.codes(x)
             rec = vq.decoder(q)
             loss = recon_loss(rec, x, cfg.grad_weight)
-        if disc is not None and step >= cfg.adv_start:
-            loss = loss - cfg.adv_weight * disc(rec).mean()
+        loss = sharpen.loss(loss, rec, x, step, vq.decoder.out[-1].weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if disc is not None and step >= cfg.adv_start:
-            d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
-            dopt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            dopt.step()
+        d = sharpen.step(rec, x, step)
         step += 1
         used = int((vq.quantizer.unused_for < cfg.codec.dead_after).sum())
-        bar.goto(step, loss=loss.item(), psnr=psnr(rec, x), codes=f"{used}/{cfg.codec.codebook_size}")
+        bar.goto(step, loss=loss.item(), psnr=psnr(rec, x), codes=f"{used}/{cfg.codec.codebook_size}", **d)
         if step % cfg.save_every == 0 or step == cfg.steps:
             extra = {"step": torch.tensor(step), **ckpt.optimizer_tensors(opt)}
             ckpt.save(vq_path, vq, cfg.codec, extra, meta={"steps": step})
+            sharpen.save()
     bar.close()
 
     vq.eval()
@@ -288,13 +367,16 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
         cur, q = frames[-1], qs[-1]
         rec = pg(q, prev)
         loss = pg_loss(rec, cur, prev, frames[-2], cfg.pg_temporal, cfg.grad_weight)
+        loss = sharpen.loss(loss, rec, cur, pstep, pg.decoder.out[-1].weight)
         popt.zero_grad(set_to_none=True)
         loss.backward()
         popt.step()
+        d = sharpen.step(rec, cur, pstep)
         pstep += 1
-        bar.goto(pstep, loss=loss.item(), psnr=psnr(rec, cur))
+        bar.goto(pstep, loss=loss.item(), psnr=psnr(rec, cur), **d)
         if pstep % cfg.save_every == 0 or pstep == cfg.pg_steps:
             extra = {"step": torch.tensor(pstep), **ckpt.optimizer_tensors(popt)}
             ckpt.save(pg_path, pg, cfg.codec, extra, meta={"steps": pstep, "kind_detail": "pg"})
+            sharpen.save()
     bar.close()
     return out
