@@ -3,6 +3,7 @@
     python benchmarks/serve.py                                   # N = 1 2 3 4 6 8, shipped model, 128x128 at 8 frames/s
     python benchmarks/serve.py --streams 1 2 --seconds 10 --model tiny
     python benchmarks/serve.py --load --seconds 60               # 100 mixed API calls/s while 3 streams run
+    python benchmarks/serve.py --soak 60 --fps 2                 # an hour of streams joining and leaving
 
 Streams: for each N, one server runs N t2v streams (128x128 at --fps, endless, each its own seed), then
 N separate ``streamgen generate --realtime`` processes run the same streams into Matroska files (a
@@ -14,7 +15,13 @@ fell behind real time over the window (window - frames / fps; 0 when it kept up)
 Load: a server with 3 streams takes --rate calls a second for --seconds from 4 client threads: 50%
 ``GET /streams/{id}``, 20% ``GET /streams``, 20% ``PATCH`` with a new prompt, 10% a bad ``PATCH``
 (its intended 400). Printed: calls made, answers by status, call latency (median, 95th percentile),
-and each stream's frames/s and fall-behind over the run. Every address is 127.0.0.1.
+and each stream's frames/s and fall-behind over the run.
+
+Soak: a server holds --soak-streams streams for --soak minutes; every --churn seconds its oldest
+stream is deleted and a new one (a new seed and prompt) created. The server's resident memory
+(/proc/PID/status) is sampled every 10 s. Printed: the memory with no stream (after one stream has
+come and gone) and with the streams running, so the memory a stream adds; then the median of each
+tenth of the run, and the change from the first tenth to the last. Every address is 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -175,6 +182,61 @@ def load(args) -> None:
         print(f"stream {id}: {n / span:.2f} frames/s, {max(0.0, span - n / args.fps):.2f} s behind real time")
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no VmRSS for process {pid}")
+
+
+def soak(args) -> None:
+    n, made = args.soak_streams, 0
+    proc, client = start_server(args.model, n + 1)
+
+    def new_stream(i: int) -> str:
+        r = client.post("/streams", json={"request": request(i, args.size), "fps": args.fps})
+        r.raise_for_status()
+        return r.json()["id"]
+
+    try:
+        first = new_stream(0)  # one stream come and gone: the engine's buffers exist
+        while server_frames(client).get(first, 0) < 8:
+            time.sleep(0.5)
+        client.delete(f"/streams/{first}").raise_for_status()
+        time.sleep(5)
+        idle = rss_mb(proc.pid)
+        live = [new_stream(i) for i in range(1, n + 1)]
+        made, t0 = n + 1, time.monotonic()
+        samples: list[tuple[float, float]] = []
+        frames, running = 0, None
+        end, churn = t0 + args.soak * 60, t0 + args.churn
+        while (now := time.monotonic()) < end:
+            samples.append((now - t0, rss_mb(proc.pid)))
+            if running is None and now - t0 >= min(60, args.churn - 5):  # the first streams, warm
+                running = samples[-1][1]
+            if now >= churn:
+                gone = live.pop(0)
+                frames += server_frames(client).get(gone, 0)
+                client.delete(f"/streams/{gone}").raise_for_status()
+                live.append(new_stream(made))
+                made, churn = made + 1, churn + args.churn
+            time.sleep(10)
+        frames += sum(server_frames(client).get(i, 0) for i in live)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    print(f"{n} streams at {args.fps:g} frames/s, {args.size}x{args.size}, model {args.model or 'shipped'}, "
+          f"{args.soak:g} min; a stream replaced every {args.churn:g} s ({made - 1} streams in all, {frames} frames)")
+    print(f"server RSS: {idle:.0f} MB with no stream, {running:.0f} MB with {n}: "
+          f"{(running - idle) / n:.1f} MB a stream")
+    tenth = args.soak * 6  # seconds in a tenth of the run
+    tenths = [[m for t, m in samples if k * tenth <= t < (k + 1) * tenth] for k in range(10)]
+    medians = [statistics.median(b) for b in tenths if b]
+    print("median RSS by tenth of the run (MB): " + " ".join(f"{m:.0f}" for m in medians))
+    print(f"last tenth against the first: {medians[-1] - medians[0]:+.1f} MB ({(medians[-1] / medians[0] - 1) * 100:+.1f}%); "
+          f"max {max(m for _, m in samples):.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
@@ -187,10 +249,15 @@ def main() -> None:
                     "process (OMP_NUM_THREADS); default torch's own")
     ap.add_argument("--load", action="store_true", help="the load test instead")
     ap.add_argument("--rate", type=float, default=100.0, help="API calls a second in the load test")
+    ap.add_argument("--soak", type=float, default=None, help="minutes of the soak instead")
+    ap.add_argument("--soak-streams", type=int, default=3)
+    ap.add_argument("--churn", type=float, default=60.0, help="seconds between stream replacements in the soak")
     args = ap.parse_args()
     if args.threads:  # inherited by the server and the processes
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    if args.load:
+    if args.soak:
+        soak(args)
+    elif args.load:
         load(args)
     else:
         streams(args)

@@ -527,6 +527,26 @@ def test_perceptual_and_adversarial_fine_tune_trains_the_decoders_and_keeps_the_
     assert any(k.startswith("train/opt/") for k in disc)
 
 
+def test_pg_adv_weight_zero_trains_the_pg_decoder_without_the_discriminator(tmp_path, monkeypatch):
+    """`configs/codec_sharp.json` in one run: the adversarial loss sharpens the VQGAN decoder only."""
+    import streamgen.training.codec as tc
+
+    calls = []
+    real = tc.adaptive_weight
+    monkeypatch.setattr(tc, "adaptive_weight", lambda *a: calls.append(1) or real(*a))
+    steps = []
+    real_step = tc.Sharpen.step
+    monkeypatch.setattr(tc.Sharpen, "step", lambda self, *a: steps.append(bool(real_step(self, *a))) or {})
+    base = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
+            "data.render_height=32", "data.crop=32", "threads=1"]
+    run_cli(*base, "steps=2", "pg_steps=0")
+    steps.clear()
+    run_cli(*base, "steps=5", "pg_steps=3", "train_encoder=false", "adv_weight=0.5", "pg_adv_weight=0",
+            "adv_start=0", "adv_warmup=1", "adv_adaptive=true")
+    assert len(calls) == 3  # VQGAN steps 2, 3 and 4 (past the warm-up); none in the PG phase
+    assert steps == [True] * 3 + [False] * 3  # the discriminator trains in the VQGAN phase only
+
+
 def test_perceptual_loss_compares_the_frozen_encoders_features():
     from streamgen.training.codec import encoder_features, perceptual_loss
     torch.manual_seed(0)

@@ -80,6 +80,9 @@ class CodecTrainConfig(Strict):
     adv_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="weight of a patch "
                               "discriminator's hinge loss on the output (both phases; 0: no discriminator); "
                               "with adv_adaptive, a multiple of the adaptive weight")
+    pg_adv_weight: float | None = Field(None, ge=0, allow_inf_nan=False, description="adv_weight of the PG "
+                                        "phase alone (None: adv_weight); 0 trains the PG decoder without "
+                                        "the discriminator")
     adv_start: int = Field(2000, ge=0, description="step of each phase (VQGAN, then PG) the discriminator "
                            "starts training at")
     adv_warmup: int = Field(0, ge=0, description="steps the discriminator trains alone from adv_start before "
@@ -260,25 +263,31 @@ class Sharpen:
 
     def __init__(self, cfg: CodecTrainConfig, encoder: nn.Module, path: Path):
         self.cfg, self.encoder, self.path = cfg, encoder, path
+        self.weight = cfg.adv_weight  # this phase's (`pg_phase`)
         self.disc = PatchDiscriminator() if cfg.adv_weight > 0 else None
         if self.disc is not None:
             self.dopt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
             ckpt.resume(path, self.disc, self.dopt)
+
+    def pg_phase(self) -> None:
+        """From here on the PG phase's adversarial weight (``pg_adv_weight``, else ``adv_weight``)."""
+        if self.cfg.pg_adv_weight is not None:
+            self.weight = self.cfg.pg_adv_weight
 
     def loss(self, loss: Tensor, rec: Tensor, x: Tensor, step: int, last: Tensor) -> Tensor:
         """``loss`` plus the perceptual and (from adv_start + adv_warmup) the adversarial term; ``last``
         is the decoder's last weight, where the adaptive weight compares gradients."""
         if self.cfg.perceptual_weight:
             loss = loss + self.cfg.perceptual_weight * perceptual_loss(self.encoder, rec, x)
-        if self.disc is not None and step >= self.cfg.adv_start + self.cfg.adv_warmup:
+        if self.disc is not None and self.weight and step >= self.cfg.adv_start + self.cfg.adv_warmup:
             g_loss = -self.disc(rec).mean()
             w = adaptive_weight(loss, g_loss, last) if self.cfg.adv_adaptive else 1.0
-            loss = loss + self.cfg.adv_weight * w * g_loss
+            loss = loss + self.weight * w * g_loss
         return loss
 
     def step(self, rec: Tensor, x: Tensor, step: int) -> dict[str, float]:
         """One hinge-loss step of the discriminator (from adv_start); its loss for the progress bar."""
-        if self.disc is None or step < self.cfg.adv_start:
+        if self.disc is None or not self.weight or step < self.cfg.adv_start:
             return {}
         d_loss = F.relu(1 - self.disc(x)).mean() + F.relu(1 + self.disc(rec.detach())).mean()
         self.dopt.zero_grad(set_to_none=True)
@@ -351,6 +360,7 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
         pg.decoder.load_state_dict(vq.decoder.state_dict())
         log(f"PG decoder from {pg_path}: its guide, with the VQGAN's decoder")
     bar = Progress(cfg.pg_steps, "pg-vqgan", start=pstep)
+    sharpen.pg_phase()
     data = Batches(cfg, cfg.seed + 1_000_003 + pstep)
     while pstep < cfg.pg_steps:
         chain = data.rng.randrange(-1, cfg.pg_chain + 1) if cfg.pg_chain else -1
