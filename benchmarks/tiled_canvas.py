@@ -1,8 +1,10 @@
 """Canvases of any width: peak memory and time through the tile folder, the tiled decode against the
-whole-canvas decode, the tile size that costs nothing, seams, and the time to the first strip.
+whole-canvas decode, the tile size that costs nothing, seams, the time to the first strip, and an
+endless canvas's memory and speed along it.
 
     python benchmarks/tiled_canvas.py                  # the shipped model, 1 thread (40 minutes beside a trainer)
     python benchmarks/tiled_canvas.py --parts memory --widths 4096 32768    # only peak memory, two widths
+    python benchmarks/tiled_canvas.py --parts endless --endless 262144      # an endless canvas's memory along it
 
 Peak RSS is measured by /usr/bin/time around `streamgen generate --task uig --size Wx128 -o DIR/`
 (a fresh process per width, OMP_NUM_THREADS=1), beside the generation time that command reports.
@@ -30,7 +32,7 @@ from streamgen.evaluation import seam_score
 from streamgen.plugins.codec import Tiling
 
 HEIGHT = 128
-PARTS = ["decode", "first", "linear", "memory"]
+PARTS = ["decode", "first", "linear", "memory", "endless"]
 
 
 def generate(width: int, output: str) -> tuple[float, float]:
@@ -156,6 +158,26 @@ def first_strip(engine, width: int) -> None:
           f"{total:.1f} s ({first / total:.4f} of it)", flush=True)
 
 
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def endless(engine, width: int, every: int = 16384) -> None:
+    """An endless canvas strip by strip up to ``width`` px: this process's RSS and the time per column
+    at each ``every`` px (nothing is kept but the strip in hand)."""
+    print(f"endless canvas, {HEIGHT} px high, strip by strip: px, RSS (MB), ms per column since the last row")
+    t0, mark = time.perf_counter(), every
+    for strip in engine.strips("uig", height=HEIGHT, endless=True, seed=1):
+        end = strip.left + strip.pixels.shape[1]
+        if end >= mark:
+            t1 = time.perf_counter()
+            print(f"  {end:>9,} px  {rss_mb():6.0f}  {(t1 - t0) / every * 1e3:.3f}", flush=True)
+            t0, mark = t1, mark + every
+        if end >= width:
+            break
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--widths", type=int, nargs="+", default=[4096, 32768, 262144])
@@ -165,6 +187,7 @@ def main() -> None:
     ap.add_argument("--seams", type=int, default=8, help="canvases for the seam score")
     ap.add_argument("--linear", type=int, nargs=2, default=[262144, 4096], metavar=("LONG", "SHORT"),
                     help="widths of the canvases whose time per column is compared, made in turns")
+    ap.add_argument("--endless", type=int, default=262144, help="px of the endless canvas to draw")
     ap.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -177,6 +200,8 @@ def main() -> None:
         first_strip(engine, args.first_strip)
     if "linear" in args.parts:
         linear_time(engine, *args.linear)
+    if "endless" in args.parts:
+        endless(engine, args.endless)
     if "memory" not in args.parts:
         return
     with tempfile.TemporaryDirectory() as d:

@@ -95,6 +95,11 @@ TABLE = [
     (["--task", "t2i", "--scroll", "8", "-o", "{d}/pano.png"], ["scroll", "video output", "pano.png"]),
     (["--task", "t2i", "--scroll", "8", "--view", "63"], ["view", "multiple of 2", "63"]),
     (["--task", "t2i", "--scroll", "8", "--order", "zeta"], ["order", "omega", "zeta"]),
+    (["--task", "t2i", "--size", "infx16", "-o", "{d}/pano.png"], ["size", "endless canvas goes strip by strip",
+                                                                  "infx16"]),
+    (["--size", "infx16", "-o", "{d}/tiles/"], ["size", "endless canvases", "'t2v'", "infx16"]),
+    (["--task", "t2i", "--size", "infx16", "--order", "zeta", "-o", "{d}/tiles/"], ["order", "omega", "zeta"]),
+    (["--task", "t2i", "--size", "infxwide"], ["size", "WxH", "infxwide"]),
 ]
 
 

@@ -79,3 +79,60 @@ def test_the_page_plays_the_live_view_and_steers_the_stream(serve, browser):
     (ARTIFACTS / "serve-latency.json").write_text(json.dumps({"frames": len(latencies), "median_ms": statistics.median(latencies),
                                                               "p95_ms": q[18]}))
     assert "Traceback" not in s.stderr
+
+
+GRAB = """const v = document.getElementById('player');
+const c = document.createElement('canvas');
+c.width = v.videoWidth; c.height = v.videoHeight;
+c.getContext('2d').drawImage(v, 0, 0);
+return c.toDataURL('image/png');"""
+
+
+def test_a_prompt_typed_in_the_page_changes_the_sky_the_browser_shows(serve, browser):
+    """The shipped model at the default preset: a day sky steered from the page to a night sky. Frames
+    grabbed from the page's <video> element are read by the project's attribute reader: day before the
+    change; night once the stream is 8 frames past the frame the prompt applies from (the steering
+    latency goal), plus a second for the live view's delay."""
+    import base64
+    import io
+
+    import av
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from streamgen.bundle import SHIPPED
+    from streamgen.evaluation import AttributeClassifier
+    from streamgen.training.data import landscapes as L
+
+    reader = AttributeClassifier.fit()
+    night, day = L.ATTRIBUTES["sky"].index("night"), L.ATTRIBUTES["sky"].index("day")
+
+    def skies(count: int) -> list[int]:
+        frames = []
+        for _ in range(count):
+            png = base64.b64decode(browser.execute_script(GRAB).split(",", 1)[1])
+            with av.open(io.BytesIO(png)) as f:
+                frames.append(next(f.decode(video=0)).to_ndarray(format="rgb24"))
+            time.sleep(0.125)
+        return reader.predict(np.stack(frames))["sky"].tolist()
+
+    s = serve("--model", str(SHIPPED))
+    id = s.call("POST", "/streams", {"request": {"prompt": "a day sky over grassy hills", "frames": None, "seed": 2},
+                                     "fps": 8}).json()["id"]
+    browser.get(s.base + "/")
+    until("the page watches the stream", lambda: browser.find_element(By.ID, "watching").text == id)
+    until("the video plays", lambda: browser.execute_script(PLAYBACK)[1] > 8, timeout=120)
+    before = skies(8)
+    assert before.count(day) >= 7, before
+
+    browser.find_element(By.ID, "token").send_keys(s.token)
+    browser.find_element(By.ID, "token-form").submit()
+    browser.find_element(By.ID, "prompt").send_keys("a night sky over grassy hills")
+    browser.find_element(By.ID, "steer").click()
+    frame = s.wait(id, lambda st: st["applied"])["applied"][-1]["frame"]
+    until("the stream is 8 frames and a second past the change",
+          lambda: s.call("GET", f"/streams/{id}").json()["frames"] >= frame + 16, timeout=120)
+    after = skies(8)
+    assert after.count(night) >= 7, (before, after)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "serve-steered-night.png"))
