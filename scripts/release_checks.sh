@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The measurements a model folder ships on, each printed and kept in DIR/checks/:
+#
+#     python scripts/export_bundle.py --model runs/model --codec runs/sharp_pg --out runs/bundle
+#     scripts/release_checks.sh runs/bundle
+#
+# eval.txt: `streamgen eval` (the bars of the model card and the README); steering.txt: how soon a
+# switched prompt shows and how continuous the switch is; profile.txt: where a frame's time goes, one
+# stream and streams in one batch; codec.txt: the folder's codec decoders against the shipped ones on
+# the same tokens. About an hour on two cores: nothing else should run beside it.
+set -euo pipefail
+model=${1:?usage: scripts/release_checks.sh MODEL_DIR}
+out="$model/checks"
+mkdir -p "$out"
+run() { local name=$1; shift; echo "== $name: $*"; "$@" 2>&1 | tee "$out/$name.txt"; }
+run eval streamgen eval --model "$model" --threads 2 --samples 90
+run steering python benchmarks/steering.py --model "$model" --switches 60
+run profile python benchmarks/frame_profile.py --model "$model" --streams 1 4 8
+run codec python benchmarks/codec_sharpness.py streamgen/weights "$model" --threads 2
