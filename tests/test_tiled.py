@@ -295,6 +295,10 @@ def test_an_endless_canvas_is_refused_where_whole_frames_are_asked(engine, tmp_p
         engine.run("uig", height=16, endless=True)
     with pytest.raises(ConfigError, match="`order` must be omega"):
         engine.strips("uig", height=16, endless=True, order="zeta")
+    torch.manual_seed(0)
+    whole_only = Engine(VisionDecoder(tiny_config()), WholeOnly())  # it decodes whole canvases only
+    with pytest.raises(ConfigError, match="`codec` must decode in windows"):
+        whole_only.strips("uig", height=16, endless=True)
     args = ["generate", "--model", "tiny", "--size", "infx16"]
     for extra, message in ((["--task", "uig", "-o", str(tmp_path / "p.png")], "`size` an endless canvas goes strip"),
                            (["--task", "t2v", "--prompt", "hills", "-o", str(tmp_path / "v.mp4")],

@@ -38,7 +38,8 @@ class Strip(NamedTuple):
 
 
 def canvas_strips(engine: "Engine", job: "Job", seed: int, steering: "Steering") -> Iterator[Strip]:
-    """The strips of ``job``'s one-frame canvas, each as soon as the tokens it needs are drawn."""
+    """The strips of ``job``'s one-frame canvas, each as soon as the tokens it needs are drawn; a codec
+    that cannot decode an endless canvas is refused here, before any work."""
     plan, codec, cfg = job.plan, engine.codec, engine.model.cfg
     rows = plan.sweep == "row"
     axis, patch = (1, cfg.patch_h) if rows else (2, cfg.patch_w)
@@ -51,6 +52,13 @@ def canvas_strips(engine: "Engine", job: "Job", seed: int, steering: "Steering")
         raise bad("codec", f"must decode in windows of at most {(ENDLESS_WINDOW // 2 - plan.extent.w) * patch} "
                   "tokens (its `tiling`) to draw an endless canvas", getattr(tiling, "span", None))
     decoder = StripDecoder(codec.decode, tiling, f, length, axis)
+    return _strips(engine, job, seed, steering, decoder, canvas, patch)
+
+
+def _strips(engine: "Engine", job: "Job", seed: int, steering: "Steering", decoder: StripDecoder,
+            canvas: tuple[int, int | None], patch: int) -> Iterator[Strip]:
+    """`canvas_strips`' generator: ``patch`` is a patch's tokens along the decoder's axis."""
+    plan, rows = job.plan, decoder.axis == 1
     given = [g for g in job.given if g.frame == 0]
     text, mask = steering.text()
     known = (lambda pos: job.known[pos][None]) if job.known else None
