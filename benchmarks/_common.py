@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 
-def rss_mb() -> float:
-    """Resident set size of this process in MB (Linux)."""
-    with open("/proc/self/status") as fh:
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size of a process (by default this one) in MB (Linux)."""
+    with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS line in /proc/self/status")
+    raise RuntimeError(f"no VmRSS line in /proc/{pid}/status")
 
 
 def steady_rate(eng, gen, warm: int, frames: int) -> float:

@@ -86,6 +86,9 @@ def load(folder: Path) -> NeuralCodec:
 
 def check_same_tokens(folders: list[Path]) -> None:
     """Every folder's encoder and codebook must be the first one's: then the tokens are the same."""
+    for f in folders:
+        if not all((f / name).is_file() for name in ("vqgan.safetensors", "pg.safetensors")):
+            raise bad("codecs", "must be folders holding vqgan.safetensors and pg.safetensors", str(f))
     first = ckpt.read(folders[0] / "vqgan.safetensors")
     keys = [k for k in first if k.startswith(("encoder.", "quantizer.codebook"))]
     for f in folders[1:]:
@@ -116,9 +119,6 @@ def main() -> None:
           f"{torch.get_num_threads()}, tokens from the encoder of {folders[0]} (shared by all)")
     t0 = time.perf_counter()
     rows: list[tuple[str, float | None, list[float]]] = []
-
-    def row(label: str, truth: float | None, measure) -> None:
-        rows.append((label, truth, [measure(c) for c in codecs]))
 
     # still landscape renders: every combination, the held-out ones included
     gt = torch.from_numpy(render_set(size, args.per_combo, seed=args.seed)[0])

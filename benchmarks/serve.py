@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import rss_mb
 
 PROMPTS = ["a day sky over grassy hills, the camera pans right", "a sunset sky over desert dunes, the camera pans left",
            "a night sky over snowy mountains", "a day sky over a lake with hills"]
@@ -194,13 +195,6 @@ def load(args) -> None:
         print(f"stream {id}: {n / span:.2f} frames/s, {max(0.0, span - n / args.fps):.2f} s behind real time")
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise SystemExit(f"no VmRSS for process {pid}")
-
-
 def soak(args) -> None:
     n, made = args.soak_streams, 0
     proc, client = start_server(args.model, n + 1)
@@ -234,6 +228,7 @@ def soak(args) -> None:
                 made, churn = made + 1, churn + args.churn
             time.sleep(10)
         frames += sum(server_frames(client).get(i, 0) for i in live)
+        running = running if running is not None else samples[-1][1]  # a run shorter than the warm-up
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
@@ -261,13 +256,15 @@ def main() -> None:
                     "process (OMP_NUM_THREADS); default torch's own")
     ap.add_argument("--load", action="store_true", help="the load test instead")
     ap.add_argument("--rate", type=float, default=100.0, help="API calls a second in the load test")
-    ap.add_argument("--soak", type=float, default=None, help="minutes of the soak instead")
+    ap.add_argument("--soak", type=float, default=None, help="minutes of the soak instead (more than 0)")
     ap.add_argument("--soak-streams", type=int, default=3)
     ap.add_argument("--churn", type=float, default=60.0, help="seconds between stream replacements in the soak")
     args = ap.parse_args()
+    if args.soak is not None and args.soak <= 0:
+        ap.error(f"--soak must be more than 0 minutes, but got {args.soak:g}")
     if args.threads:  # inherited by the server and the processes
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    if args.soak:
+    if args.soak is not None:
         soak(args)
     elif args.load:
         load(args)

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import torch
+from _common import rss_mb
 
 from streamgen import Plan, SamplingConfig
 from streamgen.bundle import load
@@ -158,15 +159,10 @@ def first_strip(engine, width: int) -> None:
           f"{total:.1f} s ({first / total:.4f} of it)", flush=True)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-
-
 def endless(engine, width: int, every: int = 16384) -> None:
     """An endless canvas strip by strip up to ``width`` px: this process's RSS and the time per column
-    at each ``every`` px (nothing is kept but the strip in hand)."""
-    print(f"endless canvas, {HEIGHT} px high, strip by strip: px, RSS (MB), ms per column since the last row")
+    at each ``every`` px (nothing is kept but the strip in hand and a window of tokens)."""
+    print(f"endless canvas, {HEIGHT} px high, strip by strip: px, RSS (MB), ms per px column since the last row")
     t0, mark = time.perf_counter(), every
     for strip in engine.strips("uig", height=HEIGHT, endless=True, seed=1):
         end = strip.left + strip.pixels.shape[1]

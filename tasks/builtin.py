@@ -27,14 +27,16 @@ class OrderMixin(TaskRequest):
 class CanvasMixin(OrderMixin):
     endless: bool = Field(False, description="a canvas with no right edge, drawn column by column (omega) "
                           "for as long as it is read: taken strip by strip (`Engine.strips`, a tile folder, "
-                          "a --scroll video); `width` is not used")
+                          "a --scroll video); `width` is not given")
 
     def plan(self, env: TaskEnv, frames: int | None, known_frames: int = 0) -> Plan:
         if not self.endless:
             return super().plan(env, frames, known_frames)
         if check_order(self.order) != "omega":
             raise bad("order", "must be omega (columns from the left) for an endless canvas", self.order)
-        rows, _ = env.grid(self.height, self.width)
+        if "width" in self.model_fields_set:
+            raise bad("width", "must not be given for an endless canvas (it has no width)", self.width)
+        rows, _ = env.grid(self.height, env.patch_pixels[1])
         return EndlessPlan(rows, env.extent(self.extent))
 
 

@@ -100,6 +100,8 @@ TABLE = [
     (["--size", "infx16", "-o", "{d}/tiles/"], ["size", "endless canvases", "'t2v'", "infx16"]),
     (["--task", "t2i", "--size", "infx16", "--order", "zeta", "-o", "{d}/tiles/"], ["order", "omega", "zeta"]),
     (["--task", "t2i", "--size", "infxwide"], ["size", "WxH", "infxwide"]),
+    (["--task", "t2i", "--size", "128"], ["size", "WxH", "'128'"]),
+    (["--task", "t2i", "--size", "infx16", "--scroll", "8", "-o", "{d}/pano.png"], ["scroll", "video output"]),
 ]
 
 

@@ -79,4 +79,3 @@ def test_the_page_plays_the_live_view_and_steers_the_stream(serve, browser):
     (ARTIFACTS / "serve-latency.json").write_text(json.dumps({"frames": len(latencies), "median_ms": statistics.median(latencies),
                                                               "p95_ms": q[18]}))
     assert "Traceback" not in s.stderr
-

@@ -268,6 +268,24 @@ def test_an_endless_canvas_gives_the_strips_of_a_finite_one(codec, wavefront):
     assert endless[len(finite)].left == finite[-1].left + endless[len(finite) - 1].pixels.shape[1]
 
 
+def test_a_tall_endless_canvas_keeps_the_columns_its_wavefronts_and_strips_read(engine):
+    """72 patch rows: a wavefront spans 36 columns, more than half of `ENDLESS_WINDOW`, and a strip
+    reads 16 more behind them; the window keeps them all (keeping half of `ENDLESS_WINDOW` fails
+    here), and the strips stay a finite canvas's."""
+    import itertools
+
+    from streamgen.engine.adc import EndlessPlan
+    from streamgen.engine.core import ENDLESS_WINDOW
+
+    assert engine.wavefront
+    req = dict(height=72 * 4 * 2, seed=5)
+    assert engine._endless_keep(EndlessPlan(72, engine.check_extent(None))) > ENDLESS_WINDOW // 2
+    finite = list(engine.strips("uig", **req, width=110 * 4 * 2))  # 110 columns: the window slides
+    endless = list(itertools.islice(engine.strips("uig", **req, endless=True), len(finite)))
+    for a, b in zip(finite[:-1], endless):
+        assert np.array_equal(a.pixels, b.pixels)
+
+
 def test_an_endless_canvas_holds_a_window_of_tokens(engine):
     """Its tokens are a window of `ENDLESS_WINDOW` columns that slides as the columns are drawn:
     nothing grows with them."""
@@ -290,11 +308,16 @@ def test_an_endless_canvas_holds_a_window_of_tokens(engine):
 
 def test_an_endless_canvas_is_refused_where_whole_frames_are_asked(engine, tmp_path, capsys):
     from streamgen.cli import main
+    from streamgen.engine.adc import EndlessPlan
 
     with pytest.raises(ConfigError, match="`endless` an endless canvas never has a whole frame"):
         engine.run("uig", height=16, endless=True)
     with pytest.raises(ConfigError, match="`order` must be omega"):
         engine.strips("uig", height=16, endless=True, order="zeta")
+    with pytest.raises(ConfigError, match="`width` must not be given for an endless canvas"):
+        engine.strips("uig", height=16, width=256, endless=True)
+    with pytest.raises(ConfigError, match="`parts` must be true for an endless canvas"):
+        next(engine.generate_tokens(EndlessPlan(2, engine.check_extent(None))))
     torch.manual_seed(0)
     whole_only = Engine(VisionDecoder(tiny_config()), WholeOnly())  # it decodes whole canvases only
     with pytest.raises(ConfigError, match="`codec` must decode in windows"):

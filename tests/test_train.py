@@ -584,7 +584,11 @@ def test_sharpening_config_values_are_checked(tmp_path, capsys):
             (["adv_weight=-1"], "`adv_weight`: Input should be greater than or equal to 0 (got -1)"),
             (["adv_warmup=-3"], "`adv_warmup`: Input should be greater than or equal to 0 (got -3)"),
             (["adv_start=1.5"], "`adv_start`: Input should be a valid integer"),
-            (["adv_adaptive=maybe"], "`adv_adaptive`: Input should be a valid boolean")):
+            (["adv_adaptive=maybe"], "`adv_adaptive`: Input should be a valid boolean"),
+            (["adv_adaptive=true"], "`adv_adaptive` needs adv_weight or pg_adv_weight above 0"),
+            (["adv_warmup=50"], "`adv_warmup` needs adv_weight or pg_adv_weight above 0 (it shapes the "
+                                "adversarial loss), but got 50"),
+            (["pg_adv_weight=-1"], "`pg_adv_weight`: Input should be greater than or equal to 0 (got -1)")):
         assert main([*base, *bad_set]) != 0
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err

@@ -90,10 +90,8 @@ class GenerateConfig(Strict):
     def _size(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        parts = v.lower().split("x")
-        if len(parts) == 2 and parts[0] == "inf":
-            parts = parts[1:]
-        if not 1 <= len(parts) <= 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        w, sep, h = v.lower().partition("x")
+        if not sep or not all(p.isdigit() and int(p) > 0 for p in ((h,) if w == "inf" else (w, h))):
             raise ValueError(f"`size` must look like WxH with positive integers, e.g. 128x128 (or infx128 for "
                              f"an endless canvas), but got {v!r}")
         return v
@@ -177,7 +175,7 @@ def check_canvas_output(cfg: GenerateConfig, task: Any) -> bool:
     if cfg.endless and not strips:
         raise bad("size", "an endless canvas goes strip by strip: into a tile folder (-o DIR/) or a --scroll "
                   "video", cfg.size)
-    if size is not None and output.lower().endswith(".png"):
+    if size is not None and size[0] is not None and output.lower().endswith(".png"):
         check_png(size, output)
     if not strips:
         return False

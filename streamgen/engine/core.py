@@ -85,7 +85,8 @@ def _interleave(memories: list[TextMemory | None]) -> TextMemory | None:
 
 
 KnownTokens = Callable[[Pos], Tensor]  # (f, y, x) -> (B, patch_h, patch_w) int64
-# Patch columns of an endless canvas's tokens held at once (`Tokens.reach`): 4,096 px at factor 16.
+# Patch columns of an endless canvas's tokens held at once at least (`Tokens.reach`): 4,096 px at
+# factor 16; a taller canvas's wavefronts and its codec's strips may need more (`Engine._endless_keep`).
 ENDLESS_WINDOW = 64
 
 
@@ -115,7 +116,8 @@ class TokenPart(NamedTuple):
     index: int
     tokens: Tensor  # (B, h, w) int64: the frame's tokens so far, live (the next patches write into it)
     made: Tensor  # (rows, cols) bool: its patches drawn so far, live
-    left: int = 0  # the patch column ``tokens`` and ``made`` start at (an endless canvas's window)
+    left: int = 0  # the patch column ``tokens`` and ``made`` start at (an endless canvas's window,
+    # which is a new tensor after each slide: read a part before asking for the next)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class Tokens:
     done: set[int] = field(default_factory=set)
     workspaces: dict = field(default_factory=dict)  # its own, by rows decoded together
     left: int = 0  # the first patch column `frame` and `made` hold
+    keep: int = 0  # an endless canvas's: columns `reach` keeps before the column it makes room for
 
     @property
     def rows(self) -> int:
@@ -208,13 +211,13 @@ class Tokens:
 
     def reach(self, x: int) -> None:
         """Make patch column ``x`` one that `frame` and `made` hold. An endless canvas holds a window
-        of `ENDLESS_WINDOW` columns and slides it by half when ``x`` passes its end, keeping the
-        columns before ``x`` that patches still to come read (their context reaches ``ew`` columns
-        back, a strip's tiling a few tokens)."""
+        of twice `keep` columns; when ``x`` passes its end it slides so that the `keep` columns before
+        ``x`` stay: those the patches of a wavefront and the strip being decoded still read."""
+        if x < self.left:
+            raise ValueError(f"patch column {x} left the endless canvas's token window at {self.left}")
         cols = self.made.shape[1]
-        shift = x - self.left - cols + ENDLESS_WINDOW // 2 + 1
         if x - self.left >= cols:
-            pw = self.frame.shape[2] // cols
+            shift, pw = x - self.keep - self.left, self.frame.shape[2] // cols
             self.frame = torch.cat([self.frame[:, :, shift * pw:], torch.zeros_like(self.frame[:, :, :shift * pw])], 2)
             self.made = torch.cat([self.made[:, shift:], torch.zeros_like(self.made[:, :shift])], 1)
             self.left += shift
@@ -560,6 +563,8 @@ class Engine:
         prompt or the sampling from that frame on, and the pool is kept, so the scene goes on.
         ``parts`` also yields a `TokenPart` after each group of patches, before the frame is done.
         """
+        if plan.cols is None and not parts:
+            raise bad("parts", "must be true for an endless canvas (it never ends a frame)", parts)
         cur = self._start_tokens(plan, seed=seed, sampling=sampling or SamplingConfig(), text=text,
                                  text_mask=text_mask, known=known, batch=batch, start=start)
         self.stats = StreamStats()
@@ -588,7 +593,8 @@ class Engine:
             raise ValueError(f"{len(seeds)} seeds for {batch} rows")
         guided = text is not None and sampling.guidance != 1.0
         pool = NearbyContextPool(plan.extent, self.model.extent)
-        cols = plan.cols if plan.cols is not None else ENDLESS_WINDOW
+        keep = self._endless_keep(plan) if plan.cols is None else 0
+        cols = plan.cols if plan.cols is not None else 2 * keep
         f, last = 0, None  # the previous frame's tokens, for `prev_frame` models
         if start is not None:
             f, entries, last = start
@@ -598,7 +604,16 @@ class Engine:
                       memory=self._text_memory(text, text_mask, batch, guided), known=known, pool=pool,
                       frame=torch.zeros(batch, plan.rows * cfg.patch_h, cols * cfg.patch_w, dtype=torch.long),
                       made=torch.zeros(plan.rows, cols, dtype=torch.bool), last=last,
-                      history={} if last is None else {f - 1: last}, f=f, next_step=plan.frame_start(f))
+                      history={} if last is None else {f - 1: last}, f=f, next_step=plan.frame_start(f),
+                      keep=keep)
+
+    def _endless_keep(self, plan: Plan) -> int:
+        """Patch columns an endless canvas keeps before the one being drawn: a wavefront's (its patches
+        span (rows - 1) / (eh + 1) columns), a strip's decoding window (the codec's `tiling.span`
+        tokens) and one more; at least half of `ENDLESS_WINDOW`."""
+        tiling = getattr(self.codec, "tiling", None)
+        strip = -(-tiling.span // self.model.cfg.patch_w) if tiling is not None else 0
+        return max(ENDLESS_WINDOW // 2, -(-(plan.rows - 1) // (plan.extent.h + 1)) + strip + 2)
 
     @torch.inference_mode()
     def _apply(self, cur: "Tokens", change: Update | None) -> None:

@@ -99,6 +99,9 @@ class CodecTrainConfig(Strict):
         if self.pg_temporal and not self.pg_chain:
             raise ValueError(f"`pg_temporal` needs `pg_chain` > 0 (against the true previous frame it only "
                              f"re-weights the L1 loss), but got pg_temporal={self.pg_temporal} with pg_chain=0")
+        if (self.adv_adaptive or self.adv_warmup) and not (self.adv_weight or self.pg_adv_weight):
+            raise bad("adv_adaptive" if self.adv_adaptive else "adv_warmup", "needs adv_weight or pg_adv_weight "
+                      "above 0 (it shapes the adversarial loss)", self.adv_adaptive or self.adv_warmup)
         if self.perceptual_weight and self.train_encoder:
             raise bad("perceptual_weight", "needs train_encoder false (its features are the frozen encoder's; "
                       "a trained encoder would learn to make the loss vanish)",
@@ -264,7 +267,7 @@ class Sharpen:
     def __init__(self, cfg: CodecTrainConfig, encoder: nn.Module, path: Path):
         self.cfg, self.encoder, self.path = cfg, encoder, path
         self.weight = cfg.adv_weight  # this phase's (`pg_phase`)
-        self.disc = PatchDiscriminator() if cfg.adv_weight > 0 else None
+        self.disc = PatchDiscriminator() if cfg.adv_weight > 0 or (cfg.pg_adv_weight or 0) > 0 else None
         if self.disc is not None:
             self.dopt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
             ckpt.resume(path, self.disc, self.dopt)
