@@ -332,30 +332,36 @@ def test_an_endless_canvas_is_refused_where_whole_frames_are_asked(engine, tmp_p
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_an_endless_panorama_runs_until_a_signal_and_keeps_every_tile(tmp_path, sig):
-    """`--size infx16 -o DIR/` writes tiles until it is stopped; the signal closes the folder with an
-    index of every tile written, and they are the strips `Engine.strips` gives."""
-    import itertools
+def run_until(args, ready, sig: str = "SIGTERM") -> None:
+    """`streamgen generate` (the tiny model, one thread) with ``args`` until ``ready()``, then ``sig``: it
+    must end as a stop signal ends it, with exit code 128 + the signal."""
     import os
     import signal
     import sys
     import time
 
-    import streamgen
-    from streamgen.output.canvas import read_tiles
-
-    folder = tmp_path / "pano"
-    proc = subprocess.Popen([sys.executable, "-m", "streamgen.cli", *PANO[:-4], "--size", "infx16", "--seed", "4",
-                             "-o", f"{folder}/"], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen([sys.executable, "-m", "streamgen.cli", *PANO[:-4], *args], stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
-    while len(list(folder.glob("*.png"))) < 6:
+    while not ready():
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
         time.sleep(0.05)
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + getattr(signal, sig), err.decode()[-2000:]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_endless_panorama_runs_until_a_signal_and_keeps_every_tile(tmp_path, sig):
+    """`--size infx16 -o DIR/` writes tiles until it is stopped; the signal closes the folder with an
+    index of every tile written, and they are the strips `Engine.strips` gives."""
+    import itertools
+
+    import streamgen
+    from streamgen.output.canvas import read_tiles
+
+    folder = tmp_path / "pano"
+    run_until(["--size", "infx16", "--seed", "4", "-o", f"{folder}/"], lambda: len(list(folder.glob("*.png"))) >= 6, sig)
     index = json.loads((folder / "index.json").read_text())
     tiles = index["tiles"]
     assert len(tiles) >= 6 and len(tiles) == len(list(folder.glob("*.png")))
@@ -365,22 +371,9 @@ def test_an_endless_panorama_runs_until_a_signal_and_keeps_every_tile(tmp_path, 
 
 
 def test_an_endless_panorama_scrolls_into_a_video_until_stopped(tmp_path):
-    import os
-    import signal
-    import sys
-    import time
-
     out = tmp_path / "pano.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "streamgen.cli", *PANO[:-4], "--size", "infx16", "--scroll", "8",
-                             "--view", "32", "-o", str(out)], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 120
-    while not out.exists() or out.stat().st_size < 20_000:
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]
+    run_until(["--size", "infx16", "--scroll", "8", "--view", "32", "-o", str(out)],
+              lambda: out.exists() and out.stat().st_size >= 20_000)
     probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
                             "stream=nb_read_frames,width,height", "-of", "csv=p=0", str(out)],
                            capture_output=True, check=True, text=True)

@@ -172,9 +172,9 @@ def check_canvas_output(cfg: GenerateConfig, task: Any) -> bool:
     strips = is_tile_folder(output) or cfg.scroll is not None
     if cfg.endless:
         _check_endless(cfg, task)
-    if cfg.endless and not strips:
-        raise bad("size", "an endless canvas goes strip by strip: into a tile folder (-o DIR/) or a --scroll "
-                  "video", cfg.size)
+        if not strips:
+            raise bad("size", "an endless canvas goes strip by strip: into a tile folder (-o DIR/) or a "
+                      "--scroll video", cfg.size)
     if size is not None and size[0] is not None and output.lower().endswith(".png"):
         check_png(size, output)
     if not strips:

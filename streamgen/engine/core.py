@@ -830,10 +830,10 @@ class Engine:
                         at: list[int], toks: Tensor, redraw: SamplingConfig, guided: bool,
                         shown: Tensor | None) -> Tensor:
         """Draw the tokens of the patches ``group`` just drew (``toks`` (G * B, M); ``at``: their columns
-        in their cursors' `Tokens.made`) that lie along a
-        border with a patch of their frame already made again, with ``redraw`` (the stream's sampling
-        at the ``refine_borders`` temperature), in one P-NAR pass that sees the rest of the patch and
-        its context; the workspace is left holding the cache of the final tokens.
+        in their cursors' `Tokens.made`) that lie along a border with a patch of their frame already
+        made again, with ``redraw`` (the stream's sampling at the ``refine_borders`` temperature), in
+        one P-NAR pass that sees the rest of the patch and its context; the workspace is left holding
+        the cache of the final tokens.
 
         The autoregressive decoder draws a patch's first column before the rest of the patch exists;
         this second draw sees both sides of the border (docs/experiments.md)."""
