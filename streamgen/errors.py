@@ -33,6 +33,10 @@ def from_errors(errors: list[dict[str, Any]], prefix: str = "") -> ConfigError:
     framework that validates with pydantic reports them."""
     parts = []
     for err in errors:
+        own = (err.get("ctx") or {}).get("error")
+        if isinstance(own, StreamgenError):  # a validator's own message names its parameter already
+            parts.append(f"{prefix}: {own}" if prefix else str(own))
+            continue
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         if prefix:
             loc = f"{prefix}.{loc}"

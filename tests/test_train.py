@@ -81,6 +81,51 @@ def test_a_copied_in_pg_decoder_can_take_the_fine_tuned_vqgan_decoder(tmp_path, 
     assert "pg_decoder" in err and "'own' or 'vqgan'" in err and "Traceback" not in err
 
 
+def test_one_config_runs_its_stages_in_order_and_a_rerun_trains_nothing(tmp_path, capsys):
+    """A recipe as one config: the codec from scratch, a decoder fine-tune, then the pixel-guided decoder
+    remade from the fine-tuned decoder (lr 1e-12: its one step leaves it where the stage started it)."""
+    base = ["train", "codec", f"codec={json.dumps(TINY_CODEC)}", "batch=2", "data.render_height=32",
+            "data.crop=32", "steps=2", "pg_steps=2"]
+    stages = [{"steps": 4, "train_encoder": False, "grad_weight": 1.0, "data": {"landscapes": 1.0}},
+              {"pg_steps": 3, "pg_decoder": "vqgan", "lr": 1e-12}]
+    staged, alone = tmp_path / "staged", tmp_path / "alone"
+    run_cli(*base, f"out={staged}", f"stages={json.dumps(stages)}")
+    err = capsys.readouterr().err
+    assert "stage 0 of 2" in err and "stage 2 of 2: VQGAN to step 4, PG decoder to step 3" in err
+    assert err.count("with the VQGAN's decoder") == 1
+    run_cli(*base, f"out={alone}")  # the first stage by itself
+    first, first_pg = ckpt.read(alone / "vqgan.safetensors"), ckpt.read(alone / "pg.safetensors")
+    vq, pg = ckpt.read(staged / "vqgan.safetensors"), ckpt.read(staged / "pg.safetensors")
+    assert int(ckpt.train_state(vq)["step"]) == 4 and int(ckpt.train_state(pg)["step"]) == 3
+    frozen = [k for k in first if k.startswith(("encoder.", "quantizer."))]
+    assert frozen and all(torch.equal(first[k], vq[k]) for k in frozen)  # tokens as the first stage left them
+    dec = [k for k in first if k.startswith("decoder.")]
+    assert not all(torch.equal(first[k], vq[k]) for k in dec)  # the fine-tune trained the decoder
+    assert all(torch.allclose(pg[k], vq[k], atol=1e-5) for k in dec if k in pg)  # ... and the PG took it
+    guide = [k for k in pg if k.startswith("guide.")]
+    assert guide and all(torch.allclose(pg[k], first_pg[k], atol=1e-6) for k in guide)  # its own guide kept
+    run_cli(*base, f"out={staged}", f"stages={json.dumps(stages)}")  # finished: nothing moves
+    err = capsys.readouterr().err
+    assert "at step 4" in err and "at step 3" in err and "with the VQGAN's decoder" not in err
+    again = ckpt.read(staged / "pg.safetensors")
+    assert all(torch.equal(again[k], pg[k]) for k in pg)
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([{"out": "elsewhere"}], "`stages.0.out` is the whole run's, set once at the top of the config, but got 'elsewhere'"),
+    ([{"steps": 1}], "`stages.0.steps` and pg_steps are totals over the run, at least the stage before's (2 and 0)"),
+    ([{"steps": 3}, {"lr": -1}], "`stages.1.lr`: Input should be greater than 0 (got -1)"),
+    ([{"steps": 3, "perceptual_weight": 1.0}], "`perceptual_weight` needs train_encoder false"),
+])
+def test_a_bad_stage_is_refused_before_any_work(tmp_path, capsys, stages, message):
+    args = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",
+            "data.render_height=32", "data.crop=32", "steps=2", "pg_steps=0", f"stages={json.dumps(stages)}"]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "vqgan.safetensors").exists()
+
+
 def test_grad_loss_penalises_a_step_the_true_frame_does_not_have():
     from streamgen.training.codec import grad_l1, recon_loss
     x = torch.linspace(-1, 1, 16).repeat(1, 3, 16, 1)  # a smooth horizontal ramp

@@ -11,13 +11,16 @@ codebook, starts the pixel-guided decoder from the trained decoder (or resumes i
 whose decoder is its own copy; ``pg_decoder`` "vqgan" gives a copied-in checkpoint the VQGAN's
 decoder), and trains it on pairs of consecutive frames (frame n decoded from its tokens, guided by
 frame n-1's pixels).
-Checkpoints are safetensors with the config beside them; a run resumes from its last checkpoint.
+A config's ``stages`` chain further runs onto the first in the same folder (the codec from scratch,
+then its decoders fine-tuned, then the pixel-guided decoder remade from them), so one config is the
+whole recipe. Checkpoints are safetensors with the config beside them; a run resumes from its last
+checkpoint, skipping the stages it has finished.
 """
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 from streamgen import checkpoint as ckpt
 from streamgen.codecs.vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels, to_uint8
 from streamgen.config import Strict
-from streamgen.errors import bad
+from streamgen.errors import ConfigError, bad, from_validation_error
 from streamgen.progress import Progress
 
 
@@ -49,8 +52,9 @@ class CodecTrainConfig(Strict):
     codec: CodecConfig = Field(default_factory=CodecConfig)
     data: CodecData = Field(default_factory=CodecData)
     out: str = Field("runs/codec", description="folder of the checkpoints")
-    steps: int = Field(4000, ge=0, description="VQGAN steps")
-    pg_steps: int = Field(1000, ge=0, description="pixel-guided decoder steps after the VQGAN")
+    steps: int = Field(4000, ge=0, description="VQGAN steps (the run's total: a stage trains from where "
+                       "the one before stopped)")
+    pg_steps: int = Field(1000, ge=0, description="pixel-guided decoder steps after the VQGAN (the run's total)")
     pg_chain: int = Field(0, ge=0, le=8, description="train the PG decoder on its own outputs, as generation "
                           "chains it: the previous frame is the true one, the plain decoder's, or the PG "
                           "decoder's own after up to this many chained frames (0: always the true one)")
@@ -93,6 +97,10 @@ class CodecTrainConfig(Strict):
     seed: int = 0
     threads: int = Field(2, ge=1)
     save_every: int = Field(250, ge=1)
+    stages: list[dict[str, Any]] = Field(default_factory=list, description="later stages of the same run, in "
+                                         "order, in the same `out` folder: each is fields laid over the stage "
+                                         "before it (nested objects merged; `steps` and `pg_steps` are totals, "
+                                         "so each stage continues the counters, optimizer state included)")
 
     @model_validator(mode="after")
     def _temporal_needs_chains(self) -> "CodecTrainConfig":
@@ -106,7 +114,40 @@ class CodecTrainConfig(Strict):
             raise bad("perceptual_weight", "needs train_encoder false (its features are the frozen encoder's; "
                       "a trained encoder would learn to make the loss vanish)",
                       f"{self.perceptual_weight} with train_encoder true")
+        self.runs()  # every stage is checked before any work
         return self
+
+    def runs(self) -> list["CodecTrainConfig"]:
+        """The run's stages in order: this config without its ``stages``, then each stage laid over the
+        one before."""
+        first = self.model_dump(exclude={"stages"})
+        out, fields = [self.model_copy(update={"stages": []})], first
+        for i, stage in enumerate(self.stages):
+            for key in ("out", "codec", "stages"):
+                if key in stage:
+                    raise bad(f"stages.{i}.{key}", "is the whole run's, set once at the top of the config",
+                              stage[key])
+            fields = _merged(fields, stage)
+            try:
+                cfg = CodecTrainConfig.model_validate(fields)
+            except ConfigError as exc:
+                raise ConfigError(f"stages.{i}: {exc}") from None
+            except ValueError as exc:  # pydantic's ValidationError
+                raise from_validation_error(exc, prefix=f"stages.{i}") from None
+            prev = out[-1]
+            if cfg.steps < prev.steps or cfg.pg_steps < prev.pg_steps:
+                raise bad(f"stages.{i}.steps", "and pg_steps are totals over the run, at least the stage "
+                          f"before's ({prev.steps} and {prev.pg_steps})", f"{cfg.steps} and {cfg.pg_steps}")
+            out.append(cfg)
+        return out
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``, nested dicts merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -304,7 +345,17 @@ class Sharpen:
 
 
 def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Path:
-    """Run (or resume) both phases; returns the folder holding ``vqgan.safetensors`` and ``pg.safetensors``."""
+    """Run (or resume) both phases of every stage; returns the folder holding ``vqgan.safetensors`` and
+    ``pg.safetensors``."""
+    runs = cfg.runs()
+    for stage, run in enumerate(runs):
+        if len(runs) > 1:
+            log(f"stage {stage} of {len(runs) - 1}: VQGAN to step {run.steps}, PG decoder to step {run.pg_steps}")
+        _train_stage(run, stage, log)
+    return Path(cfg.out)
+
+
+def _train_stage(cfg: CodecTrainConfig, stage: int, log: Callable[[str], None]) -> None:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -359,7 +410,10 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
     pstep = ckpt.resume(pg_path, pg, popt)
     if pstep:
         log(f"resumed PG decoder from {pg_path} at step {pstep}")
-    elif pg_path.exists() and cfg.pg_decoder == "vqgan":
+    # 'vqgan': a copied-in PG decoder (no step), or one an earlier stage trained, takes the VQGAN's decoder
+    # once, when this stage's PG phase starts
+    earlier = pg_path.exists() and (not pstep or _stage_of(pg_path, stage) < stage)
+    if cfg.pg_decoder == "vqgan" and earlier and pstep < cfg.pg_steps:
         pg.decoder.load_state_dict(vq.decoder.state_dict())
         log(f"PG decoder from {pg_path}: its guide, with the VQGAN's decoder")
     bar = Progress(cfg.pg_steps, "pg-vqgan", start=pstep)
@@ -389,7 +443,11 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
         bar.goto(pstep, loss=loss.item(), psnr=psnr(rec, cur), **d)
         if pstep % cfg.save_every == 0 or pstep == cfg.pg_steps:
             extra = {"step": torch.tensor(pstep), **ckpt.optimizer_tensors(popt)}
-            ckpt.save(pg_path, pg, cfg.codec, extra, meta={"steps": pstep, "kind_detail": "pg"})
+            ckpt.save(pg_path, pg, cfg.codec, extra, meta={"steps": pstep, "kind_detail": "pg", "stage": stage})
             sharpen.save()
     bar.close()
-    return out
+
+
+def _stage_of(path: Path, default: int) -> int:
+    """The stage that last trained the checkpoint at ``path`` (``default`` for one saved without it)."""
+    return int(ckpt.read_config(path, CodecConfig)[1].get("stage", default))
