@@ -189,6 +189,34 @@ def test_refine_borders_redraws_only_the_tokens_along_made_borders_and_caches_th
 
 
 
+@pytest.mark.parametrize("local", ["ar", "pnar"])
+def test_a_redrawn_patch_is_closed_once_by_the_redraw(monkeypatch, local):
+    """The redraw's prefill rewrites a patch's whole cache, so the local decoder's own closing pass
+    (the autoregressive last position, the P-NAR prefill) runs only for patches with nothing to redraw:
+    the first of each frame."""
+    eng = pnar_engine()
+    calls = {"complete": 0, "prefill": 0}
+
+    def counted(name):
+        orig = getattr(eng.model, name)
+
+        def call(*a, **k):
+            calls[name] += 1
+            return orig(*a, **k)
+        return call
+    for name in calls:
+        monkeypatch.setattr(eng.model, name, counted(name))
+    sampling = dict(top_k=8, guidance=2.0, local=local)
+    frames(eng, sampling=sampling)
+    patches, first = eng.stats.patches, 3  # 2 a frame; the first of each has no made patch beside it
+    assert patches == 6
+    assert calls == ({"complete": patches, "prefill": 0} if local == "ar" else {"complete": 0, "prefill": patches})
+    calls.update(complete=0, prefill=0)
+    frames(eng, sampling={**sampling, "refine_borders": 0.6})
+    redrawn = patches - first  # each closed by the redraw's prefill alone
+    assert calls == ({"complete": first, "prefill": redrawn} if local == "ar" else {"complete": 0, "prefill": first + redrawn})
+
+
 def test_refine_borders_is_batch_and_wavefront_invariant_and_needs_pnar():
     eng = pnar_engine()
     sampling = dict(refine_borders=0.6, top_k=8, guidance=2.0)

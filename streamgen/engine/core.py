@@ -697,8 +697,9 @@ class Engine:
             if hints[0] is not None and cfg.prev_frame:  # (G * B, M): the previous frame shows it
                 shown = torch.cat(hints)[:, 1] != cfg.vocab_size
                 shown = shown if bool(shown.any()) else None
-            toks = self._decode_patch(ws, memory, u, sampling, c0.guided, shown)
-            if sampling.refine_borders is not None:
+            refine = sampling.refine_borders is not None
+            toks = self._decode_patch(ws, memory, u, sampling, c0.guided, shown, close=not refine)
+            if refine:
                 redraw = sampling.model_copy(update={"temperature": sampling.refine_borders})
                 toks = self._refine_borders(ws, memory, group, at, toks, redraw, c0.guided, shown)
         payload = model.patch_payload(ws)
@@ -807,11 +808,13 @@ class Engine:
         return model.text_memory(text, mask)
 
     def _decode_patch(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
-                      sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:
-        """Tokens (B, M) int64 of one patch by the request's local decoder; leaves its cache in ``ws``.
+                      sampling: SamplingConfig, guided: bool, shown: Tensor | None = None,
+                      close: bool = True) -> Tensor:
+        """Tokens (B, M) int64 of one patch by the request's local decoder; leaves its cache in ``ws``
+        (without ``close``, all but its last position's: `_refine_borders` rewrites the whole cache).
         ``shown`` (B, M): the tokens whose place the previous frame shows (`draw_logits`)."""
         if sampling.local == "pnar":
-            return self._decode_patch_pnar(ws, memory, u, sampling, guided, shown)
+            return self._decode_patch_pnar(ws, memory, u, sampling, guided, shown, close)
         model = self.model
         B, M = u.shape
         out = torch.empty(M, B, dtype=torch.long, device=self.device)
@@ -823,7 +826,8 @@ class Engine:
             nxt = sample(logits, u[m], sampling)  # (B,)
             out[m] = nxt
             tok = torch.cat([nxt, nxt]) if guided else nxt
-        model.complete(ws, tok, memory)
+        if close:
+            model.complete(ws, tok, memory)
         return out.t()
 
     def _refine_borders(self, ws: Workspace, memory: TextMemory | None, group: list[tuple[Tokens, adc.Item]],
@@ -841,10 +845,14 @@ class Engine:
         B, M = toks.shape
         border = torch.cat([adc.border_mask(c.made, it.pos[1], x, cfg.patch_h, cfg.patch_w)
                             .reshape(1, M).expand(c.batch, M) for (c, it), x in zip(group, at)]).to(self.device)
+        rep = ws.batch // B
         if not border.any():
+            if redraw.local == "ar":  # the cache `_decode_patch` left to the redraw: its closing position
+                model.complete(ws, toks[:, -1].repeat(rep), memory)
+            else:  # or the P-NAR decoder's whole prefill
+                model.prefill(ws, toks.repeat(rep, 1), memory)
             return toks
         u = torch.cat([patch_uniforms(c.seeds, it.pos, M, draw=1) for c, it in group])
-        rep = ws.batch // B
         logits = model.pnar_logits(ws, toks.repeat(rep, 1), border.repeat(rep, 1), memory)
         logits = draw_logits(logits, redraw, guided, shown)
         cand = sample(logits.reshape(B * M, -1), u.reshape(-1).to(self.device), redraw).view(B, M)
@@ -853,13 +861,15 @@ class Engine:
         return toks
 
     def _decode_patch_pnar(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
-                           sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:
+                           sampling: SamplingConfig, guided: bool, shown: Tensor | None = None,
+                           close: bool = True) -> Tensor:
         """P-NAR local decoding (MaskGIT's mask-predict): K passes over the whole patch.
 
         Pass k samples every still-masked token (uniforms u[:, k*M:(k+1)*M]) and keeps the most
         confident of them, so that M * cos(pi/2 * (k+1)/K) tokens stay masked (none after the last
-        pass). The finished tokens are then prefilled autoregressively: the NCP gets the same kind
-        of cache as from the autoregressive decoder, so both can be mixed within one stream.
+        pass). The finished tokens are then prefilled autoregressively (without ``close``, by the
+        redraw): the NCP gets the same kind of cache as from the autoregressive decoder, so both can
+        be mixed within one stream.
         """
         model, K = self.model, sampling.pnar_steps
         B = u.shape[0]
@@ -885,5 +895,6 @@ class Engine:
             now = torch.zeros_like(known).scatter_(1, keep, True)
             toks = torch.where(now & ~known, cand.view(B, M), toks)
             known = now
-        model.prefill(ws, toks.repeat(rep, 1), memory)
+        if close:
+            model.prefill(ws, toks.repeat(rep, 1), memory)
         return toks
