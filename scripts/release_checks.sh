@@ -7,13 +7,16 @@
 # eval.txt: `streamgen eval` (the bars of the model card and the README); steering.txt: how soon a
 # switched prompt shows and how continuous the switch is; profile.txt: where a frame's time goes, one
 # stream and streams in one batch; codec.txt: the folder's codec decoders against the shipped ones on
-# the same tokens. About an hour on two cores: nothing else should run beside it.
+# the same tokens. About an hour on two cores: nothing else should run beside it. THREADS=1 runs the
+# eval and the codec check on one thread (two folders' checks side by side; the profile's timings then
+# mean little).
 set -euo pipefail
-model=${1:?usage: scripts/release_checks.sh MODEL_DIR}
+model=${1:?usage: [THREADS=N] scripts/release_checks.sh MODEL_DIR}
+threads=${THREADS:-2}
 out="$model/checks"
 mkdir -p "$out"
 run() { local name=$1; shift; echo "== $name: $*"; "$@" 2>&1 | tee "$out/$name.txt"; }
-run eval streamgen eval --model "$model" --threads 2 --samples 90
-run steering python benchmarks/steering.py --model "$model" --switches 60
+run eval streamgen eval --model "$model" --threads "$threads" --samples 90
+run steering python benchmarks/steering.py --model "$model" --switches 60 --threads "$threads"
 run profile python benchmarks/frame_profile.py --model "$model" --streams 1 4 8
-run codec python benchmarks/codec_sharpness.py streamgen/weights "$model" --threads 2
+run codec python benchmarks/codec_sharpness.py streamgen/weights "$model" --threads "$threads"
