@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The measurements a model folder ships on, each printed and kept in DIR/checks/:
 #
-#     python scripts/export_bundle.py --model runs/model --codec runs/sharp_pg --out runs/bundle
+#     python scripts/export_bundle.py --model runs/model --codec runs/sharp_pg --out runs/bundle \
+#         --sampling '{"refine_borders": 0.6}'
 #     scripts/release_checks.sh runs/bundle
 #
 # eval.txt: `streamgen eval` (the bars of the model card and the README); steering.txt: how soon a
