@@ -27,6 +27,22 @@ def test_same_seed_same_frames_other_seed_other_frames(engine):
     assert not np.array_equal(a[0], c[0])
 
 
+def test_drawing_on_a_frame_changes_nothing_the_stream_keeps():
+    """The pixel-guided decoder reads the previous frame from the stream's own copy, and a snapshot
+    saves that copy: a caller that draws on the frames it is given changes neither."""
+    from streamgen.testing import HashTextEncoder
+
+    engine = tiny_engine(text_dim=8)
+    engine.text_encoder = HashTextEncoder(8)
+    stream = engine.open("t2v", prompt="a hill", height=16, width=16, frames=3, seed=0)
+    first = next(stream.frames())
+    kept = first.state.prev.clone()
+    first.pixels[:] = 255
+    first.batch[:] = 0
+    assert torch.equal(first.state.prev, kept)
+    stream.close()
+
+
 def test_endless_stream_is_lazy(engine):
     gen = engine.stream(height=16, width=16, frames=None, seed=0)
     per_frame = 2 * 2  # 16 px / (factor 2 x 4 tokens) = 2 patches each way

@@ -111,6 +111,42 @@ class Blink(Task):
                    steer=lambda f: {"prompt": "a night sky" if f // 2 % 2 else req.prompt})
 
 
+@pytest.mark.parametrize("frames_back", [1, 2])
+def test_a_recache_right_after_a_resume_gives_the_uninterrupted_frames(tmp_path, frames_back):
+    """The snapshot keeps the tokens of every frame the pool's caches came from (and the one before,
+    for their previous-frame hints), so a new prompt recached at the first frame after a resume
+    recomputes the same caches as the uninterrupted stream does."""
+    from streamgen.testing import HashTextEncoder
+
+    eng = tiny_engine(text_dim=8, prev_frame=True, neighbours=True, extent=dict(w=1, h=1, f=frames_back))
+    with torch.no_grad():  # zero at initialisation: the hints would change nothing
+        eng.model.prev_emb.normal_(0, 1.0)
+        eng.model.nbr_emb.normal_(0, 1.0)
+    eng.text_encoder = HashTextEncoder(8)
+
+    def run(stop=None, resume=None):
+        stream = eng.open("t2v", prompt="a day sky", frames=7, recache=True, resume=resume, **SIZE)
+        out = []
+        for frame in stream.frames():
+            out.append(frame.pixels)
+            if frame.state.frames_done == 4:
+                stream.set(prompt="a night sky")  # from frame 4 on: the pool recached under it
+            if frame.state.frames_done == stop:
+                snap.save(tmp_path / "s.snap", frame.state, {})
+                stream.close()
+                break
+        return out
+
+    whole, head = run(), run(stop=4)
+    state, _ = snap.load(tmp_path / "s.snap")
+    assert sorted(state.history) == list(range(3 - frames_back, 4))
+    stream = eng.open("t2v", prompt="a day sky", frames=7, recache=True, resume=state, **SIZE)
+    stream.set(prompt="a night sky")
+    tail = frames(f.pixels for f in stream.frames())
+    assert len(head) == 4 and len(tail) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(whole, head + tail))
+
+
 def test_a_plugin_steers_its_own_stream_frame_by_frame(eng):
     by_plugin = frames(eng.run(Blink(), prompt="a day sky", frames=6, **SIZE))
     by_schedule = frames(eng.run("t2v", prompt="a day sky", frames=6,

@@ -144,6 +144,9 @@ class StreamState:
     prev: Tensor | None  # the last frame's pixels (1, H, W, 3) uint8: guides the next PG decoding
     tokens: Tensor | None = None  # the last frame's tokens (B, h, w): the next frame's `prev_frame` input
     conditioning: dict | None = None  # the prompt and sampling in effect (`stream.Steering.state`)
+    # tokens (B, h, w) by frame of the frames the pool's caches came from (and the one before the
+    # oldest, for its hints): what a recache under a new prompt recomputes the caches from
+    history: dict[int, Tensor] | None = None
 
 
 @dataclass
@@ -467,9 +470,8 @@ class Engine:
                resume: StreamState | None = None, batch: int = 1,
                steering: "Steering | None" = None) -> "Cursor":
         """A stream's place between frames, for `step`; arguments as `_frames`."""
-        start = (resume.frames_done, resume.pool, resume.tokens) if resume is not None else None
         tokens = self._start_tokens(plan, seed=seed, sampling=sampling, text=text, text_mask=text_mask,
-                                    known=known, batch=batch, start=start)
+                                    known=known, batch=batch, start=resume)
         by_frame: dict[int, list[Given]] = {}
         for g in given or []:
             by_frame.setdefault(g.frame, []).append(g)
@@ -535,17 +537,20 @@ class Engine:
                 for g in boxes:
                     frame = paste(frame, g)
             self.stats.decode_seconds += time.perf_counter() - t0
-            c.prev = frame  # the frame as shown guides the next pixel-guided decoding
+            # the frame as shown guides the next pixel-guided decoding: the engine's own copy, so a
+            # caller drawing on the frame it is given changes nothing that follows
+            c.prev = frame.clone()
             self.stats.frames += 1
             conditioning = c.steering.state() if c.steering is not None else None
-            out.append(Frame(frame[0].numpy(), StreamState(f + 1, pool, frame, tokens, conditioning), frame.numpy()))
+            state = StreamState(f + 1, pool, c.prev, tokens, conditioning, dict(c.tokens.history))
+            out.append(Frame(frame[0].numpy(), state, frame.numpy()))
         return out
 
     # --- tokens ---------------------------------------------------------------------------------------
     def generate_tokens(self, plan: Plan, *, seed: int | list[int] = 0,
                         sampling: SamplingConfig | None = None, text: Tensor | None = None,
                         text_mask: Tensor | None = None, known: KnownTokens | None = None,
-                        batch: int = 1, start: tuple[int, dict, Tensor | None] | None = None,
+                        batch: int = 1, start: StreamState | None = None,
                         wavefront: bool = False,
                         updates: Callable[[int], Update | None] | None = None,
                         parts: bool = False) -> Iterator[TokenFrame | TokenPart]:
@@ -554,8 +559,7 @@ class Engine:
         ``text`` (B, T, text_dim) conditions through cross-attention; with ``sampling.guidance != 1``
         an unconditional copy of every row runs beside it for classifier-free guidance. ``known``
         gives the tokens of the plan's known patches, which are pre-cached instead of sampled.
-        ``start = (frame, pool entries, tokens of the frame before)`` continues a stream at the first
-        patch of ``frame``.
+        ``start`` (a frame's `StreamState`) continues a stream at the first patch of the frame after it.
         Rows are independent streams: row r uses ``seed[r]`` (or ``seed + r`` for an int), and gives
         the same tokens as that stream alone. ``wavefront`` (one stream) decodes the patches whose
         NCP context is complete together, with the same tokens as one by one.
@@ -584,7 +588,7 @@ class Engine:
     @torch.inference_mode()
     def _start_tokens(self, plan: Plan, *, seed: int | list[int], sampling: SamplingConfig,
                       text: Tensor | None, text_mask: Tensor | None, known: KnownTokens | None,
-                      batch: int, start: tuple[int, dict, Tensor | None] | None) -> "Tokens":
+                      batch: int, start: StreamState | None) -> "Tokens":
         cfg = self.model.cfg
         if text is not None:
             batch = text.shape[0]
@@ -595,16 +599,19 @@ class Engine:
         pool = NearbyContextPool(plan.extent, self.model.extent)
         keep = self._endless_keep(plan) if plan.cols is None else 0
         cols = plan.cols if plan.cols is not None else 2 * keep
-        f, last = 0, None  # the previous frame's tokens, for `prev_frame` models
+        f, last, history = 0, None, {}  # the previous frame's tokens, for `prev_frame` models
         if start is not None:
-            f, entries, last = start
-            pool.restore(entries)
+            f, last = start.frames_done, start.tokens
+            pool.restore(start.pool)
+            history = dict(start.history or {})
+            if not history and last is not None:  # a state saved without its history
+                history = {f - 1: last}
         return Tokens(plan=plan, seeds=seeds, batch=batch, sampling=sampling, guided=guided,
                       conditioned=text is not None,
                       memory=self._text_memory(text, text_mask, batch, guided), known=known, pool=pool,
                       frame=torch.zeros(batch, plan.rows * cfg.patch_h, cols * cfg.patch_w, dtype=torch.long),
                       made=torch.zeros(plan.rows, cols, dtype=torch.bool), last=last,
-                      history={} if last is None else {f - 1: last}, f=f, next_step=plan.frame_start(f),
+                      history=history, f=f, next_step=plan.frame_start(f),
                       keep=keep)
 
     def _endless_keep(self, plan: Plan) -> int:

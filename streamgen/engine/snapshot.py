@@ -1,7 +1,7 @@
 """Saving and restoring a stream, so a crashed stream continues where its last snapshot was.
 
-A snapshot is one safetensors file (written to a temporary file, then renamed): the NCP caches and the
-last frame's pixels and tokens as tensors, and as metadata the position (frames done), the request, and the
+A snapshot is one safetensors file (written to a temporary file, then renamed): the NCP caches, the
+last frame's pixels and the tokens of the frames the caches came from as tensors, and as metadata the position (frames done), the request, and the
 identities (weight digests) of the model and the codec. The sampler needs no state of its own: every
 patch's random numbers derive from (seed, row, f, y, x).
 """
@@ -39,6 +39,9 @@ def save(path: str | os.PathLike, state: StreamState, meta: dict[str, Any]) -> N
         tensors["prev"] = state.prev.contiguous()
     if state.tokens is not None:
         tensors["tokens"] = state.tokens.contiguous()
+    for f, tokens in (state.history or {}).items():
+        if f != state.frames_done - 1:  # that one is `tokens`
+            tensors[f"history/{f}"] = tokens.contiguous()
     info = {"format": FORMAT, "frames_done": state.frames_done, "pool": positions,
             "conditioning": state.conditioning, **meta}
     if not tensors:
@@ -73,8 +76,11 @@ def load(path: str | os.PathLike) -> tuple[StreamState, dict[str, Any]]:
     if info.get("format") != FORMAT:
         raise SnapshotError(f"`--resume` file {str(path)!r} is not a streamgen snapshot")
     pool = {tuple(pos): Entry(tensors[f"pool/{i}"], expiry) for i, (pos, expiry) in enumerate(info["pool"])}
+    history = {int(k.split("/", 1)[1]): v for k, v in tensors.items() if k.startswith("history/")}
+    if "tokens" in tensors:
+        history[info["frames_done"] - 1] = tensors["tokens"]
     state = StreamState(info["frames_done"], pool, tensors.get("prev"), tensors.get("tokens"),
-                        info.get("conditioning"))
+                        info.get("conditioning"), history or None)
     return state, info
 
 
