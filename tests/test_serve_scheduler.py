@@ -98,3 +98,32 @@ def test_a_stream_that_raises_leaves_alone_and_the_others_go_on():
     scheduler.stop()
     assert s.state == "failed" and "the plugin broke at frame 1" in s.error and len(s.frames) == 1
     assert g.state == "stopped" and len(g.frames) == 6
+
+
+def test_a_stalled_output_never_holds_up_the_scheduler():
+    """A sink stuck in a write (an RTMP server reconnecting, a slow disk): once its stream has `room`
+    frames waiting, the scheduler gives it no more, and a snapshot's job or the end handed over
+    then return at once instead of waiting for the writer."""
+    from streamgen.serve.outputs import Outputs
+
+    release, closed, saved = threading.Event(), threading.Event(), []
+
+    class Stuck:
+        def write(self, *frame):
+            release.wait(60)
+
+        def close(self):
+            pass
+
+    out = Outputs([Stuck()], Stuck(), name="stuck", on_closed=closed.set, room=3)
+    put = 0
+    while out.room():
+        out.put(np.zeros((8, 8, 3), np.uint8), put, 0.0)
+        put += 1
+    assert 3 <= put <= 4  # three waiting (and perhaps one already taken by the stuck writer)
+    handed = threading.Thread(target=lambda: (out.after_written(lambda: saved.append(True)), out.close(wait=False)))
+    handed.start()
+    handed.join(5)
+    assert not handed.is_alive() and not closed.is_set()  # handed over without waiting; not written yet
+    release.set()
+    assert closed.wait(30) and saved == [True] and out.written == put and out.error is None

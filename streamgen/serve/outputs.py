@@ -1,8 +1,10 @@
 """A stream's outputs on a thread of their own: its file or RTMP sink, and its live view.
 
 Encoding, a slow disk or an RTMP server that is reconnecting never hold up generation: frames go
-through a short queue, and the scheduler leaves out of a round a stream whose queue is full (that
-stream falls behind; the others do not). The first error of a sink stops the stream it belongs to.
+through a queue, and the scheduler leaves out of a round a stream that already has ``room`` frames
+waiting (that stream falls behind; the others do not). Nothing the scheduler hands over waits for
+the writer: not a frame, a snapshot's job or the end. The first error of a sink stops the stream it
+belongs to.
 """
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ class Outputs:
         self.sinks, self.view, self.on_closed = sinks, view, on_closed
         self.error: str | None = None  # the first failure, one line
         self.written = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=room)
+        self._room = room
+        self._queue: queue.Queue = queue.Queue()  # unbounded: `room` limits the frames put
         self._thread = threading.Thread(target=self._run, name=f"streamgen-out-{name}", daemon=True)
         self._thread.start()
 
     def room(self) -> bool:
         """Whether a frame can be handed over now without waiting."""
-        return not self._queue.full() and self._thread.is_alive()
+        return self._queue.qsize() < self._room and self._thread.is_alive()
 
     def put(self, pixels: Any, frame: int, made: float) -> None:
         self._queue.put((pixels, frame, made))
