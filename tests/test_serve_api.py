@@ -3,6 +3,7 @@ as its clients, ffprobe reading what it wrote, nginx receiving its RTMP pushes."
 import json
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,13 @@ def test_streams_run_together_steer_and_stop_and_the_live_view_is_mp4(serve, tmp
     a = s.call("POST", "/streams", {"request": DAY, "output": "a.mp4", "fps": 16}).json()
     b = s.call("POST", "/streams", {"request": {**DAY, "frames": 6, "seed": 1}, "fps": 16}).json()
     assert a["outputs"] == ["a.mp4", "the server's live view"] and b["outputs"] == ["the server's live view"]
+    again = s.call("POST", "/streams", {"request": DAY, "output": "./a.mp4"})  # the same file, named otherwise
+    assert again.status_code == 400 and again.json()["detail"] == \
+        f"`output` is being written by stream {a['id']}, but got './a.mp4'"
+    with ThreadPoolExecutor(2) as pool:  # two requests for one new file at once: one of them gets it
+        codes = sorted(pool.map(lambda seed: s.call("POST", "/streams", {"request": {**DAY, "seed": seed},
+                                                                         "output": "c.mp4"}).status_code, (5, 6)))
+    assert codes == [201, 400]
     ended = s.wait(b["id"], lambda st: st["state"] != "live")
     assert ended["state"] == "ended" and ended["frames"] == 6
 

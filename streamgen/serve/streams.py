@@ -76,8 +76,9 @@ class Live:
     """One stream of the server: the engine's `Stream`, its outputs, and what its status shows."""
 
     def __init__(self, id: str, spec: NewStream, stream: Stream, size: tuple[int, int], outputs: Outputs,
-                 channel: Channel, first: int, shown_output: str | None):
+                 channel: Channel, first: int, shown_output: str | None, target: str | None = None):
         self.id, self.spec, self.stream, self.size = id, spec, stream, size
+        self.target = target  # where its output writes (`Streams.target`)
         self.outputs, self.channel, self.shown_output = outputs, channel, shown_output
         self.state, self.error = "live", None
         self.first = first  # frames done before this server took it (a resumed stream)
@@ -162,6 +163,7 @@ class Streams:
         self.scheduler = Scheduler()
         self.lives: dict[str, Live] = {}
         self.opening = 0
+        self.reserved: set[str] = set()  # targets of streams being opened
         self.identity = engine.identity()
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -188,8 +190,9 @@ class Streams:
                 "rounds": self.scheduler.rounds}
 
     # --- checks ---------------------------------------------------------------------------------------
-    def check(self, spec: NewStream) -> None:
-        """The server's limits and what may be written where; before any work."""
+    def check(self, spec: NewStream) -> str | None:
+        """The server's limits and what may be written where, before any work; the output's target
+        (`target`)."""
         lim = self.limits
         if self.running() + self.opening >= lim.max_streams:
             raise TooMany(f"`streams` must be at most {lim.max_streams} at once on this server (--max-streams), "
@@ -199,7 +202,7 @@ class Streams:
         task = manager().tasks.get(spec.task)
         req = validate_request(task, spec.request)  # the task's own messages, before the worker's turn
         self.check_canvas(getattr(req, "width", None), getattr(req, "height", None))
-        self.target(spec.output)
+        return self.target(spec.output)
 
     def check_canvas(self, width: int | None, height: int | None) -> None:
         lim = self.limits
@@ -210,7 +213,8 @@ class Streams:
 
     def target(self, output: str | None) -> str | None:
         """Where ``output`` writes: an RTMP URL as it is, a file inside the output folder as a full
-        path, None for the live view alone; anything else a `ConfigError`."""
+        path, None for the live view alone; anything else, or a target another stream writes or is
+        opening, a `ConfigError`."""
         if output is None:
             return None
         if "://" in output:
@@ -218,7 +222,7 @@ class Streams:
             if scheme not in ("rtmp", "rtmps"):
                 raise bad("output", "must be an rtmp:// or rtmps:// URL, a file name inside the server's "
                           "output folder, or nothing (the live view)", redact(output))
-            return output
+            return self._free(output, redact(output))
         folder = self.limits.output_dir
         if folder is None:
             raise bad("output", "must be an rtmp:// URL or nothing: this server writes no files (start it "
@@ -229,25 +233,30 @@ class Streams:
                 or not where.is_relative_to(folder.resolve()):
             raise bad("output", "must be a file name inside the server's output folder (no absolute path, "
                       "no ..)", output)
-        busy = [live.id for live in self.lives.values() if live.state in RUNNING and live.spec.output == output]
-        if busy:
-            raise bad("output", f"is being written by stream {busy[0]}", output)
-        return str(where)
+        return self._free(str(where), output)
+
+    def _free(self, target: str, shown: str) -> str:
+        busy = [live.id for live in self.lives.values() if live.state in RUNNING and live.target == target]
+        if busy or target in self.reserved:
+            raise bad("output", f"is being written by stream {busy[0] if busy else 'being opened'}", shown)
+        return target
 
     # --- changing -------------------------------------------------------------------------------------
     async def create(self, spec: NewStream, *, id: str | None = None, resume: StreamState | None = None) -> Live:
         """Open a stream and let it join the scheduler; a `StreamgenError` says why not."""
-        self.check(spec)
+        target = self.check(spec)
         self.opening += 1
+        if target is not None:  # checked and reserved in one step of the event loop: no other
+            self.reserved.add(target)  # request can take it while this one opens
         try:
-            return await self._create(spec, id or secrets.token_hex(4), resume)
+            return await self._create(spec, id or secrets.token_hex(4), resume, target)
         finally:
             self.opening -= 1
+            self.reserved.discard(target)
 
-    async def _create(self, spec: NewStream, id: str, resume: StreamState | None) -> Live:
+    async def _create(self, spec: NewStream, id: str, resume: StreamState | None, target: str | None) -> Live:
         stream, size = await asyncio.wrap_future(self.scheduler.call(lambda: self._open(spec, resume)))
         first = resume.frames_done if resume is not None else 0
-        target = self.target(spec.output)
         channel = Channel(self.loop)
         try:
             sinks = await asyncio.to_thread(self._sinks, spec, target, size, first)
@@ -263,7 +272,7 @@ class Streams:
 
         outputs = Outputs(sinks, view, name=id, on_closed=closed)
         live = Live(id, spec, stream, size, outputs, channel, first,
-                    redact(spec.output) if spec.output else None)
+                    redact(spec.output) if spec.output else None, target)
         self.lives[id] = live
         await asyncio.wrap_future(self.scheduler.call(lambda: self.scheduler.add(live)))
         return live
