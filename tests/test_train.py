@@ -87,16 +87,17 @@ def test_one_config_runs_its_stages_in_order_and_a_rerun_trains_nothing(tmp_path
     base = ["train", "codec", f"codec={json.dumps(TINY_CODEC)}", "batch=2", "data.render_height=32",
             "data.crop=32", "steps=2", "pg_steps=2"]
     stages = [{"steps": 4, "train_encoder": False, "grad_weight": 1.0, "data": {"landscapes": 1.0}},
-              {"pg_steps": 3, "pg_decoder": "vqgan", "lr": 1e-12}]
+              {"pg_steps": 3, "pg_decoder": "vqgan", "lr": 1e-12},
+              {"pg_steps": 4}]  # 'vqgan' was the stage before's: this one trains on from its PG decoder
     staged, alone = tmp_path / "staged", tmp_path / "alone"
     run_cli(*base, f"out={staged}", f"stages={json.dumps(stages)}")
     err = capsys.readouterr().err
-    assert "stage 0 of 2" in err and "stage 2 of 2: VQGAN to step 4, PG decoder to step 3" in err
+    assert "stage 1 of 4" in err and "stage 3 of 4: VQGAN to step 4, PG decoder to step 3" in err
     assert err.count("with the VQGAN's decoder") == 1
     run_cli(*base, f"out={alone}")  # the first stage by itself
     first, first_pg = ckpt.read(alone / "vqgan.safetensors"), ckpt.read(alone / "pg.safetensors")
     vq, pg = ckpt.read(staged / "vqgan.safetensors"), ckpt.read(staged / "pg.safetensors")
-    assert int(ckpt.train_state(vq)["step"]) == 4 and int(ckpt.train_state(pg)["step"]) == 3
+    assert int(ckpt.train_state(vq)["step"]) == 4 and int(ckpt.train_state(pg)["step"]) == 4
     frozen = [k for k in first if k.startswith(("encoder.", "quantizer."))]
     assert frozen and all(torch.equal(first[k], vq[k]) for k in frozen)  # tokens as the first stage left them
     dec = [k for k in first if k.startswith("decoder.")]
@@ -106,7 +107,7 @@ def test_one_config_runs_its_stages_in_order_and_a_rerun_trains_nothing(tmp_path
     assert guide and all(torch.allclose(pg[k], first_pg[k], atol=1e-6) for k in guide)  # its own guide kept
     run_cli(*base, f"out={staged}", f"stages={json.dumps(stages)}")  # finished: nothing moves
     err = capsys.readouterr().err
-    assert "at step 4" in err and "at step 3" in err and "with the VQGAN's decoder" not in err
+    assert "VQGAN from" in err and "at step 4" in err and "with the VQGAN's decoder" not in err
     again = ckpt.read(staged / "pg.safetensors")
     assert all(torch.equal(again[k], pg[k]) for k in pg)
 
@@ -115,7 +116,10 @@ def test_one_config_runs_its_stages_in_order_and_a_rerun_trains_nothing(tmp_path
     ([{"out": "elsewhere"}], "`stages.0.out` is the whole run's, set once at the top of the config, but got 'elsewhere'"),
     ([{"steps": 1}], "`stages.0.steps` and pg_steps are totals over the run, at least the stage before's (2 and 0)"),
     ([{"steps": 3}, {"lr": -1}], "`stages.1.lr`: Input should be greater than 0 (got -1)"),
-    ([{"steps": 3, "perceptual_weight": 1.0}], "`perceptual_weight` needs train_encoder false"),
+    ([{"steps": 3, "perceptual_weight": 1.0}], "stages.0: `perceptual_weight` needs train_encoder false"),
+    ([{"steps": 3, "train_encoder": False, "adv_weight": 0.5, "adv_start": 1}],
+     "`stages.0.adv_start` counts the run's steps, so a discriminator this stage adds starts at 2 at the earliest, "
+     "where the stages before stopped, but got 1"),
 ])
 def test_a_bad_stage_is_refused_before_any_work(tmp_path, capsys, stages, message):
     args = ["train", "codec", f"out={tmp_path}", f"codec={json.dumps(TINY_CODEC)}", "batch=2",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
+import pydantic
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from streamgen import checkpoint as ckpt
 from streamgen.codecs.vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels, to_uint8
 from streamgen.config import Strict
-from streamgen.errors import ConfigError, bad, from_validation_error
+from streamgen.errors import bad, from_validation_error
 from streamgen.progress import Progress
 
 
@@ -99,11 +100,13 @@ class CodecTrainConfig(Strict):
     save_every: int = Field(250, ge=1)
     stages: list[dict[str, Any]] = Field(default_factory=list, description="later stages of the same run, in "
                                          "order, in the same `out` folder: each is fields laid over the stage "
-                                         "before it (nested objects merged; `steps` and `pg_steps` are totals, "
-                                         "so each stage continues the counters, optimizer state included)")
+                                         "before it (nested objects merged; `steps`, `pg_steps` and `adv_start` "
+                                         "count the run's steps, so each stage continues the counters, optimizer "
+                                         "state included); `pg_decoder` 'vqgan' holds for the stage that sets it")
 
     @model_validator(mode="after")
-    def _temporal_needs_chains(self) -> "CodecTrainConfig":
+    def _check(self) -> "CodecTrainConfig":
+        """The rules across fields, then every stage's."""
         if self.pg_temporal and not self.pg_chain:
             raise ValueError(f"`pg_temporal` needs `pg_chain` > 0 (against the true previous frame it only "
                              f"re-weights the L1 loss), but got pg_temporal={self.pg_temporal} with pg_chain=0")
@@ -120,26 +123,32 @@ class CodecTrainConfig(Strict):
     def runs(self) -> list["CodecTrainConfig"]:
         """The run's stages in order: this config without its ``stages``, then each stage laid over the
         one before."""
-        first = self.model_dump(exclude={"stages"})
-        out, fields = [self.model_copy(update={"stages": []})], first
+        out, fields = [self.model_copy(update={"stages": []})], self.model_dump(exclude={"stages"})
         for i, stage in enumerate(self.stages):
             for key in ("out", "codec", "stages"):
                 if key in stage:
                     raise bad(f"stages.{i}.{key}", "is the whole run's, set once at the top of the config",
                               stage[key])
-            fields = _merged(fields, stage)
+            fields = _merged({**fields, "pg_decoder": "own"}, stage)
             try:
                 cfg = CodecTrainConfig.model_validate(fields)
-            except ConfigError as exc:
-                raise ConfigError(f"stages.{i}: {exc}") from None
-            except ValueError as exc:  # pydantic's ValidationError
+            except pydantic.ValidationError as exc:
                 raise from_validation_error(exc, prefix=f"stages.{i}") from None
             prev = out[-1]
             if cfg.steps < prev.steps or cfg.pg_steps < prev.pg_steps:
                 raise bad(f"stages.{i}.steps", "and pg_steps are totals over the run, at least the stage "
                           f"before's ({prev.steps} and {prev.pg_steps})", f"{cfg.steps} and {cfg.pg_steps}")
+            for pg, done, end in ((False, prev.steps, cfg.steps), (True, prev.pg_steps, cfg.pg_steps)):
+                if end > done and cfg.adv_start < done and cfg.disc_weight(pg) and not prev.disc_weight(pg):
+                    raise bad(f"stages.{i}.adv_start", f"counts the run's steps, so a discriminator this stage "
+                              f"adds starts at {done} at the earliest, where the stages before stopped",
+                              cfg.adv_start)
             out.append(cfg)
         return out
+
+    def disc_weight(self, pg: bool) -> float:
+        """The adversarial loss's weight in the VQGAN phase, or with ``pg`` the PG phase."""
+        return self.pg_adv_weight if pg and self.pg_adv_weight is not None else self.adv_weight
 
 
 def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -307,16 +316,15 @@ class Sharpen:
 
     def __init__(self, cfg: CodecTrainConfig, encoder: nn.Module, path: Path):
         self.cfg, self.encoder, self.path = cfg, encoder, path
-        self.weight = cfg.adv_weight  # this phase's (`pg_phase`)
-        self.disc = PatchDiscriminator() if cfg.adv_weight > 0 or (cfg.pg_adv_weight or 0) > 0 else None
+        self.weight = cfg.disc_weight(pg=False)  # this phase's (`pg_phase`)
+        self.disc = PatchDiscriminator() if cfg.disc_weight(False) > 0 or cfg.disc_weight(True) > 0 else None
         if self.disc is not None:
             self.dopt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
             ckpt.resume(path, self.disc, self.dopt)
 
     def pg_phase(self) -> None:
         """From here on the PG phase's adversarial weight (``pg_adv_weight``, else ``adv_weight``)."""
-        if self.cfg.pg_adv_weight is not None:
-            self.weight = self.cfg.pg_adv_weight
+        self.weight = self.cfg.disc_weight(pg=True)
 
     def loss(self, loss: Tensor, rec: Tensor, x: Tensor, step: int, last: Tensor) -> Tensor:
         """``loss`` plus the perceptual and (from adv_start + adv_warmup) the adversarial term; ``last``
@@ -348,18 +356,21 @@ def train_codec(cfg: CodecTrainConfig, log: Callable[[str], None] = print) -> Pa
     """Run (or resume) both phases of every stage; returns the folder holding ``vqgan.safetensors`` and
     ``pg.safetensors``."""
     runs = cfg.runs()
-    for stage, run in enumerate(runs):
-        if len(runs) > 1:
-            log(f"stage {stage} of {len(runs) - 1}: VQGAN to step {run.steps}, PG decoder to step {run.pg_steps}")
-        _train_stage(run, stage, log)
-    return Path(cfg.out)
-
-
-def _train_stage(cfg: CodecTrainConfig, stage: int, log: Callable[[str], None]) -> None:
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    for stage, run in enumerate(runs):
+        if len(runs) > 1:
+            log(f"stage {stage + 1} of {len(runs)}: VQGAN to step {run.steps}, PG decoder to step {run.pg_steps}")
+        torch.set_num_threads(run.threads)
+        torch.manual_seed(run.seed)
+        vq, sharpen = _train_vqgan(run, out, log)
+        _train_pg(run, vq, sharpen, stage, out, log)
+    return out
+
+
+def _train_vqgan(cfg: CodecTrainConfig, out: Path, log: Callable[[str], None]) -> tuple[VQGAN, Sharpen]:
+    """Phase 1 up to ``cfg.steps``: the whole codec, or with ``train_encoder`` false its decoder alone.
+    Returns the codec, frozen, and the adversarial and perceptual terms for phase 2."""
     vq = VQGAN(cfg.codec)
     opt = torch.optim.Adam(vq.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     vq_path = out / "vqgan.safetensors"
@@ -400,10 +411,15 @@ def _train_stage(cfg: CodecTrainConfig, stage: int, log: Callable[[str], None]) 
             ckpt.save(vq_path, vq, cfg.codec, extra, meta={"steps": step})
             sharpen.save()
     bar.close()
-
     vq.eval()
     for p in vq.parameters():
         p.requires_grad_(False)
+    return vq, sharpen
+
+
+def _train_pg(cfg: CodecTrainConfig, vq: VQGAN, sharpen: Sharpen, stage: int, out: Path,
+              log: Callable[[str], None]) -> None:
+    """Phase 2 up to ``cfg.pg_steps``: the pixel-guided decoder on pairs of frames, the codec frozen."""
     pg = PixelGuidedDecoder.from_vqgan(vq)
     popt = torch.optim.Adam(pg.parameters(), lr=cfg.lr * 0.5, betas=(0.5, 0.9))
     pg_path = out / "pg.safetensors"
@@ -411,10 +427,12 @@ def _train_stage(cfg: CodecTrainConfig, stage: int, log: Callable[[str], None]) 
     if pstep:
         log(f"resumed PG decoder from {pg_path} at step {pstep}")
     # 'vqgan': a copied-in PG decoder (no step), or one an earlier stage trained, takes the VQGAN's decoder
-    # once, when this stage's PG phase starts
+    # once, when this stage's PG phase starts (its Adam moments belonged to the weights it replaces)
     earlier = pg_path.exists() and (not pstep or _stage_of(pg_path, stage) < stage)
     if cfg.pg_decoder == "vqgan" and earlier and pstep < cfg.pg_steps:
         pg.decoder.load_state_dict(vq.decoder.state_dict())
+        for p in pg.decoder.parameters():
+            popt.state.pop(p, None)
         log(f"PG decoder from {pg_path}: its guide, with the VQGAN's decoder")
     bar = Progress(cfg.pg_steps, "pg-vqgan", start=pstep)
     sharpen.pg_phase()
