@@ -704,11 +704,15 @@ class Engine:
             if hints[0] is not None and cfg.prev_frame:  # (G * B, M): the previous frame shows it
                 shown = torch.cat(hints)[:, 1] != cfg.vocab_size
                 shown = shown if bool(shown.any()) else None
-            refine = sampling.refine_borders is not None
-            toks = self._decode_patch(ws, memory, u, sampling, c0.guided, shown, close=not refine)
-            if refine:
+            toks = self._decode_patch(ws, memory, u, sampling, c0.guided, shown)
+            redrawn = None
+            if sampling.refine_borders is not None:
                 redraw = sampling.model_copy(update={"temperature": sampling.refine_borders})
-                toks = self._refine_borders(ws, memory, group, at, toks, redraw, c0.guided, shown)
+                redrawn = self._refine_borders(ws, memory, group, at, toks, redraw, c0.guided, shown)
+            if redrawn is None:
+                self._close_patch(ws, memory, toks, sampling.local)
+            else:
+                toks = redrawn
         payload = model.patch_payload(ws)
         for i, ((c, item), x) in enumerate(zip(group, at)):
             y = item.pos[1]
@@ -815,13 +819,12 @@ class Engine:
         return model.text_memory(text, mask)
 
     def _decode_patch(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
-                      sampling: SamplingConfig, guided: bool, shown: Tensor | None = None,
-                      close: bool = True) -> Tensor:
-        """Tokens (B, M) int64 of one patch by the request's local decoder; leaves its cache in ``ws``
-        (without ``close``, all but its last position's: `_refine_borders` rewrites the whole cache).
+                      sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:
+        """Tokens (B, M) int64 of one patch by the request's local decoder. The cache it leaves in
+        ``ws`` is not whole until `_close_patch` (or the redraw, which rewrites it) finishes it.
         ``shown`` (B, M): the tokens whose place the previous frame shows (`draw_logits`)."""
         if sampling.local == "pnar":
-            return self._decode_patch_pnar(ws, memory, u, sampling, guided, shown, close)
+            return self._decode_patch_pnar(ws, memory, u, sampling, guided, shown)
         model = self.model
         B, M = u.shape
         out = torch.empty(M, B, dtype=torch.long, device=self.device)
@@ -833,18 +836,25 @@ class Engine:
             nxt = sample(logits, u[m], sampling)  # (B,)
             out[m] = nxt
             tok = torch.cat([nxt, nxt]) if guided else nxt
-        if close:
-            model.complete(ws, tok, memory)
         return out.t()
+
+    def _close_patch(self, ws: Workspace, memory: TextMemory | None, toks: Tensor, local: str) -> None:
+        """Finish the cache of a patch drawn as ``toks`` (B, M): the autoregressive decoder has fed all
+        but the last token, the P-NAR decoder none of them."""
+        rep = ws.batch // toks.shape[0]
+        if local == "ar":
+            self.model.complete(ws, toks[:, -1].repeat(rep), memory)
+        else:
+            self.model.prefill(ws, toks.repeat(rep, 1), memory)
 
     def _refine_borders(self, ws: Workspace, memory: TextMemory | None, group: list[tuple[Tokens, adc.Item]],
                         at: list[int], toks: Tensor, redraw: SamplingConfig, guided: bool,
-                        shown: Tensor | None) -> Tensor:
+                        shown: Tensor | None) -> Tensor | None:
         """Draw the tokens of the patches ``group`` just drew (``toks`` (G * B, M); ``at``: their columns
         in their cursors' `Tokens.made`) that lie along a border with a patch of their frame already
         made again, with ``redraw`` (the stream's sampling at the ``refine_borders`` temperature), in
         one P-NAR pass that sees the rest of the patch and its context; the workspace is left holding
-        the cache of the final tokens.
+        the whole cache of the final tokens. None when no token lies along such a border.
 
         The autoregressive decoder draws a patch's first column before the rest of the patch exists;
         this second draw sees both sides of the border (docs/experiments.md)."""
@@ -852,13 +862,9 @@ class Engine:
         B, M = toks.shape
         border = torch.cat([adc.border_mask(c.made, it.pos[1], x, cfg.patch_h, cfg.patch_w)
                             .reshape(1, M).expand(c.batch, M) for (c, it), x in zip(group, at)]).to(self.device)
-        rep = ws.batch // B
         if not border.any():
-            if redraw.local == "ar":  # the cache `_decode_patch` left to the redraw: its closing position
-                model.complete(ws, toks[:, -1].repeat(rep), memory)
-            else:  # or the P-NAR decoder's whole prefill
-                model.prefill(ws, toks.repeat(rep, 1), memory)
-            return toks
+            return None
+        rep = ws.batch // B
         u = torch.cat([patch_uniforms(c.seeds, it.pos, M, draw=1) for c, it in group])
         logits = model.pnar_logits(ws, toks.repeat(rep, 1), border.repeat(rep, 1), memory)
         logits = draw_logits(logits, redraw, guided, shown)
@@ -868,15 +874,14 @@ class Engine:
         return toks
 
     def _decode_patch_pnar(self, ws: Workspace, memory: TextMemory | None, u: Tensor,
-                           sampling: SamplingConfig, guided: bool, shown: Tensor | None = None,
-                           close: bool = True) -> Tensor:
+                           sampling: SamplingConfig, guided: bool, shown: Tensor | None = None) -> Tensor:
         """P-NAR local decoding (MaskGIT's mask-predict): K passes over the whole patch.
 
         Pass k samples every still-masked token (uniforms u[:, k*M:(k+1)*M]) and keeps the most
         confident of them, so that M * cos(pi/2 * (k+1)/K) tokens stay masked (none after the last
-        pass). The finished tokens are then prefilled autoregressively (without ``close``, by the
-        redraw): the NCP gets the same kind of cache as from the autoregressive decoder, so both can
-        be mixed within one stream.
+        pass). `_close_patch` (or the redraw) then prefills the finished tokens autoregressively: the
+        NCP gets the same kind of cache as from the autoregressive decoder, so both can be mixed
+        within one stream.
         """
         model, K = self.model, sampling.pnar_steps
         B = u.shape[0]
@@ -902,6 +907,4 @@ class Engine:
             now = torch.zeros_like(known).scatter_(1, keep, True)
             toks = torch.where(now & ~known, cand.view(B, M), toks)
             known = now
-        if close:
-            model.prefill(ws, toks.repeat(rep, 1), memory)
         return toks
