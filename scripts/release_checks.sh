@@ -9,8 +9,8 @@
 # switched prompt shows and how continuous the switch is; profile.txt: where a frame's time goes, one
 # stream and streams in one batch; codec.txt: the folder's codec decoders against the shipped ones on
 # the same tokens. About an hour on two cores: nothing else should run beside it. THREADS=1 runs the
-# eval and the codec check on one thread (two folders' checks side by side; the profile's timings then
-# mean little).
+# eval, steering and codec checks on one thread each, so two folders can be checked side by side; the
+# profile always times two threads, and its figures mean something only when it runs alone.
 set -euo pipefail
 model=${1:?usage: [THREADS=N] scripts/release_checks.sh MODEL_DIR}
 threads=${THREADS:-2}

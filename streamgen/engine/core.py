@@ -1,8 +1,11 @@
 """The engine: plans patches, keeps the Nearby Context Pool, samples tokens, decodes frames.
 
-`Engine.stream` is a lazy generator of uint8 frames (H, W, 3): each frame is yielded as soon as its
-last patch is sampled and nothing is computed ahead of what the consumer takes. Closing the generator
-frees the pool and the workspace.
+The ways in: `Engine.run` (a task's frames, a lazy iterator), `Engine.open` (a `Stream` to iterate and
+steer), `Engine.step` (the next frame of several open streams together), `Engine.run_batch` (several
+streams of one plan in one batch) and `Engine.strips` (an image's pixels strip by strip). Each frame
+is given as soon as its last patch is drawn and decoded, and nothing is computed ahead of what the
+consumer takes; closing frees the pool and the workspace. `Engine.generate_tokens` is the token loop
+underneath (Algorithm 2).
 """
 from __future__ import annotations
 
@@ -166,7 +169,8 @@ def _is_cuda(device: torch.device) -> bool:
 
 @dataclass
 class StreamStats:
-    """Counters of one stream, updated as it runs (for progress reports and benchmarks)."""
+    """Counters of the engine's latest call (`run`, `open`, `generate_tokens`, ...), updated as it runs,
+    for progress reports and benchmarks; each new call starts them again."""
 
     frames: int = 0
     tokens: int = 0  # sampled tokens (pre-cached known tokens not counted)

@@ -1,7 +1,8 @@
 """Drawing tokens from logits, reproducibly and independently of batching.
 
-Every patch gets its own random numbers, derived from ``(seed, f, y, x)``: one uniform per token,
-drawn when the patch starts. A token is then the inverse CDF of the filtered distribution at that
+Every patch gets its own random numbers, derived from ``(seed, draw, f, y, x)`` (``draw`` numbers the
+independent sets of one patch: its tokens, then its redrawn borders): one uniform per token, drawn
+when the patch starts. A token is then the inverse CDF of the filtered distribution at that
 uniform. So the same seed gives the same frames whatever else runs in the same batch, and a stream's
 random state is nothing but its seed and plan position (which a snapshot can store).
 """
@@ -17,9 +18,10 @@ from streamgen.engine.adc import Pos
 from streamgen.config import SamplingConfig
 
 
-def patch_seed(seed: int, row: int, pos: Pos) -> int:
-    """A 63-bit seed for one patch of one batch row, mixing every coordinate."""
-    raw = struct.pack("<qqqqq", seed, row, *pos)
+def patch_seed(seed: int, draw: int, pos: Pos) -> int:
+    """A 63-bit seed for one set of draws (`patch_uniforms`) of one patch of one stream, mixing every
+    coordinate."""
+    raw = struct.pack("<qqqqq", seed, draw, *pos)
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") >> 1
 
 

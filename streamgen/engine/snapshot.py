@@ -3,7 +3,7 @@
 A snapshot is one safetensors file (written to a temporary file, then renamed): the NCP caches, the
 last frame's pixels and the tokens of the frames the caches came from as tensors, and as metadata the position (frames done), the request, and the
 identities (weight digests) of the model and the codec. The sampler needs no state of its own: every
-patch's random numbers derive from (seed, row, f, y, x).
+patch's random numbers derive from (seed, draw, f, y, x) (`streamgen.engine.sampling`).
 """
 from __future__ import annotations
 

@@ -83,8 +83,10 @@ class Steering:
                     self._pending[key] = value
 
     def __call__(self, f: int) -> Update | None:
-        """The change to apply before frame ``f`` is drawn, or None. A schedule's entry for the frame a
-        stream starts or resumes at is what is already in effect, so applying it changes nothing."""
+        """The change to apply before frame ``f`` is drawn, or None: the schedule's entry for ``f``, then
+        the task's own steer, then what `set` asked for. What equals the setting in effect changes
+        nothing (the schedule's frame 0 is the prompt a stream starts with); a stream resumed at ``f``
+        applies the entry for ``f`` as the uninterrupted stream does."""
         change: dict[str, Any] = {}
         if f in self.job.prompts:
             change["prompt"] = self.job.prompts[f]

@@ -64,6 +64,7 @@ class Scheduler:
         self._calls: list[tuple[Callable[[], Any], Future]] = []
         self._wake = threading.Condition()
         self._stopping = False
+        self._finish: Callable[[list[Member]], None] | None = None
         self._thread = threading.Thread(target=self._run, name="streamgen-scheduler", daemon=True)
 
     def start(self) -> "Scheduler":
@@ -139,9 +140,7 @@ class Scheduler:
                     except Exception as exc:  # one stream's trouble is that stream's end, not the server's
                         got = exc
                 self.members.remove(m)
-                got = got if got is not None else getattr(m.stream, "error", None)  # a batched call's failure
                 m.leave("ended" if got is None else "failed", None if got is None else one_line(got))
         self._run_calls()  # refused or done: nobody waits forever
-        finish = getattr(self, "_finish", None)
-        if finish is not None:
-            finish(self.members)
+        if self._finish is not None:
+            self._finish(self.members)
