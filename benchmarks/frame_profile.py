@@ -21,13 +21,16 @@ attention products for the steps and passes; the codec's convolutions, recorded 
 replayed). "efficiency" is bound / measured: 1 would be a part that does nothing but its products.
 
 ``--streams`` also times streams decoded together in one batch (`Engine.run_batch`, pixels
-included) against one stream; ``--paced SECONDS`` runs the paced preset (`--realtime`) for that
+included) against one stream; ``--variants`` does it for candidate settings side by side, alternating
+them in one run (``name={"precision": "mixed"}`` or ``name={"sampling": {"refine_borders": null}}``,
+laid over the model's preset and fp32), each against the preset; ``--paced SECONDS`` runs the paced preset (`--realtime`) for that
 long beside a process that keeps one core busy, and prints the worst lag behind the wall clock.
 Absolute times drift on a shared machine; the shares and ratios come from one run.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -179,22 +182,30 @@ def step_rows_share(eng, reps: int) -> float:
     return 1 - one / two
 
 
-def batch_rates(eng, streams: list[int], frames: int, sampling: dict) -> dict[int, float]:
-    """Frames/s per stream count (frames of every stream, pixels included), in one run."""
-    out: dict[int, list[float]] = defaultdict(list)
+def batch_rates(eng, streams: list[int], frames: int, sampling: dict,
+                variants: dict[str, dict] | None = None) -> dict[str, dict[int, float]]:
+    """Frames/s per variant and stream count (frames of every stream, pixels included), in one run:
+    the variants (``{"precision": ..., "sampling": {...}}`` over the engine's fp32 and ``sampling``)
+    alternate, twice over, and each figure is the median of its two."""
+    variants = variants or {"preset": {}}
+    out: dict[str, dict[int, list[float]]] = {name: defaultdict(list) for name in variants}
     for _ in range(2):
-        for n in streams:
-            reqs = [dict(prompt=PROMPT, height=SIZE, width=SIZE, frames=frames + 2, seed=s, sampling=sampling)
-                    for s in range(n)]
-            gen = eng.run_batch("t2v", reqs)
-            for _ in range(2):
-                next(gen)
-            t0 = time.perf_counter()
-            for _ in range(frames):
-                next(gen)
-            out[n].append(n * frames / (time.perf_counter() - t0))
-            gen.close()
-    return {n: statistics.median(v) for n, v in out.items()}
+        for name, v in variants.items():
+            eng.precision = v.get("precision", "fp32")
+            over = {**sampling, **v.get("sampling", {})}
+            for n in streams:
+                reqs = [dict(prompt=PROMPT, height=SIZE, width=SIZE, frames=frames + 2, seed=s, sampling=over)
+                        for s in range(n)]
+                gen = eng.run_batch("t2v", reqs)
+                for _ in range(2):
+                    next(gen)
+                t0 = time.perf_counter()
+                for _ in range(frames):
+                    next(gen)
+                out[name][n].append(n * frames / (time.perf_counter() - t0))
+                gen.close()
+    eng.precision = "fp32"
+    return {name: {n: statistics.median(v) for n, v in by_n.items()} for name, by_n in out.items()}
 
 
 def _busy(stop) -> None:
@@ -263,7 +274,19 @@ def main() -> None:
     ap.add_argument("--streams", type=int, nargs="*", default=[1, 4, 8])
     ap.add_argument("--batch-frames", type=int, default=16)
     ap.add_argument("--paced", type=float, default=0.0, help="seconds of the paced run beside a busy core")
+    ap.add_argument("--variants", nargs="*", default=[], metavar='NAME=JSON',
+                    help='candidates timed against the preset, e.g. mixed=\'{"precision": "mixed"}\' '
+                    'noredraw=\'{"sampling": {"refine_borders": null}}\'')
     args = ap.parse_args()
+    variants = {"preset": {}}
+    for spec in args.variants:
+        name, _, value = spec.partition("=")
+        try:
+            variants[name] = json.loads(value)
+        except json.JSONDecodeError:
+            ap.error(f"--variants {spec!r}: NAME=JSON, with a JSON object after '='")
+        if not isinstance(variants[name], dict) or set(variants[name]) - {"precision", "sampling"}:
+            ap.error(f"--variants {spec!r}: the JSON object may hold precision and sampling")
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     eng = load(args.model)
@@ -292,12 +315,14 @@ def main() -> None:
         }, guide_share if streams == 1 else None, step_bound, keys)
 
     if args.streams:
-        rates = batch_rates(eng, args.streams, args.batch_frames, sampling)
-        one = rates.get(1)
-        print("\n| streams in one batch | frames/s (all streams) | x one stream |")
-        print("|---|---|---|")
-        for k, r in rates.items():
-            print(f"| {k} | {r:.2f} | {r / one:.2f} |" if one else f"| {k} | {r:.2f} | - |")
+        rates = batch_rates(eng, args.streams, args.batch_frames, sampling, variants)
+        base = rates["preset"]
+        print("\n| variant | streams in one batch | frames/s (all streams) | x one stream | x the preset |")
+        print("|---|---|---|---|---|")
+        for name, by_n in rates.items():
+            one = by_n.get(1)
+            for k, r in by_n.items():
+                print(f"| {name} | {k} | {r:.2f} | {f'{r / one:.2f}' if one else '-'} | {r / base[k]:.2f} |")
     if args.paced:
         lag, rc, line = paced_lag(args.model, args.paced, args.threads)
         print(f"\npaced preset for {args.paced:.0f} s beside a busy core: finished {lag:.1f} s after its "

@@ -7,7 +7,7 @@
 #
 # eval.txt: `streamgen eval` (the bars of the model card and the README); steering.txt: how soon a
 # switched prompt shows and how continuous the switch is; profile.txt: where a frame's time goes, one
-# stream and streams in one batch; codec.txt: the folder's codec decoders against the shipped ones on
+# stream and streams in one batch, and the candidates without the redraw and in mixed precision; codec.txt: the folder's codec decoders against the shipped ones on
 # the same tokens. About an hour on two cores: nothing else should run beside it. THREADS=1 runs the
 # eval, steering and codec checks on one thread each, so two folders can be checked side by side; the
 # profile always times two threads, and its figures mean something only when it runs alone.
@@ -19,5 +19,6 @@ mkdir -p "$out"
 run() { local name=$1; shift; echo "== $name: $*"; "$@" 2>&1 | tee "$out/$name.txt"; }
 run eval streamgen eval --model "$model" --threads "$threads" --samples 90
 run steering python benchmarks/steering.py --model "$model" --switches 60 --threads "$threads"
-run profile python benchmarks/frame_profile.py --model "$model" --streams 1 4 8
+run profile python benchmarks/frame_profile.py --model "$model" --streams 1 4 8 \
+    --variants 'noredraw={"sampling": {"refine_borders": null}}' 'mixed={"precision": "mixed"}'
 run codec python benchmarks/codec_sharpness.py streamgen/weights "$model" --threads "$threads"
