@@ -7,8 +7,8 @@
 #
 # eval.txt: `streamgen eval` (the bars of the model card and the README); steering.txt: how soon a
 # switched prompt shows and how continuous the switch is; profile.txt: where a frame's time goes, one
-# stream and streams in one batch, and the candidates without the redraw and in mixed precision; codec.txt: the folder's codec decoders against the shipped ones on
-# the same tokens. About an hour on two cores: nothing else should run beside it. THREADS=1 runs the
+# stream and streams in one batch, also without the redraw and in mixed precision; codec.txt: the
+# folder's codec decoders against the shipped ones on the same tokens. About an hour on two cores: nothing else should run beside it. THREADS=1 runs the
 # eval, steering and codec checks on one thread each, so two folders can be checked side by side; the
 # profile always times two threads, and its figures mean something only when it runs alone.
 set -euo pipefail
