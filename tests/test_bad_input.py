@@ -41,6 +41,11 @@ def files(tmp_path):
     info["config"]["width"] = 64
     (shapes / "model.json").write_text(json.dumps(info))
     (tmp_path / "empty").mkdir()
+    from streamgen.engine import StreamState
+    from streamgen.engine import snapshot as snap
+
+    snap.save(tmp_path / "serve.snap", StreamState(1, {}, None), {"serve": {"id": "abcd"}})  # no request
+    main([*BASE, "--snapshot", str(tmp_path / "gen.snap"), "--snapshot-every", "1", "-o", str(tmp_path / "a.mkv")])
     return tmp_path
 
 
@@ -67,6 +72,14 @@ TABLE = [
     (["-o", "rtmp://"], ["output", "rtmp:// or rtmps:// URL with a host"]),
     (["-o", "rtmp:///live"], ["output", "with a host"]),
     (["-o", "{d}/out.gif"], ["output", "must end in one of"]),
+    (["-o", "{d}/out.avi", "--control", "ctl"], ["output", "must end in one of"]),  # no FIFO left behind
+    (["-o", "rtmp://127.0.0.1:9/live", "--control", "ctl"], ["nothing is listening"]),  # the FIFO goes too
+    (["-o", "{d}/clip.png"], ["output", "one PNG, which holds one image", "frames=1"]),
+    (["-o", "rtmp://alice:hunter2@127.0.0.1:99999/live"], ["output", "port from 1 to 65535",
+                                                            "rtmp://***@127.0.0.1:99999/live"]),
+    (["--top", "8"], ["top", "not used by task 't2v'", "8"]),
+    (["--resume", "{d}/serve.snap"], ["snapshot", "saved by `streamgen serve`", "streamgen serve --resume"]),
+    (["--resume", "{d}/gen.snap", "--seed", "5"], ["seed", "is the snapshot's when resuming (0)", "5"]),
     (["-o", "{d}/no/such/folder/out.mp4"], ["output", "existing folder"]),
     (["-o", "/proc/streamgen-test.mp4"], ["cannot open output", "/proc/streamgen-test.mp4"]),
     (["sampling.guidance=NaN"], ["sampling.guidance", "finite", "nan"]),

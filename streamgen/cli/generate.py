@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from streamgen.config import Extent, SamplingConfig, Strict
+from streamgen.config import Extent, SamplingConfig, Strict, parse
 from streamgen.errors import ConfigError, StreamgenError, bad
 from streamgen.progress import Progress
 
@@ -125,7 +125,7 @@ def request_for(cfg: GenerateConfig, task: Any) -> dict[str, Any]:
     if cfg.endless:
         _check_endless(cfg, task)
         req["endless"] = True
-    for key in ("prompt", "image", "prompts"):
+    for key in ("prompt", "image", "prompts", "top", "left", "order"):
         if getattr(cfg, key) not in (None, {}) and key not in fields:
             raise ConfigError(f"`{key}` is not used by task {task.name!r}, but got {getattr(cfg, key)!r}")
     if "sampling" in cfg.request:  # it would bypass the model's preset and the snapshot's record
@@ -166,10 +166,11 @@ def check_canvas_output(cfg: GenerateConfig, task: Any) -> bool:
     """Whether the task's image goes out strip by strip (a tile folder, a --scroll video); raises
     ConfigError for an output that cannot take the request, before any work."""
     from streamgen.output.canvas import is_tile_folder
-    from streamgen.output.sinks import check_png
+    from streamgen.output.sinks import check_output, check_png
 
     size, output = _canvas_size(cfg, task), cfg.output
     strips = is_tile_folder(output) or cfg.scroll is not None
+    check_output(output, video=task.output == "video" and cfg.frames != 1)
     if cfg.endless:
         _check_endless(cfg, task)
         if not strips:
@@ -287,26 +288,45 @@ def generate(cfg: GenerateConfig) -> int:
             return 128 + exc.signum
 
 
+# what a resumed stream may take from the command that resumes it: where and how its output goes
+# and how it is saved and steered from here on; the rest is the snapshot's, so the frames go on as made
+RESUME_OPTIONS = frozenset({"resume", "output", "snapshot", "snapshot_every", "realtime", "reconnect", "gop",
+                            "x264_preset", "x264_tune", "buffer", "control"})
+
+
+def resumed_config(cfg: GenerateConfig, info: dict[str, Any]) -> GenerateConfig:
+    """The snapshot's request with the options ``cfg`` gives of `RESUME_OPTIONS`; ConfigError for a
+    given option that would change the frames."""
+    from streamgen.engine.snapshot import SnapshotError
+
+    if "request" not in info:
+        raise SnapshotError(f"`--resume` snapshot {cfg.resume!r} was saved by `streamgen serve`: continue it "
+                            "with `streamgen serve --resume` and the folder it is in")
+    saved = parse(GenerateConfig, info["request"], prefix="snapshot request")
+    for key in sorted(cfg.model_fields_set - RESUME_OPTIONS):
+        given, kept = getattr(cfg, key), getattr(saved, key)
+        if key == "sampling":  # the snapshot holds the whole sampling; the command, the fields it sets
+            given = parse(SamplingConfig, {**kept.model_dump(), **given.model_dump(exclude_unset=True)})
+        if given != kept:
+            raise bad(key, f"is the snapshot's when resuming ({kept!r}), so the stream goes on as it was made; "
+                      f"leave it out or start a new stream", getattr(cfg, key))
+    return saved.model_copy(update={k: getattr(cfg, k) for k in cfg.model_fields_set & RESUME_OPTIONS})
+
+
 def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     from streamgen.engine import snapshot as snap
     from streamgen.bundle import load
     from streamgen.output.live import pump
     from streamgen.plugins import manager
-    from streamgen.output.sinks import SinkClosed, open_sink
+    from streamgen.output.sinks import SinkClosed, open_sink, redact
 
     resume = None
     output = cfg.output
     if cfg.resume:
         resume, info = snap.load(cfg.resume)
-        saved = GenerateConfig.model_validate(info["request"])
-        # the snapshot's request, with where to write next and how to snapshot from here on
-        cfg = saved.model_copy(update={"resume": cfg.resume, "output": cfg.output if cfg.output != "out.mp4"
-                                       else saved.output, "snapshot": cfg.snapshot or saved.snapshot,
-                                       "realtime": cfg.realtime or saved.realtime})
+        cfg = resumed_config(cfg, info)
         output = segment_name(cfg.output, resume.frames_done)
         # a pipe's reader needs it to name what it saves for `streamgen join` (NAME.fromNNNNNN.ts)
-        from streamgen.output.sinks import redact
-
         print(f"streamgen: resuming at frame {resume.frames_done} into "
               f"{'standard output' if output == '-' else redact(output)}", file=sys.stderr)
     task = manager().tasks.get(cfg.task)
@@ -342,8 +362,9 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     if cfg.snapshot:
         # every frame a snapshot may name starts a GOP, so a stream resumed there joins up cleanly
         options.update(keyframe_every=cfg.snapshot_every, first_frame=base)
+    snap_now: list[bool] = []  # a control command's snapshot, taken at the next frame
     control = None
-    if cfg.control:
+    if cfg.control:  # a bad path is refused before the output exists
         from streamgen.cli.control import Control
 
         from tqdm import tqdm
@@ -351,9 +372,13 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
         control = Control(cfg.control, steer=stream.set, snapshot=(lambda: snap_now.append(True) or "snapshot")
                           if cfg.snapshot else None, stop=lambda: stop.ask("a control command"),
                           say=lambda line: tqdm.write(line, file=sys.stderr))
-    snap_now: list[bool] = []
     stop.flowing = True  # from here a signal closes the output properly: it only asks to stop
-    sink = open_sink(output, fps=cfg.fps, size=_output_size(cfg, task), **options)
+    try:
+        sink = open_sink(output, fps=cfg.fps, size=_output_size(cfg, task), **options)
+    except BaseException:
+        if control is not None:  # the FIFO it made goes with the failed output
+            control.close()
+        raise
     if control is not None:
         control.start()
     total = None if strips else cfg.frames if task.output == "video" else 1
@@ -395,21 +420,23 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
         bar.goto(done, fps=stats.frames / max(stats.seconds, 1e-9),
                    tok_s=s.tokens / max(s.seconds, 1e-9))
 
-    closed = False
+    closed = closing = False
     try:
         pump(frames, sink, fps=cfg.fps, realtime=cfg.realtime, buffer=cfg.buffer, report=report,
              written=None if strips else written, stop=stop)
+        closing = True
         sink.close()
         closed = True
     except SinkClosed:
         bar.close()
         raise
     except BaseException:
-        try:
-            sink.close()
-            closed = True
-        except StreamgenError:
-            pass
+        if not closing:  # a close that failed is not tried again: the output may lack frames
+            try:
+                sink.close()
+                closed = True
+            except StreamgenError:
+                pass
         raise
     finally:
         bar.close()  # before anything else is printed: an error's one line then stands on its own line
@@ -424,8 +451,6 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     done = last[0].frames_done if last else base + (bar.n if strips else 0)
     if stop() and (total is None or done < total):
         where = f"; snapshot {cfg.snapshot} at frame {saved[0]}" if saved else ""
-        from streamgen.output.sinks import redact
-
         print(f"streamgen: stopped by {stop.name} after {done} {unit}; {redact(output)} is complete{where}",
               file=sys.stderr)
         return stop.code

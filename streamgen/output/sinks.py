@@ -46,10 +46,16 @@ def redact(url: str) -> str:
         return "<unparsable url>"
     if parts.username is None and parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    host = (parts.hostname or "") + (f":{port}" if (port := _port(parts)) else "")
     return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
+
+
+def _port(parts) -> int | str | None:
+    """A split URL's port; the text as written when it is no valid port."""
+    try:
+        return parts.port
+    except ValueError:
+        return parts.netloc.rpartition(":")[2]
 
 
 def _scrub(text: str, url: str) -> str:
@@ -416,9 +422,7 @@ class RTMPSink:
     def __init__(self, url: str, *, fps: float, size: tuple[int, int] | None = None,
                  gop: int | None = None, reconnect: int = 0, preset: str = "veryfast",
                  tune: str = "zerolatency", warn: Any = None, start: int = 0, **_: Any):
-        parts = urlsplit(url)
-        if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname:
-            raise bad("output", "must be an rtmp:// or rtmps:// URL with a host", redact(url))
+        self.host, self.port = _rtmp_address(url)
         if reconnect < 0:
             raise bad("reconnect", "must be 0 or more", reconnect)
         if start < 0:
@@ -426,7 +430,6 @@ class RTMPSink:
         self.url, self.fps, self.reconnect = url, fps, reconnect
         self.label = redact(url)
         self.options = _x264(preset, tune, str(gop or max(1, round(fps))))
-        self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "rtmps" else 1935)
         self.frames = start  # a resumed stream's first frame keeps the timestamp it has in the stream
         self.seconds = 0.0
         self.reconnects = 0
@@ -499,6 +502,48 @@ class RTMPSink:
             pass  # the server left with the last frames: what it got is all it gets
         finally:
             self._drop(container)
+
+
+def check_output(target: Any, *, video: bool) -> None:
+    """Raise ConfigError now for an output no sink can open, or a single PNG for a ``video``: before
+    the model loads, instead of after the first frame. A plugin's own sink schemes are checked when
+    they open."""
+    from streamgen.plugins import manager
+
+    if not isinstance(target, str) or not target:
+        raise bad("output", "must be a file path, '-' or an rtmp:// URL", target)
+    if target == "-" or is_tile_folder(target):
+        return
+    if "://" in target:
+        scheme = target.split("://", 1)[0].lower()
+        if scheme not in manager().sinks:
+            raise bad("output", f"uses an unknown sink {scheme!r}; installed: "
+                      f"{', '.join(manager().sinks.names())}", redact(target))
+        if scheme in ("rtmp", "rtmps"):
+            _rtmp_address(target)
+        return
+    ext = Path(target).suffix.lower()
+    if ext == ".png" and "%" not in target:
+        if video:
+            raise bad("output", "is one PNG, which holds one image; write a video (.mp4 .mkv .webm), "
+                      "numbered frames (frames/%06d.png) or frames=1", target)
+    elif ext not in FILE_FORMATS and ext != ".png":
+        raise bad("output", f"must end in one of {', '.join([*FILE_FORMATS, '.png'])} (or be a "
+                  "numbered pattern like frames/%06d.png), be '-' (standard output) or an rtmp:// or "
+                  "rtmps:// URL", target)
+    if not Path(target).resolve().parent.is_dir():
+        raise bad("output", "must be in an existing folder", target)
+
+
+def _rtmp_address(url: str) -> tuple[str, int]:
+    """The (host, port) an rtmp:// or rtmps:// URL pushes to; ConfigError for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname:
+        raise bad("output", "must be an rtmp:// or rtmps:// URL with a host", redact(url))
+    port = _port(parts)
+    if isinstance(port, str):
+        raise bad("output", "must have a port from 1 to 65535", redact(url))
+    return parts.hostname, port or (443 if parts.scheme == "rtmps" else 1935)
 
 
 def open_sink(target: str, *, fps: float, **options: Any):
