@@ -89,3 +89,10 @@ def test_outpaint_composition_never_starts_blind_unlike_a_plain_raster_order():
 def test_outpaint_box_must_fit():
     with pytest.raises(ConfigError, match="`known` must be a non-empty box"):
         Plan.outpaint(3, 3, (0, 0, 4, 1), Extent())
+
+
+def test_a_plan_keeps_nothing_per_frame():
+    """An endless video's plan answers for any frame without remembering the ones before it."""
+    plan = Plan.basic("omega", 2, 3, None, Extent(w=1, h=1, f=1))
+    assert plan.frame_start(10**12) == 6 * 10**12 and plan.step_of((10**12, 1, 2)) == 6 * 10**12 + 5
+    assert plan.frame_start(0) == 0 and plan.frame_start(1) == 6

@@ -149,7 +149,6 @@ class Plan:
                  frame_items: FrameItems):
         self.rows, self.cols, self.frames, self.extent = rows, cols, frames, extent
         self._frame_items = frame_items
-        self._starts: list[int] = [0]  # _starts[f]: global step of frame f's first item
         self._ranks: OrderedDict[int, dict[tuple[int, int], int]] = OrderedDict()
         # "column" or "row" when every frame follows a column (omega) or row (zeta) order: it
         # tightens `live_bound`.
@@ -213,10 +212,9 @@ class Plan:
         return self._orders[f % len(self._orders)] if self._orders else None
 
     def frame_start(self, f: int) -> int:
-        """Global step index of frame ``f``'s first item."""
-        while len(self._starts) <= f:
-            self._starts.append(self._starts[-1] + len(self.items(len(self._starts) - 1)))
-        return self._starts[f]
+        """Global step index of frame ``f``'s first item: every frame plans each patch once (`items`),
+        so nothing per frame is kept, however long the video."""
+        return f * self.rows * self.cols if f else 0
 
     def _rank(self, f: int) -> dict[tuple[int, int], int]:
         # A few frames' ranks are enough: expiry looks at most ef frames ahead.
