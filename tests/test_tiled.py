@@ -366,6 +366,7 @@ def test_an_endless_panorama_runs_until_a_signal_and_keeps_every_tile(tmp_path, 
     tiles = index["tiles"]
     assert len(tiles) >= 6 and len(tiles) == len(list(folder.glob("*.png")))
     assert index["width"] == sum(t["width"] for t in tiles) and index["height"] == 16
+    assert index["complete"] is False and index["canvas"] == [None, 16]
     strips = itertools.islice(streamgen.load("tiny").strips("uig", height=16, endless=True, seed=4), len(tiles))
     assert np.array_equal(read_tiles(folder), np.concatenate([s.pixels for s in strips], 1))
 
@@ -379,3 +380,22 @@ def test_an_endless_panorama_scrolls_into_a_video_until_stopped(tmp_path):
                            capture_output=True, check=True, text=True)
     width, height, frames = probe.stdout.strip().split(",")
     assert (width, height) == ("32", "16") and int(frames) > 50  # past the 128 px default canvas's 13
+
+
+@pytest.mark.parametrize("bands", ["columns", "rows"])
+def test_a_tile_folder_stopped_early_indexes_what_was_drawn(tmp_path, bands):
+    from streamgen.output.canvas import TileFolder, read_tiles
+
+    canvas = np.random.default_rng(0).integers(0, 256, (16, 64, 3), dtype=np.uint8)
+    pieces = [canvas[:, x:x + 16] for x in range(0, 64, 16)] if bands == "columns" else \
+        [canvas[y:y + 4] for y in range(0, 16, 4)]
+    for n, name in ((4, "whole"), (2, "half")):
+        folder = TileFolder(str(tmp_path / name), size=(64, 16))
+        for piece in pieces[:n]:
+            folder.write(piece)
+        folder.close()
+        index = json.loads((tmp_path / name / "index.json").read_text())
+        drawn = canvas if n == 4 else canvas[:, :32] if bands == "columns" else canvas[:8]
+        assert index["complete"] is (n == 4) and index["canvas"] == [64, 16]
+        assert (index["height"], index["width"]) == drawn.shape[:2]
+        assert np.array_equal(read_tiles(tmp_path / name), drawn)

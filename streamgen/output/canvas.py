@@ -30,9 +30,10 @@ class TileFolder:
     """A canvas (W, H) ``size`` as PNG tiles in the folder ``path`` (made if missing; its parent must
     exist). Strips come in order, bands of columns from the left or of rows from the top, and each is
     written as ``x{left:07d}_y{top:05d}.png`` at once (renamed into place whole); ``index.json`` lists
-    them when the canvas is done, or when it is stopped (an endless canvas, W None, ends so: its
-    width is then the tiles'). A folder that already holds an index is refused, so tiles of two
-    canvases never mix."""
+    them when the canvas is done, or when it is stopped (an endless canvas, W None, ends so): its
+    ``width`` and ``height`` are those of the pixels drawn, ``complete`` says whether that is the
+    whole canvas and ``canvas`` is its planned (W, H). A folder that already holds an index is
+    refused, so tiles of two canvases never mix."""
 
     def __init__(self, path: str, *, size: tuple[int, int] | None = None, **_: Any):
         self.path = Path(path)
@@ -75,15 +76,21 @@ class TileFolder:
     def close(self) -> None:
         if not self.tiles:
             return
-        width = self.width if self.width is not None else self.left
-        index = {"width": width, "height": self.height, "tiles": self.tiles}
+        columns = self.tiles[0]["height"] == self.height  # bands of columns, or of rows
+        complete = self.width is not None and (self.left >= self.width if columns else self.top >= self.height)
+        # a canvas stopped before its end (an endless one always is) indexes what was drawn
+        width = self.width if complete or not columns else self.left
+        height = self.height if complete or columns else self.top
+        index = {"width": width, "height": height, "complete": complete, "canvas": [self.width, self.height],
+                 "tiles": self.tiles}
         tmp = self.path / ".index.json.partial"
         tmp.write_text(json.dumps(index, indent=1) + "\n")
         os.replace(tmp, self.path / "index.json")
 
 
 def read_tiles(path: str | Path) -> np.ndarray:
-    """The whole canvas of a tile folder, uint8 (H, W, 3): for canvases that fit in memory."""
+    """The canvas of a tile folder, uint8 (H, W, 3), as far as it was drawn (its index's ``complete``
+    says whether that is all of it): for canvases that fit in memory."""
     import av
 
     path = Path(path)
