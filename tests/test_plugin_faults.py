@@ -310,3 +310,47 @@ def test_a_task_object_no_plugin_registered_is_named_by_its_class():
     assert str(info.value) == (f"task `local` ({__name__}.test_a_task_object_no_plugin_registered_is_named_"
                                "by_its_class.<locals>.Local, registered by no installed plugin) failed in job(): "
                                "OSError: no such device")
+
+
+TWIN = '''\
+from streamgen import hookimpl
+from streamgen.plugins.task import Task
+
+
+class Twin(Task):
+    name, output = "twin_{x}", "image"
+
+
+@hookimpl
+def streamgen_register_tasks(registry):
+    registry.add("twin_{x}", Twin())
+'''
+
+
+def test_two_distributions_with_one_entry_point_name_are_reported(tmp_path, monkeypatch):
+    """Two installed packages whose entry points share a name: one is loaded, the other is a failure
+    naming both distributions (it used to vanish without a word)."""
+    site = tmp_path / "site"
+    for x in ("a", "b"):
+        src = tmp_path / x
+        (src / "src" / f"twin_{x}").mkdir(parents=True)
+        (src / "src" / f"twin_{x}" / "__init__.py").write_text(TWIN.replace("{x}", x))
+        (src / "pyproject.toml").write_text(PYPROJECT.replace("streamgen-faulty", f"streamgen-twin-{x}").replace(
+            'faulty = "streamgen_faulty"\ndup_t2v = "streamgen_faulty.dup"', f'twin = "twin_{x}"'))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(site), str(src)], check=True, capture_output=True)
+    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
+    monkeypatch.syspath_prepend(str(site))
+    plugins.reset()
+    try:
+        pm = plugins.manager()
+        loaded = {"twin_a", "twin_b"} & set(pm.tasks.names())
+        assert len(loaded) == 1
+        other = "b" if loaded == {"twin_a"} else "a"
+        failed = [str(f) for f in pm.failures if f.plugin == "twin"]
+        assert failed == [f"plugin `twin` from `streamgen-twin-{other}` failed: its entry point name 'twin' is "
+                          f"taken by streamgen-twin-{'a' if other == 'b' else 'b'}; rename one of them"]
+    finally:
+        plugins.reset()
+        for name in [m for m in sys.modules if m.startswith("twin_")]:
+            del sys.modules[name]

@@ -206,9 +206,14 @@ def load(extra: list[tuple[str, Any]] | None = None) -> Plugins:
     plugins = Plugins(pm)
     off = disabled()
     for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name in off or pm.get_plugin(ep.name) is not None:
+        if ep.name in off:
             continue
         dist = ep.dist.name if ep.dist is not None else "(unknown distribution)"
+        if pm.get_plugin(ep.name) is not None:  # the same distribution seen twice is one plugin
+            if plugins.dists.get(ep.name) != dist:
+                plugins.failures.append(Failure(ep.name, dist, f"its entry point name {ep.name!r} is taken by "
+                                                f"{plugins.dists.get(ep.name)}; rename one of them"))
+            continue
         try:
             obj = ep.load()
             pm.register(obj, name=ep.name)
