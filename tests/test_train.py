@@ -206,12 +206,18 @@ def test_model_training_follows_the_plan_and_resumes(tmp_path, tiny_codec, capsy
     assert int(ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))["step"]) == 9
 
 
-def test_two_gloo_ranks_hold_identical_weights(tmp_path, tiny_codec):
+@pytest.mark.parametrize("extra", [[], ["patches_per_step=16", "pnar_share=0.5", "data.video_share=0.5", "data.image_width=96"]],
+                         ids=["a step a patch", "a step a sample, clips and images, P-NAR steps"])
+def test_two_gloo_ranks_hold_identical_weights(tmp_path, tiny_codec, extra):
+    """With several patches an optimizer step, the ranks' samples hold different numbers of patches (a
+    clip's, an image's) and take different P-NAR steps: gradients still meet once a step."""
+    if extra:
+        extra = [*extra, "model.pnar=true"]
     # tokens first, so both ranks read the same data file
-    run_cli(*model_args(tmp_path, tiny_codec, 0))
+    run_cli(*model_args(tmp_path, tiny_codec, 0), *extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "streamgen.cli", *model_args(tmp_path, tiny_codec, 6)]
+           "-m", "streamgen.cli", *model_args(tmp_path, tiny_codec, 6), *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     d0 = (tmp_path / "rank0.sha256").read_text()

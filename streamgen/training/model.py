@@ -12,6 +12,7 @@ gloo backend on CPUs): every rank draws its own samples, gradients are averaged 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -332,7 +333,6 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     if distributed:
         # P-NAR and autoregressive steps use different embeddings: each leaves some unused
         step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, find_unused_parameters=cfg.model.pnar)
-    net = model
 
     if rank == 0:
         build_tokens(cfg, log)
@@ -380,33 +380,38 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
                     g["lr"] = lr
                 opt.zero_grad(set_to_none=True)
                 group = min(k, len(todo) - i)  # patches in this optimizer step
-            # the text memory depends on the weights, and each patch's backward frees its graph:
-            # recompute it for every patch
-            if encoder is not None:
-                after = switch is not None and pos_[0] >= switch[0]  # a switch clip's second scene
-                text = net.text_memory(st2, mk2) if after else net.text_memory(st, mk)
-            ctx = [(seen_cache.get(q, p) if q[0] < pos_[0] else p, o) for q, p, o in pool.select(pos_)]
-            edges = adc.edges(pos_[1], pos_[2], plan.rows, plan.cols)
-            prev = hints[i]
-            if noisy and pos_[0] + 1 < Fr:
-                with torch.no_grad():
-                    seen_cache[pos_] = model.patch_forward(seen_todo[pos_], ctx, text, edges=edges, prev=prev)[1]
-            if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
-                masked = mask_predict_mask(target.shape, data.rng)
-                logits, _ = step_fn(target, ctx, text, masked, edges, prev)
-                loss = F.cross_entropy(logits[masked], target[masked])
-                with torch.no_grad():  # the pool keeps the autoregressive pass's cache, as in generation
-                    payload = model.patch_forward(target, ctx, text, edges=edges, prev=prev)[1]
-            else:
-                logits, payload = step_fn(target, ctx, text, None, edges, prev)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-            (loss / group).backward()
+            last = i % k == k - 1 or i == len(todo) - 1  # the optimizer steps after this patch
+            # DDP all-reduces once per optimizer step, at its last backward: ranks whose samples hold
+            # different numbers of patches (a clip, an image) then still meet at every step
+            sync = step_fn.no_sync() if distributed and not last else contextlib.nullcontext()
+            with sync:
+                # the text memory depends on the weights, and each patch's backward frees its graph:
+                # recompute it for every patch
+                if encoder is not None:
+                    after = switch is not None and pos_[0] >= switch[0]  # a switch clip's second scene
+                    text = model.text_memory(st2, mk2) if after else model.text_memory(st, mk)
+                ctx = [(seen_cache.get(q, p) if q[0] < pos_[0] else p, o) for q, p, o in pool.select(pos_)]
+                edges = adc.edges(pos_[1], pos_[2], plan.rows, plan.cols)
+                prev = hints[i]
+                if noisy and pos_[0] + 1 < Fr:
+                    with torch.no_grad():
+                        seen_cache[pos_] = model.patch_forward(seen_todo[pos_], ctx, text, edges=edges, prev=prev)[1]
+                if cfg.pnar_share and data.rng.random() < cfg.pnar_share:
+                    masked = mask_predict_mask(target.shape, data.rng)
+                    logits, _ = step_fn(target, ctx, text, masked, edges, prev)
+                    loss = F.cross_entropy(logits[masked], target[masked])
+                    with torch.no_grad():  # the pool keeps the autoregressive pass's cache, as in generation
+                        payload = model.patch_forward(target, ctx, text, edges=edges, prev=prev)[1]
+                else:
+                    logits, payload = step_fn(target, ctx, text, None, edges, prev)
+                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+                (loss / group).backward()
             group_loss += loss.item() / group
             pool.add(pos_, payload, plan.expiry(pos_))
             for q in [q for q in seen_cache if q[0] < pos_[0] - ext.f]:  # beyond every later patch's extent
                 del seen_cache[q]
             pool.remove(plan.step_of(pos_))
-            if i % k != k - 1 and i != len(todo) - 1:
+            if not last:
                 continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
