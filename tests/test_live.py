@@ -176,8 +176,11 @@ def test_realtime_paces_and_reports_lag(tmp_path):
 
 
 def test_redact_hides_credentials():
-    assert redact("rtmp://u:p@host:1935/app/key") == "rtmp://***@host:1935/app/key"
-    assert redact("rtmp://host/app") == "rtmp://host/app"
+    assert redact("rtmp://u:p@host:1935/app/key") == "rtmp://***@host:1935/app/***"
+    assert redact("rtmp://a.rtmp.youtube.com/live2/abcd-1234-efgh") == "rtmp://a.rtmp.youtube.com/live2/***"
+    assert redact("rtmps://host/app/stream?token=s3cret") == "rtmps://host/app/***?***"
+    assert redact("rtmp://host/app") == "rtmp://host/app"  # no stream key to hide
+    assert redact("/home/me/videos/out.mp4") == "/home/me/videos/out.mp4"  # a file is no URL
 
 
 def test_cli_bad_input_is_one_line_and_non_zero():

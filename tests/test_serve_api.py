@@ -136,7 +136,7 @@ def test_rtmp_credentials_are_never_shown_and_a_lost_receiver_stops_only_its_str
     url = nginx.url("cam", userinfo="alice:hunter2@")
     pushed = s.call("POST", "/streams", {"request": DAY, "output": url, "fps": 16}).json()
     other = s.call("POST", "/streams", {"request": {**DAY, "seed": 2}, "fps": 16}).json()
-    assert pushed["outputs"][0] == f"rtmp://***@127.0.0.1:{nginx.port}/live/cam"
+    assert pushed["outputs"][0] == f"rtmp://***@127.0.0.1:{nginx.port}/live/***"
     nginx.wait_for_frames(5)
     nginx.stop()
     failed = s.wait(pushed["id"], lambda st: st["state"] != "live")

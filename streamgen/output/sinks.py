@@ -39,15 +39,28 @@ class SinkClosed(StreamgenError):
 
 
 def redact(url: str) -> str:
-    """A URL with any user name and password replaced, safe for logs and error messages."""
+    """A URL safe for logs, error messages and listings: its user name and password, its stream key
+    (the last part of a path below the application, as in rtmp://host/app/KEY) and its query replaced
+    by ***. A file path is returned as it is."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
-    if parts.username is None and parts.password is None:
+    if not (parts.scheme and parts.netloc):
         return url
     host = (parts.hostname or "") + (f":{port}" if (port := _port(parts)) else "")
-    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
+    if parts.username is not None or parts.password is not None:
+        host = "***@" + host
+    path = parts.path
+    if _stream_key(parts):
+        path = path.rsplit("/", 1)[0] + "/***"
+    return urlunsplit((parts.scheme, host, path, "***" if parts.query else "", parts.fragment))
+
+
+def _stream_key(parts) -> str | None:
+    """A split URL's stream key: the last segment of a path of at least two (app/KEY)."""
+    segments = parts.path.strip("/").split("/")
+    return segments[-1] if len(segments) >= 2 and segments[-1] else None
 
 
 def _port(parts) -> int | str | None:
@@ -59,8 +72,10 @@ def _port(parts) -> int | str | None:
 
 
 def _scrub(text: str, url: str) -> str:
+    """``text`` (a library's message that may quote ``url``) with the URL's secrets replaced by ***."""
     parts = urlsplit(url)
-    for secret in (parts.password, parts.username):
+    text = text.replace(url, redact(url))
+    for secret in (parts.password, parts.username, _stream_key(parts), parts.query):
         if secret:
             text = text.replace(secret, "***")
     return text
