@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from streamgen import ConfigError, hookimpl, plugins
 from streamgen.plugins import hookspecs
@@ -40,6 +41,17 @@ def test_builtins_come_from_the_streamgen_entry_points():
         assert reg.plugin == "builtin_tasks" and reg.dist == "streamgen"
     assert {"palette", "vqgan"} <= set(p.codecs.names())
     assert "minilm" in p.text_encoders.names()
+
+
+def test_every_registered_codec_loads_a_model_folder_as_streamgen_load_calls_it():
+    """Codec factories take the folder's codec weights (`streamgen_register_codecs`): the palette codec,
+    which has none, loads beside the shipped model too."""
+    import streamgen
+
+    for name in plugins.load().codecs.names():
+        engine = streamgen.load(codec=name)
+        assert engine.codec.vocab_size == engine.model.cfg.vocab_size
+        assert engine.codec.decode(torch.zeros(1, 2, 2, dtype=torch.long)).dtype == torch.uint8
 
 
 def test_an_environment_variable_disables_named_plugins(monkeypatch):

@@ -33,7 +33,7 @@ def streamgen_register_tasks(registry: "Registry") -> None:
     twice is an error naming both plugins where that name is used, and the other names keep working.
 
     What a task then does, the engine calls in this order: ``Request`` validates a request and
-    ``job(request, env)`` turns it into a `Job` (an exception other than `ConfigError` in either is
+    ``job(request, env)`` turns it into a `Job` (an exception that is no `StreamgenError` in either is
     reported as one line naming the task and its plugin) before any frame is drawn; while the
     stream runs, before each frame ``f >= 1`` the job's schedule (``Job.prompts[f]``) and then its
     ``Job.steer(f)`` may change the prompt or the sampling from that frame on.
@@ -42,7 +42,9 @@ def streamgen_register_tasks(registry: "Registry") -> None:
 
 @hookspec
 def streamgen_register_codecs(registry: "Registry") -> None:
-    """Add codec factories: ``registry.add(name, factory)``; ``factory(**options)`` returns a codec.
+    """Add codec factories: ``registry.add(name, factory)``. ``streamgen.load(folder, codec=name)`` calls
+    ``factory(weights, pg)`` with the folder's ``vqgan.safetensors`` and ``pg.safetensors`` paths (pg
+    None when the folder has none) and gets a codec.
 
     A codec has ``name``, ``factor``, ``vocab_size``, ``encode(frames)`` and
     ``decode(tokens, prev=None)`` (see `streamgen.plugins.codec.Codec`). Called once per process, the first
