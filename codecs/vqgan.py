@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from streamgen.config import Strict
+from streamgen.errors import bad
 
 
 class CodecConfig(Strict):
@@ -39,8 +40,8 @@ class CodecConfig(Strict):
     def _levels(self) -> "CodecConfig":
         need = int(math.log2(self.factor)) + 1
         if len(self.channels) != need:
-            raise ValueError(f"`channels` needs {need} entries for factor {self.factor} (one per "
-                             f"level, finest first), but got {len(self.channels)}")
+            raise bad("channels", f"needs {need} entries for factor {self.factor} (one per level, finest "
+                      "first)", f"{len(self.channels)} entries")
         return self
 
     @property

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamgen.errors import from_validation_error
+from streamgen.errors import bad, from_validation_error
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -82,9 +82,9 @@ class ModelConfig(Strict):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":
         if self.width % self.heads:
-            raise ValueError(f"`heads` must divide `width` ({self.width}), but got {self.heads}")
+            raise bad("heads", f"must divide `width` ({self.width})", self.heads)
         if self.text_pooled and self.text_dim is None:
-            raise ValueError("`text_pooled` needs text conditioning (`text_dim`), but text_dim is None")
+            raise bad("text_pooled", "needs text conditioning (`text_dim`), and text_dim is None", self.text_pooled)
         return self
 
     @property

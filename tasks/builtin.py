@@ -58,7 +58,7 @@ class T2VRequest(OrderMixin, VideoMixin, PromptMixin):
     def _prompts(cls, v: dict[int, str]) -> dict[int, str]:
         for frame, text in v.items():
             if frame < 0:
-                raise ValueError(f"`prompts` must map frame numbers >= 0 to prompts, but got {frame}")
+                raise bad("prompts", "must map frame numbers >= 0 to prompts", frame)
             check_prompt(text)
         return v
 

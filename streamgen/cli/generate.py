@@ -92,8 +92,8 @@ class GenerateConfig(Strict):
             return v
         w, sep, h = v.lower().partition("x")
         if not sep or not all(p.isdigit() and int(p) > 0 for p in ((h,) if w == "inf" else (w, h))):
-            raise ValueError(f"`size` must look like WxH with positive integers, e.g. 128x128 (or infx128 for "
-                             f"an endless canvas), but got {v!r}")
+            raise bad("size", "must look like WxH with positive integers, e.g. 128x128 (or infx128 for an "
+                      "endless canvas)", v)
         return v
 
     @property

@@ -74,6 +74,8 @@ def _port(parts) -> int | str | None:
 def _scrub(text: str, url: str) -> str:
     """``text`` (a library's message that may quote ``url``) with the URL's secrets replaced by ***."""
     parts = urlsplit(url)
+    if not (parts.scheme and parts.netloc):  # a file path holds no secrets
+        return text
     text = text.replace(url, redact(url))
     for secret in (parts.password, parts.username, _stream_key(parts), parts.query):
         if secret:

@@ -37,9 +37,9 @@ class TaskRequest(Strict):
 
 def check_prompt(value: str) -> str:
     if not value.strip():
-        raise ValueError("`prompt` must not be empty for a text task")
+        raise bad("prompt", "must not be empty for a text task", value)
     if len(value) > MAX_PROMPT_CHARS:
-        raise ValueError(f"`prompt` must be at most {MAX_PROMPT_CHARS} characters, but has {len(value)}")
+        raise bad("prompt", f"must be at most {MAX_PROMPT_CHARS} characters", f"{len(value)} characters")
     return value
 
 

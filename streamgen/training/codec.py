@@ -108,8 +108,8 @@ class CodecTrainConfig(Strict):
     def _check(self) -> "CodecTrainConfig":
         """The rules across fields, then every stage's."""
         if self.pg_temporal and not self.pg_chain:
-            raise ValueError(f"`pg_temporal` needs `pg_chain` > 0 (against the true previous frame it only "
-                             f"re-weights the L1 loss), but got pg_temporal={self.pg_temporal} with pg_chain=0")
+            raise bad("pg_temporal", "needs `pg_chain` > 0 (against the true previous frame it only re-weights "
+                      "the L1 loss)", f"{self.pg_temporal} with pg_chain=0")
         if (self.adv_adaptive or self.adv_warmup) and not (self.adv_weight or self.pg_adv_weight):
             raise bad("adv_adaptive" if self.adv_adaptive else "adv_warmup", "needs adv_weight or pg_adv_weight "
                       "above 0 (it shapes the adversarial loss)", self.adv_adaptive or self.adv_warmup)
