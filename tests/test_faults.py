@@ -63,7 +63,8 @@ def test_disk_full_on_the_output(tmp_path, small_disk):
     kept = readable_frames(small_disk / "a.mkv")
     saved, _ = snap.load(state)
     assert 0 < saved.frames_done <= kept  # the snapshot never counts a frame the file lacks
-    r = run("--resume", str(state), "-o", str(tmp_path / "b.mkv"))  # the saved request: to frame 60
+    # the saved request, to frame 60 (options that would change the frames may be given only as saved)
+    r = run("--resume", str(state), "-o", str(tmp_path / "b.mkv"), "--size", "32x32")
     assert r.returncode == 0, r.stderr
     assert readable_frames(tmp_path / ("b.from%06d.mkv" % saved.frames_done)) == 60 - saved.frames_done
 

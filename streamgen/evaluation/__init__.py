@@ -284,9 +284,9 @@ def run_eval(engine, *, samples: int = EVAL_SAMPLES, frames: int = 8, drift_fram
                                ("drift_videos", drift_videos, 1), ("wide_patches", wide_patches, 1)):
         if value < least:
             raise bad(name, f"must be at least {least}", value)
-    if drift_frames and drift_frames < 16:
-        raise bad("drift_frames", "must be 0 (no drift row) or at least 16 (its first and last 8 frames)",
-                  drift_frames)
+    if drift_frames and drift_frames < 8:
+        raise bad("drift_frames", "must be 0 (no drift row) or at least 8 (it reads the first and the last 8 "
+                  "frames)", drift_frames)
 
     res = _Figures(log)
     sampling = dict(engine.preset, **({} if local is None else {"local": local}))
