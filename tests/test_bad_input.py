@@ -28,6 +28,7 @@ def files(tmp_path):
     (tmp_path / "notes.png").write_text("this is not an image\n")
     (tmp_path / "unknown.json").write_text(json.dumps({"task": "t2v", "colour": "red"}))
     (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "list.json").write_text('["t2v"]')
     model = VisionDecoder(tiny_config())
     good = tmp_path / "good"
     ckpt.save(good / "model.safetensors", model, model.cfg)
@@ -95,6 +96,7 @@ TABLE = [
     (["--seed", "-3"], ["seed", "-3"]),
     (["--config", "{d}/unknown.json"], ["colour", "Extra inputs are not permitted", "red"]),
     (["--config", "{d}/broken.json"], ["--config", "not valid JSON"]),
+    (["--config", "{d}/list.json"], ["--config", "must hold a JSON object of settings", "list"]),
     (["--config", "{d}/missing.json"], ["--config", "existing JSON file"]),
     (["--model", "{d}/empty"], ["model", "model.safetensors"]),
     (["--model", "{d}/truncmodel"], ["not a readable safetensors file", "truncated"]),

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from streamgen.errors import StreamgenError
+from streamgen.errors import ConfigError, StreamgenError
 
 
 def load_config(path: str | None, overrides: Sequence[str],
@@ -17,14 +17,17 @@ def load_config(path: str | None, overrides: Sequence[str],
     if path:
         p = Path(path)
         if not p.is_file():
-            raise StreamgenError(f"`--config` must be an existing JSON file, but got {path!r}")
+            raise ConfigError(f"`--config` must be an existing JSON file, but got {path!r}")
         try:
             data = json.loads(p.read_text())
         except json.JSONDecodeError as exc:
-            raise StreamgenError(f"`--config` {path!r} is not valid JSON: {exc}") from None
+            raise ConfigError(f"`--config` {path!r} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"`--config` {path!r} must hold a JSON object of settings, but holds a "
+                              f"{type(data).__name__}")
     for item in overrides:
         if "=" not in item:
-            raise StreamgenError(f"override must look like key.sub=value, but got {item!r}")
+            raise ConfigError(f"override must look like key.sub=value, but got {item!r}")
         key, raw = item.split("=", 1)
         try:
             value = json.loads(raw)
@@ -35,7 +38,7 @@ def load_config(path: str | None, overrides: Sequence[str],
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise StreamgenError(f"override {item!r}: `{part}` is not a section")
+                raise ConfigError(f"override {item!r}: `{part}` is not a section")
         node[parts[-1]] = value
     return data
 
