@@ -91,6 +91,12 @@ rtmp {{
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        # `record_unique` names a file by the second its publish began, so a publish to a restarted
+        # server within that second would overwrite this run's file: each run keeps its own folder
+        kept = self.rec / f"run{len(list(self.rec.glob('run*')))}"
+        kept.mkdir()
+        for f in self.rec.glob("*.flv"):
+            f.rename(kept / f.name)
 
     def url(self, name: str, userinfo: str = "") -> str:
         return f"rtmp://{userinfo}127.0.0.1:{self.port}/live/{name}"
@@ -98,7 +104,7 @@ rtmp {{
     def recordings(self) -> list[list[int]]:
         """Video timestamps (ms) of each recording that holds any, in the order of their first frame."""
         out = []
-        for f in self.rec.glob("*.flv"):
+        for f in self.rec.rglob("*.flv"):
             if f.stat().st_size == 0:  # a publish that sent no media before it ended
                 continue
             probe = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries",
