@@ -29,6 +29,14 @@ def parse(cls: type[T], data: Any, prefix: str = "") -> T:
         raise from_validation_error(exc, prefix) from None
 
 
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``, nested dicts merged key by key (a training config's stages)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 class Extent(Strict):
     """How far the Nearby Context Pool looks back, in patches (the paper's (ew, eh, ef))."""
 

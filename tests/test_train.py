@@ -206,6 +206,54 @@ def test_model_training_follows_the_plan_and_resumes(tmp_path, tiny_codec, capsy
     assert int(ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))["step"]) == 9
 
 
+def test_a_model_config_runs_its_stages_as_one_run_and_a_rerun_trains_nothing(tmp_path, tiny_codec, capsys):
+    """Stages continue the run: the same weights as stopping after the first stage and resuming with the
+    whole config (the optimizer state goes on), and a finished run moves nothing."""
+    stages = json.dumps([{"steps": 6, "lr": 1e-3, "warmup": 2, "data": {"context_noise": 0.2}}])
+    staged, split = tmp_path / "staged", tmp_path / "split"
+    run_cli(*model_args(staged, tiny_codec, 3), f"stages={stages}")
+    err = capsys.readouterr().err
+    assert "stage 1 of 2: to step 3" in err and "stage 2 of 2: to step 6" in err
+    weights = ckpt.read(staged / "model.safetensors")
+    assert int(ckpt.train_state(weights)["step"]) == 6
+    run_cli(*model_args(split, tiny_codec, 3), f"data.tokens={staged}/tokens.safetensors")  # the first stage
+    run_cli(*model_args(split, tiny_codec, 3), f"data.tokens={staged}/tokens.safetensors", f"stages={stages}")
+    err = capsys.readouterr().err
+    assert "resumed" in err and "at step 3" in err and "stage 1 of 2" not in err
+    assert all(torch.equal(v, weights[k]) for k, v in ckpt.read(split / "model.safetensors").items())
+    run_cli(*model_args(staged, tiny_codec, 3), f"stages={stages}")  # finished: nothing moves
+    assert "of 2: to step" not in capsys.readouterr().err
+    assert all(torch.equal(v, weights[k]) for k, v in ckpt.read(staged / "model.safetensors").items())
+
+
+def test_a_stage_warms_up_and_decays_its_learning_rate_again():
+    from streamgen.training.model import ModelTrainConfig, learning_rate
+
+    cfg = parse(ModelTrainConfig, {"model": tiny_config().model_dump(), "lr": 1e-3, "min_lr": 1e-4, "warmup": 10,
+                                   "steps": 110, "stages": [{"steps": 160, "lr": 2e-4, "min_lr": 2e-5,
+                                                             "warmup": 5}]})
+    first, second = cfg.runs()
+    assert learning_rate(first, 110) == pytest.approx(1e-4)
+    assert learning_rate(second, 110, 110) == pytest.approx(2e-4 / 5)  # the restart's warmup
+    assert learning_rate(second, 114, 110) == pytest.approx(2e-4)
+    assert learning_rate(second, 160, 110) == pytest.approx(2e-5)
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([{"model": {"width": 64}}], "`stages.0.model` is the whole run's, set once at the top of the config"),
+    ([{"data": {"switches": 4}}], "`stages.0.data.switches` shapes the token set, which is the whole run's"),
+    ([{"steps": 2}], "`stages.0.steps` counts the run's steps, so it must be more than the stage before's 2, "
+                     "but got 2"),
+    ([{"steps": 3}, {"steps": 4, "batch": 0}], "`stages.1.batch`: Input should be greater than or equal to 1 (got 0)"),
+    ([{"steps": 3, "pnar_share": 0.5}], "stages.0: `pnar_share` must be 0 unless model.pnar is true"),
+])
+def test_a_bad_model_stage_is_refused_before_any_work(tmp_path, tiny_codec, capsys, stages, message):
+    assert main([*model_args(tmp_path, tiny_codec, 2), f"stages={json.dumps(stages)}"]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "tokens.safetensors").exists()
+
+
 @pytest.mark.parametrize("extra", [[], ["patches_per_step=16", "pnar_share=0.5", "data.video_share=0.5", "data.image_width=96"]],
                          ids=["a step a patch", "a step a sample, clips and images, P-NAR steps"])
 def test_two_gloo_ranks_hold_identical_weights(tmp_path, tiny_codec, extra):

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from streamgen import checkpoint as ckpt
 from streamgen.codecs.vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels, to_uint8
-from streamgen.config import Strict
+from streamgen.config import Strict, merged
 from streamgen.errors import bad, from_validation_error
 from streamgen.progress import Progress
 
@@ -129,7 +129,7 @@ class CodecTrainConfig(Strict):
                 if key in stage:
                     raise bad(f"stages.{i}.{key}", "is the whole run's, set once at the top of the config",
                               stage[key])
-            fields = _merged({**fields, "pg_decoder": "own"}, stage)
+            fields = merged({**fields, "pg_decoder": "own"}, stage)
             try:
                 cfg = CodecTrainConfig.model_validate(fields)
             except pydantic.ValidationError as exc:
@@ -149,14 +149,6 @@ class CodecTrainConfig(Strict):
     def disc_weight(self, pg: bool) -> float:
         """The adversarial loss's weight in the VQGAN phase, or with ``pg`` the PG phase."""
         return self.pg_adv_weight if pg and self.pg_adv_weight is not None else self.adv_weight
-
-
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` laid on ``base``, nested dicts merged key by key."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def psnr(a: Tensor, b: Tensor) -> float:

@@ -22,14 +22,15 @@ from typing import Any, Callable, Literal
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import Field
+import pydantic
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from streamgen import checkpoint as ckpt
 from streamgen.engine import adc
 from streamgen.engine.adc import ORDERS, Plan
-from streamgen.config import Extent, ModelConfig, Strict
-from streamgen.errors import bad
+from streamgen.config import Extent, ModelConfig, Strict, merged
+from streamgen.errors import bad, from_validation_error
 from streamgen.model import VisionDecoder
 from streamgen.engine.ncp import NearbyContextPool
 from streamgen.progress import Progress
@@ -95,6 +96,49 @@ class ModelTrainConfig(Strict):
     seed: int = 0
     threads: int = Field(2, ge=1)
     save_every: int = Field(1000, ge=1)
+    stages: list[dict[str, Any]] = Field(default_factory=list, description="later stages of the same run, in "
+                                         "order, in the same `out` folder: each is fields laid over the stage "
+                                         "before it (nested objects merged). `steps` counts the run's steps; a "
+                                         "stage's learning rate warms up and decays again over its own steps "
+                                         "(a warm restart) while the optimizer state goes on. The model, the "
+                                         "codec and the token set are the whole run's")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelTrainConfig":
+        if self.pnar_share and not self.model.pnar:
+            raise bad("pnar_share", "must be 0 unless model.pnar is true", self.pnar_share)
+        self.runs()  # every stage is checked before any work
+        return self
+
+    def runs(self) -> list["ModelTrainConfig"]:
+        """The run's stages in order: this config without its ``stages``, then each stage laid over the
+        one before."""
+        out, fields = [self.model_copy(update={"stages": []})], self.model_dump(exclude={"stages"})
+        for i, stage in enumerate(self.stages):
+            for key in RUN_WIDE:
+                if key in stage:
+                    raise bad(f"stages.{i}.{key}", "is the whole run's, set once at the top of the config",
+                              stage[key])
+            for key in TOKEN_SET:
+                if key in stage.get("data", {}):
+                    raise bad(f"stages.{i}.data.{key}", "shapes the token set, which is the whole run's: set "
+                              "it once at the top of the config", stage["data"][key])
+            try:
+                cfg = ModelTrainConfig.model_validate(merged(fields, stage))
+            except pydantic.ValidationError as exc:
+                raise from_validation_error(exc, prefix=f"stages.{i}") from None
+            fields = cfg.model_dump(exclude={"stages"})
+            if cfg.steps <= out[-1].steps:
+                raise bad(f"stages.{i}.steps", f"counts the run's steps, so it must be more than the stage "
+                          f"before's {out[-1].steps}", cfg.steps)
+            out.append(cfg)
+        return out
+
+
+# what a stage may not change: the weights' shape and start, the folder, and the token set's making
+RUN_WIDE = ("model", "codec", "out", "init", "seed", "stages")
+TOKEN_SET = ("tokens", "videos", "images", "height", "image_width", "clip_frames", "pan_tokens", "switches",
+             "switch_frames", "switch_blend")
 
 
 def build_tokens(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -319,8 +363,6 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     no_decay = [p for n, p in named if not (p.ndim >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    if cfg.pnar_share and not cfg.model.pnar:
-        raise bad("pnar_share", "must be 0 unless model.pnar is true", cfg.pnar_share)
     step = ckpt.resume(path, model, opt)
     if not step and cfg.init:
         missing = ckpt.load_state(model, ckpt.read(cfg.init), cfg.init, allow_missing=True)
@@ -338,13 +380,35 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
         build_tokens(cfg, log)
     if distributed:
         dist.barrier()
-    data = TokenBatches(cfg, random.Random(cfg.seed * 7919 + rank * 104729 + step))
-    noise_gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank * 104729 + step)
     encoder = None
     if cfg.model.text_dim is not None:
         from streamgen.text import MiniLMEncoder
 
         encoder = MiniLMEncoder()
+    runs = cfg.runs()
+    for i, run in enumerate(runs):
+        start = runs[i - 1].steps if i else 0
+        if step >= run.steps:  # a stage finished before a resume
+            continue
+        if rank == 0 and len(runs) > 1:
+            log(f"stage {i + 1} of {len(runs)}: to step {run.steps}")
+        step = _train_stage(run, start, step, model, opt, step_fn, encoder, rank, distributed, path)
+    if distributed:
+        # every rank records a digest of its weights: they must agree (tests/test_train.py checks)
+        (out / f"rank{rank}.sha256").write_text(ckpt.digest(model) + "\n")
+        dist.barrier()
+        dist.destroy_process_group()
+    return path
+
+
+def _train_stage(cfg: ModelTrainConfig, start: int, step: int, model: VisionDecoder, opt: torch.optim.Optimizer,
+                 step_fn: torch.nn.Module, encoder: Any, rank: int, distributed: bool, path: Path) -> int:
+    """Train one stage of the run from ``step`` to ``cfg.steps`` (the stage began at ``start``); returns
+    the step reached."""
+    torch.set_num_threads(cfg.threads)
+    opt.param_groups[0]["weight_decay"] = cfg.weight_decay
+    data = TokenBatches(cfg, random.Random(cfg.seed * 7919 + rank * 104729 + step))
+    noise_gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank * 104729 + step)
     text_cache: dict[str, tuple[Tensor, Tensor]] = {}
     ph, pw = cfg.model.patch_h, cfg.model.patch_w
     ext: Extent = cfg.model.extent
@@ -375,7 +439,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             if step >= cfg.steps:
                 break
             if i % k == 0:
-                lr = learning_rate(cfg, step)
+                lr = learning_rate(cfg, step, start)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 opt.zero_grad(set_to_none=True)
@@ -424,12 +488,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
                 ckpt.save(path, model, cfg.model, extra, meta={"steps": step})
     if bar:
         bar.close()
-    if distributed:
-        # every rank records a digest of its weights: they must agree (tests/test_train.py checks)
-        (out / f"rank{rank}.sha256").write_text(ckpt.digest(model) + "\n")
-        dist.barrier()
-        dist.destroy_process_group()
-    return path
+    return step
 
 
 def mask_predict_mask(shape: tuple[int, int], rng: random.Random) -> Tensor:
@@ -442,11 +501,13 @@ def mask_predict_mask(shape: tuple[int, int], rng: random.Random) -> Tensor:
     return out
 
 
-def learning_rate(cfg: ModelTrainConfig, step: int) -> float:
-    """Linear warmup, then cosine decay from ``cfg.lr`` to ``cfg.min_lr`` at ``cfg.steps``."""
+def learning_rate(cfg: ModelTrainConfig, step: int, start: int = 0) -> float:
+    """Linear warmup, then cosine decay from ``cfg.lr`` to ``cfg.min_lr`` at ``cfg.steps``, for the stage
+    that begins at step ``start``."""
+    step -= start
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - start - cfg.warmup))
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
 
 
