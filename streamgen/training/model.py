@@ -9,6 +9,8 @@ videos (consecutive frames, a camera that pans or stays) and wide still images.
 The data are the procedural landscapes, rendered once, encoded with the trained codec, and kept as
 tokens (`build_tokens`). Distributed training runs with ``torchrun`` (DistributedDataParallel on the
 gloo backend on CPUs): every rank draws its own samples, gradients are averaged at every patch step.
+A config's ``stages`` continue the run in the same folder with other settings (a warm restart of
+the learning rate each), so a recipe of several legs is one command that resumes where it stopped.
 """
 from __future__ import annotations
 
