@@ -127,3 +127,23 @@ def test_a_stalled_output_never_holds_up_the_scheduler():
     assert not handed.is_alive() and not closed.is_set()  # handed over without waiting; not written yet
     release.set()
     assert closed.wait(30) and saved == [True] and out.written == put and out.error is None
+
+
+def test_the_server_loads_its_model_on_a_thread_that_ends_with_the_load():
+    """The main thread runs no torch work (its OpenMP team would slow the scheduler's): the load runs on
+    a thread of its own, its result or its error comes back to the caller."""
+    import pytest
+
+    from streamgen.errors import StreamgenError
+    from streamgen.serve.server import off_main_thread
+
+    where = []
+    engine = off_main_thread(lambda: (where.append(threading.current_thread()), streamgen.load("tiny"))[1])
+    assert where[0] is not threading.current_thread() and not where[0].is_alive()
+    assert next(engine.run("uig", height=32, width=32, seed=0)).shape == (32, 32, 3)
+
+    def fails():
+        raise StreamgenError("`model` must be a folder, but got 'nowhere'")
+
+    with pytest.raises(StreamgenError, match="must be a folder"):
+        off_main_thread(fails)
