@@ -37,6 +37,20 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def stage_runs(cfg: T, run_wide: tuple[str, ...], reset: dict[str, Any] | None = None) -> list[T]:
+    """A training config's run: ``cfg`` without its ``stages``, then each stage's fields laid over the
+    stage before it (nested objects merged; ``reset`` first, for fields that hold for one stage only),
+    each validated as ``type(cfg)``. A stage naming a ``run_wide`` field is refused."""
+    out = [cfg.model_copy(update={"stages": []})]
+    for i, stage in enumerate(cfg.stages):
+        for key in run_wide:
+            if key in stage:
+                raise bad(f"stages.{i}.{key}", "is the whole run's, set once at the top of the config", stage[key])
+        fields = merged({**out[-1].model_dump(exclude={"stages"}), **(reset or {})}, stage)
+        out.append(parse(type(cfg), fields, prefix=f"stages.{i}"))
+    return out
+
+
 class Extent(Strict):
     """How far the Nearby Context Pool looks back, in patches (the paper's (ew, eh, ef))."""
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
-import pydantic
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
@@ -31,8 +30,8 @@ from torch import Tensor, nn
 
 from streamgen import checkpoint as ckpt
 from streamgen.codecs.vqgan import CodecConfig, PixelGuidedDecoder, VQGAN, to_pixels, to_uint8
-from streamgen.config import Strict, merged
-from streamgen.errors import bad, from_validation_error
+from streamgen.config import Strict, stage_runs
+from streamgen.errors import bad
 from streamgen.progress import Progress
 
 
@@ -123,18 +122,8 @@ class CodecTrainConfig(Strict):
     def runs(self) -> list["CodecTrainConfig"]:
         """The run's stages in order: this config without its ``stages``, then each stage laid over the
         one before."""
-        out, fields = [self.model_copy(update={"stages": []})], self.model_dump(exclude={"stages"})
-        for i, stage in enumerate(self.stages):
-            for key in ("out", "codec", "stages"):
-                if key in stage:
-                    raise bad(f"stages.{i}.{key}", "is the whole run's, set once at the top of the config",
-                              stage[key])
-            fields = merged({**fields, "pg_decoder": "own"}, stage)
-            try:
-                cfg = CodecTrainConfig.model_validate(fields)
-            except pydantic.ValidationError as exc:
-                raise from_validation_error(exc, prefix=f"stages.{i}") from None
-            prev = out[-1]
+        out = stage_runs(self, ("out", "codec", "stages"), reset={"pg_decoder": "own"})
+        for i, (prev, cfg) in enumerate(zip(out, out[1:])):
             if cfg.steps < prev.steps or cfg.pg_steps < prev.pg_steps:
                 raise bad(f"stages.{i}.steps", "and pg_steps are totals over the run, at least the stage "
                           f"before's ({prev.steps} and {prev.pg_steps})", f"{cfg.steps} and {cfg.pg_steps}")
@@ -143,7 +132,6 @@ class CodecTrainConfig(Strict):
                     raise bad(f"stages.{i}.adv_start", f"counts the run's steps, so a discriminator this stage "
                               f"adds starts at {done} at the earliest, where the stages before stopped",
                               cfg.adv_start)
-            out.append(cfg)
         return out
 
     def disc_weight(self, pg: bool) -> float:

@@ -24,15 +24,14 @@ from typing import Any, Callable, Literal
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import pydantic
 from pydantic import Field, model_validator
 from torch import Tensor
 
 from streamgen import checkpoint as ckpt
 from streamgen.engine import adc
 from streamgen.engine.adc import ORDERS, Plan
-from streamgen.config import Extent, ModelConfig, Strict, merged
-from streamgen.errors import bad, from_validation_error
+from streamgen.config import Extent, ModelConfig, Strict, stage_runs
+from streamgen.errors import bad
 from streamgen.model import VisionDecoder
 from streamgen.engine.ncp import NearbyContextPool
 from streamgen.progress import Progress
@@ -115,25 +114,16 @@ class ModelTrainConfig(Strict):
     def runs(self) -> list["ModelTrainConfig"]:
         """The run's stages in order: this config without its ``stages``, then each stage laid over the
         one before."""
-        out, fields = [self.model_copy(update={"stages": []})], self.model_dump(exclude={"stages"})
         for i, stage in enumerate(self.stages):
-            for key in RUN_WIDE:
-                if key in stage:
-                    raise bad(f"stages.{i}.{key}", "is the whole run's, set once at the top of the config",
-                              stage[key])
             for key in TOKEN_SET:
                 if key in stage.get("data", {}):
                     raise bad(f"stages.{i}.data.{key}", "shapes the token set, which is the whole run's: set "
                               "it once at the top of the config", stage["data"][key])
-            try:
-                cfg = ModelTrainConfig.model_validate(merged(fields, stage))
-            except pydantic.ValidationError as exc:
-                raise from_validation_error(exc, prefix=f"stages.{i}") from None
-            fields = cfg.model_dump(exclude={"stages"})
-            if cfg.steps <= out[-1].steps:
+        out = stage_runs(self, RUN_WIDE)
+        for i, (prev, cfg) in enumerate(zip(out, out[1:])):
+            if cfg.steps <= prev.steps:
                 raise bad(f"stages.{i}.steps", f"counts the run's steps, so it must be more than the stage "
-                          f"before's {out[-1].steps}", cfg.steps)
-            out.append(cfg)
+                          f"before's {prev.steps}", cfg.steps)
         return out
 
 
