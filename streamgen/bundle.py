@@ -40,14 +40,15 @@ def model_preset(path: str | Path) -> dict[str, Any]:
     return preset
 
 
-def load(path: str | Path | None = None, *, text_encoder: str = "minilm", codec: str = "vqgan") -> Engine:
+def load(path: str | Path | None = None, *, text_encoder: str | None = None, codec: str = "vqgan") -> Engine:
     """An `Engine` ready to generate: ``None`` loads the model shipped inside the package, a folder
     path another model (``model.safetensors``, ``vqgan.safetensors``, optionally ``pg.safetensors``,
     each with its JSON config), ``"tiny"`` a random tiny model for trying the plumbing.
 
-    The engine carries the model's text encoder (``text_encoder``, a registered name) and its
-    sampling preset (`Engine.preset`), so ``streamgen.load().run("t2v", prompt=...)`` gives the
-    frames ``streamgen generate --task t2v --prompt ...`` gives. ``codec`` names the registered
+    The engine carries the model's text encoder (``text_encoder``, a registered name; None: the one
+    its config names) and its sampling preset (`Engine.preset`), so
+    ``streamgen.load().run("t2v", prompt=...)`` gives the frames ``streamgen generate --task t2v
+    --prompt ...`` gives. ``codec`` names the registered
     codec factory that reads the folder's codec weights.
     """
     spec = path
@@ -73,7 +74,7 @@ def load(path: str | Path | None = None, *, text_encoder: str = "minilm", codec:
     codec = manager().codecs.get(codec_name)(folder / "vqgan.safetensors", pg if pg.is_file() else None)
     encoder = None
     if model.cfg.text_dim is not None:
-        encoder = manager().text_encoders.get(text_encoder)()
+        encoder = manager().text_encoders.get(text_encoder or model.cfg.text_encoder)()
     engine = Engine(model, codec, encoder)
     engine.preset = preset
     try:  # a preset this model cannot run (refine_borders without pnar) fails here, naming the file

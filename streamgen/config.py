@@ -91,6 +91,10 @@ class ModelConfig(Strict):
                              "'none' in a first frame or image): copying a still frame or following a pan "
                              "of one token per frame becomes a direct path instead of an attention pattern "
                              "the model must discover")
+    text_encoder: str = Field("minilm", min_length=1, description="the registered text encoder whose states "
+                              "the model cross-attends to: 'minilm' (the prompt's token states) or "
+                              "'minilm-phrases' (sentence embeddings of its two-word windows); loading the "
+                              "model loads this encoder")
     text_pooled: bool = Field(False, description="the prompt's sentence embedding (its token states mean-pooled "
                               "and l2-normalised, as all-MiniLM-L6-v2 was trained to be used, so paraphrases land "
                               "close together) projected and added to every input position, beside the "

@@ -4,6 +4,7 @@ No trained weights and no GPU are needed: plugin authors use these to exercise t
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +28,21 @@ def tiny_engine(seed: int = 0, factor: int = 2, **over: Any) -> Engine:
     torch.manual_seed(seed)
     cfg = tiny_config(**over)
     return Engine(VisionDecoder(cfg), PaletteCodec(cfg.vocab_size, factor=factor))
+
+
+def tiny_folder(path: str | Path, meta: dict[str, Any] | None = None, **over: Any) -> Path:
+    """A model folder `streamgen.load` reads: a random tiny decoder (P-NAR unless told) with ``meta``
+    in its config record (a ``sampling`` preset), and a random tiny VQGAN."""
+    from streamgen import checkpoint as ckpt
+    from streamgen.codecs import VQGAN, CodecConfig
+
+    path = Path(path)
+    torch.manual_seed(0)
+    model = VisionDecoder(tiny_config(**{"pnar": True, **over}))
+    ckpt.save(path / "model.safetensors", model, model.cfg, meta=meta)
+    codec = CodecConfig(factor=8, codebook_size=64, code_dim=8, channels=[8, 8, 16, 16])
+    ckpt.save(path / "vqgan.safetensors", VQGAN(codec), codec)
+    return path
 
 
 class HashTextEncoder:

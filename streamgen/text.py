@@ -2,7 +2,9 @@
 
 The encoder is a plain BERT (6 layers, width 384, 12 heads) written here against the package's
 safetensors weights and `tokenizers` tokenizer, so no hub access, no `transformers` import and no
-pickle are involved. ``encode(prompts)`` returns the token states the vision decoder cross-attends to.
+pickle are involved. ``encode(prompts)`` returns the states the vision decoder cross-attends to:
+``minilm`` gives the prompt's token states; ``minilm-phrases`` the sentence embeddings of its two-word
+windows, which land close together for paraphrases and each name only a part of the scene.
 """
 from __future__ import annotations
 
@@ -50,8 +52,11 @@ class MiniLMEncoder:
     def _lin(self, x: Tensor, name: str) -> Tensor:
         return F.linear(x, self.w[name + ".weight"], self.w[name + ".bias"])
 
-    @torch.inference_mode()
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        return self.token_states(prompts)
+
+    @torch.inference_mode()
+    def token_states(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         enc = self.tok.encode_batch([p.lower() for p in prompts])
         ids = torch.tensor([e.ids for e in enc])  # (B, T)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.bool)
@@ -74,11 +79,55 @@ class MiniLMEncoder:
 
     def sentence(self, prompts: list[str]) -> Tensor:
         """Mean-pooled, l2-normalised sentence embeddings (B, 384), as sentence-transformers gives."""
-        x, mask = self.encode(prompts)
+        x, mask = self.token_states(prompts)
         m = mask[..., None].float()
         return F.normalize((x * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
+
+
+class MiniLMPhraseEncoder(MiniLMEncoder):
+    """Sentence embeddings (B, W, 384) of each prompt's windows of ``window`` words (stride one word; a
+    shorter prompt is one window), and mask (B, W).
+
+    all-MiniLM-L6-v2 was trained so that paraphrases land close together, which its token states do
+    not promise; a window names a part of the scene ("full moon", "verdant hills"), so the sky
+    and the terrain stay apart for cross-attention, where one embedding of the whole prompt would mix
+    them. Each window is encoded on its own, so a window's embedding never depends on the others in a
+    batch, and remembered (up to ``cache`` windows): captions share most of their windows.
+    """
+
+    name = "minilm-phrases"
+
+    def __init__(self, model_dir: str | Path | None = None, window: int = 2, cache: int = 200_000):
+        super().__init__(model_dir)
+        self.window, self.cache_size = window, cache
+        self._cache: dict[str, Tensor] = {}
+
+    @staticmethod
+    def windows(prompt: str, window: int) -> list[str]:
+        words = prompt.lower().split()
+        if len(words) <= window:
+            return [" ".join(words)]
+        return [" ".join(words[i:i + window]) for i in range(len(words) - window + 1)]
+
+    def _embed(self, phrase: str) -> Tensor:
+        if phrase not in self._cache:
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[phrase] = self.sentence([phrase])[0]
+        return self._cache[phrase]
+
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        rows = [[self._embed(w) for w in self.windows(p, self.window)] for p in prompts]
+        W = max(len(r) for r in rows)
+        states = torch.zeros(len(prompts), W, self.dim)
+        mask = torch.zeros(len(prompts), W, dtype=torch.bool)
+        for b, r in enumerate(rows):
+            states[b, :len(r)] = torch.stack(r)
+            mask[b, :len(r)] = True
+        return states, mask
 
 
 @hookimpl
 def streamgen_register_text_encoders(registry) -> None:
     registry.add("minilm", MiniLMEncoder)
+    registry.add("minilm-phrases", MiniLMPhraseEncoder)

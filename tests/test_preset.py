@@ -4,27 +4,17 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
-from streamgen import checkpoint as ckpt
 from streamgen.bundle import load
 from streamgen.cli import main
-from streamgen.codecs import VQGAN, CodecConfig
 from streamgen.config import DEFAULT_SAMPLING, parse
 from streamgen.errors import ConfigError
 from streamgen.cli.generate import GenerateConfig
-from streamgen.model import VisionDecoder
-from streamgen.testing import tiny_config
+from streamgen.testing import tiny_folder
 
 
 def folder(path, sampling=None, **over):
-    """A model folder of a tiny random decoder (pnar unless told) and a tiny VQGAN."""
-    torch.manual_seed(0)
-    model = VisionDecoder(tiny_config(**{"pnar": True, **over}))
-    ckpt.save(path / "model.safetensors", model, model.cfg, meta=None if sampling is None else {"sampling": sampling})
-    codec = CodecConfig(factor=8, codebook_size=64, code_dim=8, channels=[8, 8, 16, 16])
-    ckpt.save(path / "vqgan.safetensors", VQGAN(codec), codec)
-    return path
+    return tiny_folder(path, None if sampling is None else {"sampling": sampling}, **over)
 
 
 def image(path):

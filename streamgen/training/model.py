@@ -374,9 +374,9 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
         dist.barrier()
     encoder = None
     if cfg.model.text_dim is not None:
-        from streamgen.text import MiniLMEncoder
+        from streamgen.plugins import manager
 
-        encoder = MiniLMEncoder()
+        encoder = manager().text_encoders.get(cfg.model.text_encoder)()
     runs = cfg.runs()
     for i, run in enumerate(runs):
         start = runs[i - 1].steps if i else 0
