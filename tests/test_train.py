@@ -206,6 +206,33 @@ def test_model_training_follows_the_plan_and_resumes(tmp_path, tiny_codec, capsy
     assert int(ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))["step"]) == 9
 
 
+def test_a_token_set_made_from_another_codec_is_refused_and_one_from_fine_tuned_decoders_is_used(
+        tmp_path, tiny_codec, capsys):
+    run_cli(*model_args(tmp_path, tiny_codec, 1))
+    tokens = ckpt.read(tmp_path / "tokens.safetensors")
+    weights = ckpt.read(tiny_codec)  # the same encoder and codebook, another decoder: the tokens hold
+    weights = {k: v + 1 if k.startswith("decoder.") else v for k, v in weights.items()}
+    finetuned = tmp_path / "ft" / "vqgan.safetensors"
+    finetuned.parent.mkdir()
+    cfg = CodecConfig(**TINY_CODEC)
+    vq = VQGAN(cfg)
+    vq.load_state_dict(weights)
+    ckpt.save(finetuned, vq, cfg)
+    run_cli(*model_args(tmp_path, finetuned, 2))
+    assert all(torch.equal(v, tokens[k]) for k, v in ckpt.read(tmp_path / "tokens.safetensors").items())
+    torch.manual_seed(1)  # another codec: its tokens would not be these
+    other = tmp_path / "other" / "vqgan.safetensors"
+    other.parent.mkdir()
+    ckpt.save(other, VQGAN(cfg), cfg)
+    capsys.readouterr()
+    assert main(*[model_args(tmp_path, other, 3)]) != 0
+    err = capsys.readouterr().err
+    assert "`data.tokens` was made from another codec" in err and "Traceback" not in err
+    assert main(*[model_args(tmp_path, tiny_codec, 3) + ["data.videos=5"]]) != 0
+    assert "`data.tokens` was made from another codec or other data fields" in capsys.readouterr().err
+    assert int(ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))["step"]) == 2
+
+
 def test_a_model_config_runs_its_stages_as_one_run_and_a_rerun_trains_nothing(tmp_path, tiny_codec, capsys):
     """Stages continue the run: the same weights as stopping after the first stage and resuming with the
     whole config (the optimizer state goes on), and a finished run moves nothing."""

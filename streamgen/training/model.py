@@ -15,6 +15,7 @@ the learning rate each), so a recipe of several legs is one command that resumes
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -133,17 +134,35 @@ TOKEN_SET = ("tokens", "videos", "images", "height", "image_width", "clip_frames
              "switch_frames", "switch_blend")
 
 
+def token_set_id(cfg: ModelTrainConfig, codec: Any) -> str:
+    """What a token set is made from: the codec's encoder and codebook (a digest: fine-tuning only its
+    decoders keeps the tokens), the seed and the data fields that shape the set."""
+    d = cfg.data.model_dump(include=set(TOKEN_SET) - {"tokens"})
+    return json.dumps({"codec": ckpt.digest(codec.vq.encoder, codec.vq.quantizer), "seed": cfg.seed, "data": d},
+                      sort_keys=True)
+
+
 def build_tokens(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Path:
-    """Render the procedural landscapes (train split only), encode them, save tokens as safetensors."""
+    """Render the procedural landscapes (train split only), encode them, save tokens as safetensors.
+
+    An existing ``data.tokens`` file is used if it was made from the same codec tokens and data
+    fields, and refused if not (a file from before this check is used as it is)."""
+    from safetensors import safe_open
     from safetensors.torch import save_file
 
     from streamgen.codecs.neural import NeuralCodec
     from streamgen.training.data import landscapes as L
 
     path = Path(cfg.data.tokens)
-    if path.exists():
-        return path
     codec = NeuralCodec.load(cfg.codec)
+    made_from = token_set_id(cfg, codec)
+    if path.exists():
+        with safe_open(str(path), "pt") as fh:
+            had = (fh.metadata() or {}).get("made_from")
+        if had is not None and had != made_from:
+            raise bad("data.tokens", f"was made from another codec or other data fields than this run's "
+                      f"(codec {cfg.codec}): delete it to make it again, or name a new file", str(path))
+        return path
     d = cfg.data
     out: dict[str, Tensor] = {}
     for kind, count, width, frames in (("video", d.videos, d.height, d.clip_frames),
@@ -180,7 +199,7 @@ def build_tokens(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> P
         out["switch/attrs"] = torch.tensor(attrs, dtype=torch.int64)  # (n, 2, 5): the scenes before and after
         out["switch/at"] = torch.tensor(ats, dtype=torch.int64)  # (n,): the first frame of the change
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(path))
+    save_file(out, str(path), metadata={"made_from": made_from})
     log(f"saved {path}")
     return path
 
