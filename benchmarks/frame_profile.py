@@ -24,7 +24,8 @@ replayed). "efficiency" is bound / measured: 1 would be a part that does nothing
 included) against one stream; ``--variants`` does it for candidate settings side by side, alternating
 them in one run (``name={"precision": "mixed"}`` or ``name={"sampling": {"refine_borders": null}}``,
 laid over the model's preset and fp32), each against the preset; ``--paced SECONDS`` runs the paced preset (`--realtime`) for that
-long beside a process that keeps one core busy, and prints the worst lag behind the wall clock.
+long beside a process that keeps one core busy, with its thread count tuned to the load (the default)
+and then fixed (`--fixed-threads`), and prints how late each finished.
 Absolute times drift on a shared machine; the shares and ratios come from one run.
 """
 from __future__ import annotations
@@ -213,8 +214,9 @@ def _busy(stop) -> None:
         sum(i * i for i in range(10_000))
 
 
-def paced_lag(model: str | None, seconds: float, threads: int) -> tuple[float, int, str]:
-    """The paced preset (`streamgen generate --realtime`) for ``seconds`` beside a busy core."""
+def paced_lag(model: str | None, seconds: float, threads: int, fixed: bool = False) -> tuple[float, int, str]:
+    """The paced preset (`streamgen generate --realtime`, with ``--fixed-threads`` if ``fixed``) for
+    ``seconds`` beside a busy core."""
     import subprocess
     import sys
 
@@ -228,6 +230,8 @@ def paced_lag(model: str | None, seconds: float, threads: int) -> tuple[float, i
                    "--frames", str(frames), "--realtime", "-o", f"{tmp}/p.mp4"]
             if model:
                 cmd += ["--model", model]
+            if fixed:
+                cmd.append("--fixed-threads")
             t0 = time.perf_counter()
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             run = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -324,9 +328,12 @@ def main() -> None:
             for k, r in by_n.items():
                 print(f"| {name} | {k} | {r:.2f} | {f'{r / one:.2f}' if one else '-'} | {r / base[k]:.2f} |")
     if args.paced:
-        lag, rc, line = paced_lag(args.model, args.paced, args.threads)
-        print(f"\npaced preset for {args.paced:.0f} s beside a busy core: finished {lag:.1f} s after its "
-              f"last frame's time (rc {rc}); {line}")
+        print()
+        for fixed in (False, True):
+            lag, rc, line = paced_lag(args.model, args.paced, args.threads, fixed)
+            how = f"{args.threads} threads fixed" if fixed else f"threads tuned between {args.threads} and 1"
+            print(f"paced preset for {args.paced:.0f} s beside a busy core, {how}: finished {lag:.1f} s after "
+                  f"its last frame's time (rc {rc}); {line}", flush=True)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,9 @@ class GenerateConfig(Strict):
     view: int | None = Field(None, ge=2, le=8192, multiple_of=2, description="width of a --scroll video's "
                              "frames in px; default twice the canvas's height")
     realtime: bool = Field(False, description="release frames on the wall clock at --fps")
+    fixed_threads: bool = Field(False, description="keep torch's thread count; by default a --realtime stream "
+                                "moves between that count and one thread, whichever makes frames faster "
+                                "now (beside a busy core, two threads stall)")
     reconnect: int = Field(0, ge=0, le=100, description="retries of a dropped RTMP push, with backoff")
     gop: int | None = Field(None, ge=1, description="keyframe interval in frames (files, pipes and RTMP; "
                             "default one second): a killed process loses at most this many frames "
@@ -291,7 +294,7 @@ def generate(cfg: GenerateConfig) -> int:
 # what a resumed stream may take from the command that resumes it: where and how its output goes
 # and how it is saved and steered from here on; the rest is the snapshot's, so the frames go on as made
 RESUME_OPTIONS = frozenset({"resume", "output", "snapshot", "snapshot_every", "realtime", "reconnect", "gop",
-                            "x264_preset", "x264_tune", "buffer", "control"})
+                            "x264_preset", "x264_tune", "buffer", "control", "fixed_threads"})
 
 
 def resumed_config(cfg: GenerateConfig, info: dict[str, Any]) -> GenerateConfig:
@@ -351,6 +354,12 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     else:
         stream = engine.open(task, request_for(cfg, task), resume=resume, recache=cfg.recache)  # validates first
         frames = stream.frames()
+    if cfg.realtime and not cfg.fixed_threads:
+        import torch
+
+        from streamgen.engine.threads import tune_threads
+
+        frames = tune_threads(frames, torch.get_num_threads())
     options: dict[str, Any] = {"reconnect": cfg.reconnect} if "://" in output else {}
     if cfg.gop:
         options["gop"] = cfg.gop

@@ -1,0 +1,76 @@
+"""tune_threads: the faster of N and one torch thread, tried between frames."""
+from streamgen.engine.threads import tune_threads
+
+
+def run(costs, frames, threads=2, **kw):
+    """Frames whose making takes costs(frame, threads) on a fake clock: the thread count of each."""
+    state = {"threads": None, "t": 0.0, "sets": 0}
+
+    def set_threads(n):
+        state["threads"] = n
+        state["sets"] += 1
+
+    def make():
+        for i in range(frames):
+            state["t"] += costs(i, state["threads"])
+            yield state["threads"]
+
+    used = list(tune_threads(make(), threads, set_threads=set_threads, clock=lambda: state["t"], **kw))
+    return used, state["sets"]
+
+
+def test_a_busy_core_moves_the_stream_to_one_thread_and_a_free_one_brings_it_back():
+    def costs(i, n):  # frames 0-99: a busy core makes two threads slow; then the core is free
+        return (1.0 if n == 2 else 0.5) if i < 100 else (0.3 if n == 2 else 0.5)
+
+    used, sets = run(costs, 200)
+    assert used[:32] == [2] * 32  # until the first trial
+    assert used[32:35] == [1, 1, 1] and set(used[35:64]) == {1}  # one thread was faster: kept
+    assert used[64:67] == used[96:99] == [2, 2, 2] and set(used[67:96]) == set(used[99:128]) == {1}  # tried: slower
+    assert used[128:131] == [2, 2, 2] and set(used[131:160]) == set(used[163:192]) == {2}  # free: back to two
+    assert used[160:163] == [1, 1, 1]
+    assert sets == len([i for i in range(1, 200) if used[i] != used[i - 1]]) + 1  # set only on a change
+
+
+def test_a_trial_within_the_margin_keeps_the_current_count():
+    used, _ = run(lambda i, n: 1.0 if n == 2 else 0.95, 100)
+    assert [u for i, u in enumerate(used) if i % 32 >= 3 or i < 32] == [2] * (100 - 9)
+
+
+def test_one_thread_asked_is_never_changed_and_closing_closes_the_frames():
+    used, sets = run(lambda i, n: 1.0, 10, threads=1)
+    assert used == [None] * 10 and sets == 0
+    closed = []
+
+    def frames():
+        try:
+            yield from range(100)
+        finally:
+            closed.append(True)
+
+    it = tune_threads(frames(), 2, set_threads=lambda n: None)
+    next(it)
+    it.close()
+    assert closed == [True]
+
+
+def test_a_realtime_generate_tunes_its_threads_unless_they_are_fixed(tmp_path, monkeypatch):
+    import torch
+
+    from streamgen.cli import main
+    from streamgen.engine import threads
+
+    seen, tune = [], threads.tune_threads
+
+    def spy(frames, n, **kw):
+        seen.append(n)
+        return tune(frames, n, **kw)
+
+    monkeypatch.setattr(threads, "tune_threads", spy)
+    args = ["generate", "--model", "tiny", "--task", "t2v", "--prompt", "a red sky", "--frames", "3", "--fps", "100"]
+    assert main([*args, "--realtime", "-o", str(tmp_path / "a.mkv")]) == 0
+    assert seen == [torch.get_num_threads()]
+    assert main([*args, "--realtime", "--fixed-threads", "-o", str(tmp_path / "b.mkv")]) == 0
+    assert main([*args, "-o", str(tmp_path / "c.mkv")]) == 0
+    assert seen == [torch.get_num_threads()]
+    assert all((tmp_path / f"{n}.mkv").stat().st_size > 0 for n in "abc")
