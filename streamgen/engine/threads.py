@@ -17,15 +17,18 @@ import torch
 T = TypeVar("T")
 
 
-def tune_threads(frames: Iterator[T], threads: int, *, every: int = 32, trial: int = 3,
-                 margin: float = 0.1, set_threads: Callable[[int], None] = torch.set_num_threads,
+def tune_threads(frames: Iterator[T], threads: int, *, first: int = 4, every: int = 32, most: int = 256,
+                 trial: int = 3, margin: float = 0.1,
+                 set_threads: Callable[[int], None] = torch.set_num_threads,
                  clock: Callable[[], float] = time.perf_counter) -> Iterator[T]:
     """``frames``, made with ``threads`` or one torch thread, whichever is faster now.
 
-    Each frame's making is timed (the time spent in ``next``, not the consumer's). Every ``every``
-    frames the other count makes ``trial`` frames; the count whose last ``trial`` frames took less
-    (by more than ``margin``) makes the frames until the next trial. Thread counts change only
-    between frames, on the thread that makes them. ``threads`` 1 changes nothing.
+    Each frame's making is timed (the time spent in ``next``, not the consumer's). After ``first``
+    frames, and then ``every`` frames after the last trial, the other count makes ``trial`` frames;
+    the count whose last ``trial`` frames took less (by more than ``margin``) makes the frames until
+    the next trial. A trial the current count wins doubles the wait before the next (up to ``most``
+    frames), so a count that keeps losing costs little; a switch starts again at ``every``. Thread
+    counts change only between frames, on the thread that makes them. ``threads`` 1 changes nothing.
     """
     it = iter(frames)
     if threads <= 1:
@@ -34,11 +37,11 @@ def tune_threads(frames: Iterator[T], threads: int, *, every: int = 32, trial: i
     current, active = threads, threads
     times: dict[int, list[float]] = {threads: [], 1: []}
     set_threads(active)
-    made = 0
+    made, next_trial, wait = 0, first, every
     try:
         while True:
             other = 1 if current == threads else threads
-            in_trial = made >= every and made % every < trial
+            in_trial = next_trial <= made < next_trial + trial
             count = other if in_trial else current
             if count != active:
                 set_threads(count)
@@ -51,9 +54,12 @@ def tune_threads(frames: Iterator[T], threads: int, *, every: int = 32, trial: i
             times[count].append(clock() - t0)
             del times[count][:-trial]
             made += 1
-            if in_trial and made % every == trial and times[current]:  # the trial's last frame
-                if statistics.median(times[other]) < (1 - margin) * statistics.median(times[current]):
-                    current = other
+            if made == next_trial + trial:  # the trial's last frame: keep the faster count
+                if times[current] and statistics.median(times[other]) < (1 - margin) * statistics.median(times[current]):
+                    current, wait = other, every
+                else:
+                    wait = min(2 * wait, most)
+                next_trial = made + wait
             yield frame
     finally:
         close = getattr(it, "close", None)
