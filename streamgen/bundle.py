@@ -48,8 +48,8 @@ def load(path: str | Path | None = None, *, text_encoder: str | None = None, cod
     The engine carries the model's text encoder (``text_encoder``, a registered name; None: the one
     its config names) and its sampling preset (`Engine.preset`), so
     ``streamgen.load().run("t2v", prompt=...)`` gives the frames ``streamgen generate --task t2v
-    --prompt ...`` gives. ``codec`` names the registered
-    codec factory that reads the folder's codec weights.
+    --prompt ...`` gives. ``codec`` names the registered codec factory that reads the folder's codec
+    weights.
     """
     spec = path
     codec_name = codec
