@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from streamgen.text import MiniLMEncoder, MiniLMPhraseEncoder
 from streamgen.training.data import captions, landscapes as L
+from streamgen.training.model import encode_captions
 
 ATTRIBUTES = ("sky", "terrain", "motion")
 
@@ -44,13 +45,6 @@ def memory(name: str):
     if name.startswith("phrases"):
         return MiniLMPhraseEncoder(window=int(name[len("phrases"):]))
     raise SystemExit(f"--memories: unknown memory {name!r} (tokens, sentence, phrasesN)")
-
-
-def encode_all(enc, caps: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    out = [enc.encode([c]) for c in caps]
-    T = max(s.shape[1] for s, _ in out)
-    return (torch.cat([F.pad(s, (0, 0, 0, T - s.shape[1])) for s, _ in out]),
-            torch.cat([F.pad(m, (0, T - m.shape[1])) for _, m in out]))
 
 
 class Reader(nn.Module):
@@ -94,9 +88,9 @@ def main() -> None:
     for name in args.memories:
         t0 = time.time()
         enc = memory(name)
-        x_train, m_train = encode_all(enc, cap_train)
-        x_seen, m_seen = encode_all(enc, cap_seen)
-        x_eval, m_eval = encode_all(enc, cap_eval)
+        x_train, m_train = encode_captions(enc, cap_train, {})
+        x_seen, m_seen = encode_captions(enc, cap_seen, {})
+        x_eval, m_eval = encode_captions(enc, cap_eval, {})
         torch.manual_seed(args.seed)  # every memory's readers start and draw batches alike
         row = ""
         for a in ATTRIBUTES:

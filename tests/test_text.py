@@ -27,12 +27,12 @@ def test_each_window_is_its_sentence_embedding_whatever_else_is_in_the_batch(phr
     long, short = "a full moon over verdant hills", "night"
     states, mask = phrases.encode([long, short])
     assert states.shape == (2, 4, 384) and mask.tolist() == [[True] * 4, [True, False, False, False]]
-    alone = MiniLMEncoder.sentence(phrases, ["moon over verdant"])[0]
+    alone = phrases.sentence(["moon over verdant"])[0]
     torch.testing.assert_close(states[0, 2], alone, rtol=0, atol=0)
     torch.testing.assert_close(phrases.encode([long])[0][0], states[0], rtol=0, atol=0)
     assert torch.all(states[1, 1:] == 0)
     # paraphrases land closer together than different skies
-    night, moon, noon = (MiniLMEncoder.sentence(phrases, [p])[0] for p in ("night sky", "moonlit sky", "noon sky"))
+    night, moon, noon = (phrases.sentence([p])[0] for p in ("night sky", "moonlit sky", "noon sky"))
     assert night @ moon > night @ noon
 
 
@@ -48,7 +48,8 @@ def test_a_model_folder_loads_the_text_encoder_its_config_names(tmp_path):
     with pytest.raises(ConfigError, match="text_encoder"):
         parse(ModelConfig, {"text_encoder": ""})
     tiny_folder(tmp_path, text_dim=384, text_encoder="minilm-phrases")
-    assert type(load(tmp_path).text_encoder) is MiniLMPhraseEncoder and load(tmp_path).text_encoder.window == 2
+    engine = load(tmp_path)
+    assert type(engine.text_encoder) is MiniLMPhraseEncoder and engine.text_encoder.window == 2
     assert type(load(tmp_path, text_encoder="minilm").text_encoder) is MiniLMEncoder
-    frames = load(tmp_path).run("t2i", prompt="a red sky over snowy peaks", width=32, height=32, seed=1)
+    frames = engine.run("t2i", prompt="a red sky over snowy peaks", width=32, height=32, seed=1)
     assert len(list(frames)) == 1

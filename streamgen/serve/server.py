@@ -114,6 +114,7 @@ def serve(cfg: ServeConfig) -> int:
     output_dir = folder("output_dir", cfg.output_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+
     def loaded():
         engine = load(cfg.model)
         engine.identity()  # weight digests, cached: computed here too
