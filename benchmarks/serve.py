@@ -14,8 +14,10 @@ fell behind real time over the window (window - frames / fps; 0 when it kept up)
 
 Load: a server with 3 streams takes --rate calls a second for --seconds from 4 client threads: 50%
 ``GET /streams/{id}``, 20% ``GET /streams``, 20% ``PATCH`` with a new prompt, 10% a bad ``PATCH``
-(its intended 400). Printed: calls made, answers by status, call latency (median, 95th percentile),
-and each stream's frames/s and fall-behind over the run.
+(its intended 400). First the streams run --warmup seconds, then up to 20 s without calls. Printed:
+the streams' frames/s and the server's CPU (cores) without and with the calls, the CPU of this
+client's own threads (on the same machine), calls made, answers by status, call latency (median, 95th
+percentile), and each stream's frames/s and fall-behind over the loaded run.
 
 Soak: a server holds --soak-streams streams for --soak minutes; every --churn seconds its oldest
 stream is deleted and a new one (a new seed and prompt) created. The server's resident memory
@@ -144,6 +146,12 @@ def streams(args) -> None:
             print(f"| {n} | {s[0]:.2f} | {s[1]:.2f} / {s[2]:.2f} | {p[0]:.2f} | {p[1]:.2f} / {p[2]:.2f} |", flush=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used (Linux /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(args) -> None:
     proc, client = start_server(args.model, 3)
     codes: dict[int, int] = {}
@@ -151,7 +159,13 @@ def load(args) -> None:
     try:
         ids = [client.post("/streams", json={"request": request(i, args.size), "fps": args.fps}).json()["id"]
                for i in range(3)]
-        before, t0 = server_frames(client), time.monotonic()
+        time.sleep(args.warmup)
+        quiet = min(args.seconds, 20.0)  # the same streams without calls, for the server's own CPU
+        before, cpu, t0 = server_frames(client), cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(quiet)
+        after, quiet_cpu, quiet = server_frames(client), cpu_seconds(proc.pid) - cpu, time.monotonic() - t0
+        quiet_fps = sum(after[i] - before[i] for i in ids) / quiet
+        before, cpu, own_cpu, t0 = after, cpu_seconds(proc.pid), sum(os.times()[:2]), time.monotonic()
         end, lock = t0 + args.seconds, threading.Lock()
 
         def worker(k: int) -> None:
@@ -182,11 +196,15 @@ def load(args) -> None:
         for t in threads:
             t.join()
         span = time.monotonic() - t0
-        after = server_frames(client)
+        after, load_cpu, own_cpu = server_frames(client), cpu_seconds(proc.pid) - cpu, sum(os.times()[:2]) - own_cpu
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
     q = statistics.quantiles(took, n=20)
+    print(f"without calls ({quiet:.0f} s): the 3 streams {quiet_fps:.2f} frames/s together, the server using "
+          f"{quiet_cpu / quiet:.2f} cores")
+    print(f"with calls: the 3 streams {sum(after[i] - before[i] for i in ids) / span:.2f} frames/s together, the "
+          f"server using {load_cpu / span:.2f} cores, this client {own_cpu / span:.2f} cores")
     print(f"{len(took)} calls in {span:.1f} s ({len(took) / span:.1f}/s); answers {dict(sorted(codes.items()))} "
           f"(the 400s are the bad PATCHes); latency median {statistics.median(took) * 1000:.1f} ms, "
           f"95th percentile {q[18] * 1000:.1f} ms")
