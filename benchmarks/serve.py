@@ -4,6 +4,10 @@
     python benchmarks/serve.py --streams 1 2 --seconds 10 --model tiny
     python benchmarks/serve.py --load --seconds 60               # 100 mixed API calls/s while 3 streams run
     python benchmarks/serve.py --soak 60 --fps 2                 # an hour of streams joining and leaving
+    python benchmarks/serve.py --streams 1 3 --busy              # beside a process keeping one core busy
+
+The server and the processes tune their torch threads (the faster of --threads and one, tried now
+and then) unless --fixed-threads; --busy runs the streams table beside a busy core.
 
 Streams: for each N, one server runs N t2v streams (128x128 at --fps, endless, each its own seed), then
 N separate ``streamgen generate --realtime`` processes run the same streams into Matroska files (a
@@ -48,9 +52,9 @@ PROMPTS = ["a day sky over grassy hills, the camera pans right", "a sunset sky o
 FFPROBE = shutil.which("ffprobe")
 
 
-def start_server(model: str | None, max_streams: int) -> tuple[subprocess.Popen, httpx.Client]:
+def start_server(model: str | None, max_streams: int, extra: list[str] = ()) -> tuple[subprocess.Popen, httpx.Client]:
     """A `streamgen serve` on a free port of 127.0.0.1 and a client holding its token."""
-    args = [sys.executable, "-m", "streamgen.cli", "serve", "--port", "0", "--max-streams", str(max_streams)]
+    args = [sys.executable, "-m", "streamgen.cli", "serve", "--port", "0", "--max-streams", str(max_streams), *extra]
     proc = subprocess.Popen(args + (["--model", model] if model else []), stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     if "serving on" not in line:
@@ -88,8 +92,28 @@ def summary(made: dict, span: float, fps: float) -> tuple[float, float, float]:
     return sum(made.values()) / span, max(behind), statistics.mean(behind)
 
 
+def fixed(args) -> list[str]:
+    return ["--fixed-threads"] if args.fixed_threads else []
+
+
+def _busy(stop) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+def busy_core(on: bool):
+    """A process keeping one core busy (``on``), as something else on the machine would; returns its stop."""
+    if not on:
+        return lambda: None
+    import multiprocessing as mp
+
+    stop = mp.Event()
+    mp.Process(target=_busy, args=(stop,), daemon=True).start()
+    return stop.set
+
+
 def in_one_server(n: int, args) -> tuple[float, float, float]:
-    proc, client = start_server(args.model, n)
+    proc, client = start_server(args.model, n, fixed(args))
     try:
         for i in range(n):
             client.post("/streams", json={"request": request(i, args.size), "fps": args.fps}).raise_for_status()
@@ -106,7 +130,7 @@ def in_processes(n: int, args, folder: Path) -> tuple[float, float, float]:
         r = request(i, args.size)
         cmd = [sys.executable, "-m", "streamgen.cli", "generate", "--task", "t2v", "--prompt", r["prompt"],
                "--size", f"{args.size}x{args.size}", "--seed", str(i), "--fps", str(args.fps), "--frames", "inf",
-               "--realtime", "-o", str(path)] + (["--model", args.model] if args.model else [])
+               "--realtime", "-o", str(path)] + (["--model", args.model] if args.model else []) + fixed(args)
         procs.append(subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
     try:
         deadline = time.monotonic() + 600
@@ -140,10 +164,15 @@ def streams(args) -> None:
               f"{unpaced(args, Path(tmp)):.2f} frames/s")
     print("| streams | server frames/s | server behind: worst / mean (s) | processes frames/s | "
           "processes behind: worst / mean (s) |\n|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in args.streams:
-            s, p = in_one_server(n, args), in_processes(n, args, Path(tmp))
-            print(f"| {n} | {s[0]:.2f} | {s[1]:.2f} / {s[2]:.2f} | {p[0]:.2f} | {p[1]:.2f} / {p[2]:.2f} |", flush=True)
+    stop = busy_core(args.busy)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in args.streams:
+                s, p = in_one_server(n, args), in_processes(n, args, Path(tmp))
+                print(f"| {n} | {s[0]:.2f} | {s[1]:.2f} / {s[2]:.2f} | {p[0]:.2f} | {p[1]:.2f} / {p[2]:.2f} |",
+                      flush=True)
+    finally:
+        stop()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -153,7 +182,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def load(args) -> None:
-    proc, client = start_server(args.model, 3)
+    proc, client = start_server(args.model, 3, fixed(args))
     codes: dict[int, int] = {}
     took: list[float] = []
     try:
@@ -272,6 +301,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the server and of each "
                     "process (OMP_NUM_THREADS); default torch's own")
+    ap.add_argument("--fixed-threads", action="store_true", help="servers and processes keep --threads")
+    ap.add_argument("--busy", action="store_true", help="the streams table beside a process keeping a core busy")
     ap.add_argument("--load", action="store_true", help="the load test instead")
     ap.add_argument("--rate", type=float, default=100.0, help="API calls a second in the load test")
     ap.add_argument("--soak", type=float, default=None, help="minutes of the soak instead (more than 0)")

@@ -95,6 +95,8 @@ def test_streams_run_together_steer_and_stop_and_the_live_view_is_mp4(serve, tmp
     assert codes == [201, 400]
     ended = s.wait(b["id"], lambda st: st["state"] != "live")
     assert ended["state"] == "ended" and ended["frames"] == 6
+    load = s.call("GET", "/load").json()
+    assert load["streams"] == 2 and load["threads"] == 1  # OMP_NUM_THREADS=1: one thread, nothing to tune
 
     r = s.call("PATCH", f"/streams/{a['id']}", {"prompt": "a night sky over dunes"})
     assert r.status_code == 200 and r.json()["ok"] == "prompt"

@@ -8,6 +8,7 @@ import torch
 
 import streamgen
 from streamgen.plugins import manager
+from streamgen.engine.threads import ThreadTuner
 from streamgen.serve.scheduler import Scheduler, advance
 
 
@@ -64,6 +65,27 @@ def test_streams_join_and_leave_between_frames_with_the_frames_they_get_alone():
     for m, seed, prompt in ((a, 1, "a day sky over hills"), (b, 2, "a night sky over dunes"), (c, 3, "a day sky")):
         want = alone(engine, seed, prompt, len(m.frames))
         assert all(np.array_equal(x, y) for x, y in zip(m.frames, want)), m.id
+
+
+def test_a_tuner_times_each_round_by_its_frames_and_sets_the_threads_between_rounds():
+    torch.set_num_threads(1)
+    engine = streamgen.load("tiny")
+    tuner = ThreadTuner(2, first=1, every=2, trial=1)
+    units, took = [], tuner.took
+    tuner.took = lambda seconds, frames: (units.append((tuner.count(), frames)), took(seconds, frames))
+    sets = []
+    scheduler = Scheduler(tuner, set_threads=sets.append)  # recorded, not applied: torch stays on one thread
+    members = [Collect(k, engine.open("t2v", prompt="a day sky", width=32, height=32, frames=None, seed=i), n=5)
+               for i, k in enumerate("ab")]
+    scheduler.call(lambda: [scheduler.add(m) for m in members])
+    scheduler.start()
+    for m in members:
+        assert m.left.wait(120), m.id
+    scheduler.stop()
+    assert [frames for _, frames in units] == [2] * 5  # one unit a round, of both streams' frames
+    assert [n for n, _ in units][:2] == [2, 1]  # the first round on two threads, the trial's on one
+    assert sets == [n for i, (n, _) in enumerate(units) if i == 0 or n != units[i - 1][0]]
+    assert scheduler.threads == units[-1][0]
 
 
 def sick_task():

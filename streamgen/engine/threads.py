@@ -17,32 +17,74 @@ import torch
 T = TypeVar("T")
 
 
+class ThreadTuner:
+    """The faster of ``threads`` and one torch thread, decided from timed units of work (frames, or a
+    server's rounds of frames).
+
+    Call `count` before a unit (the threads to run it with; the caller sets them) and `took` after
+    it. After ``first`` units, and then ``every`` units after the last trial, the other count runs
+    ``trial`` units; the count whose last ``trial`` units took less per frame (by more than
+    ``margin``) runs the units until the next trial. A trial the current count wins doubles the wait
+    before the next (up to ``most`` units), so a count that keeps losing costs little; a switch starts
+    again at ``every``. ``threads`` 1 always answers 1.
+    """
+
+    def __init__(self, threads: int, *, first: int = 4, every: int = 32, most: int = 256, trial: int = 3,
+                 margin: float = 0.1):
+        self.threads, self.current = threads, threads
+        self.every, self.most, self.trial, self.margin = every, most, trial, margin
+        self.times: dict[int, list[float]] = {threads: [], 1: []}
+        self.units, self.next_trial, self.wait = 0, first, every
+        self.switches = 0
+
+    @property
+    def other(self) -> int:
+        return 1 if self.current == self.threads else self.threads
+
+    def count(self) -> int:
+        """The thread count to run the next unit with."""
+        if self.threads <= 1:
+            return self.threads
+        in_trial = self.next_trial <= self.units < self.next_trial + self.trial
+        return self.other if in_trial else self.current
+
+    def took(self, seconds: float, frames: int = 1) -> None:
+        """The unit just run with `count` threads took ``seconds`` for ``frames`` frames."""
+        if self.threads <= 1 or frames <= 0:
+            return
+        ran = self.count()
+        self.times[ran].append(seconds / frames)
+        del self.times[ran][:-self.trial]
+        self.units += 1
+        if self.units == self.next_trial + self.trial:  # the trial's last unit: keep the faster count
+            current, other = self.times[self.current], self.times[self.other]
+            if current and statistics.median(other) < (1 - self.margin) * statistics.median(current):
+                self.current, self.wait = self.other, self.every
+                self.switches += 1
+            else:
+                self.wait = min(2 * self.wait, self.most)
+            self.next_trial = self.units + self.wait
+
+
 def tune_threads(frames: Iterator[T], threads: int, *, first: int = 4, every: int = 32, most: int = 256,
                  trial: int = 3, margin: float = 0.1,
                  set_threads: Callable[[int], None] = torch.set_num_threads,
                  clock: Callable[[], float] = time.perf_counter) -> Iterator[T]:
-    """``frames``, made with ``threads`` or one torch thread, whichever is faster now.
+    """``frames``, made with ``threads`` or one torch thread, whichever is faster now (`ThreadTuner`,
+    a frame a unit).
 
-    Each frame's making is timed (the time spent in ``next``, not the consumer's). After ``first``
-    frames, and then ``every`` frames after the last trial, the other count makes ``trial`` frames;
-    the count whose last ``trial`` frames took less (by more than ``margin``) makes the frames until
-    the next trial. A trial the current count wins doubles the wait before the next (up to ``most``
-    frames), so a count that keeps losing costs little; a switch starts again at ``every``. Thread
-    counts change only between frames, on the thread that makes them. ``threads`` 1 changes nothing.
+    Each frame's making is timed (the time spent in ``next``, not the consumer's). Thread counts
+    change only between frames, on the thread that makes them. ``threads`` 1 changes nothing.
     """
     it = iter(frames)
     if threads <= 1:
         yield from it
         return
-    current, active = threads, threads
-    times: dict[int, list[float]] = {threads: [], 1: []}
-    set_threads(active)
-    made, next_trial, wait = 0, first, every
+    tuner = ThreadTuner(threads, first=first, every=every, most=most, trial=trial, margin=margin)
+    active = None
     try:
         while True:
-            other = 1 if current == threads else threads
-            in_trial = next_trial <= made < next_trial + trial
-            count = other if in_trial else current
+            count = tuner.count()
             if count != active:
                 set_threads(count)
                 active = count
@@ -51,15 +93,7 @@ def tune_threads(frames: Iterator[T], threads: int, *, first: int = 4, every: in
                 frame = next(it)
             except StopIteration:
                 return
-            times[count].append(clock() - t0)
-            del times[count][:-trial]
-            made += 1
-            if made == next_trial + trial:  # the trial's last frame: keep the faster count
-                if times[current] and statistics.median(times[other]) < (1 - margin) * statistics.median(times[current]):
-                    current, wait = other, every
-                else:
-                    wait = min(2 * wait, most)
-                next_trial = made + wait
+            tuner.took(clock() - t0)
             yield frame
     finally:
         close = getattr(it, "close", None)

@@ -22,6 +22,8 @@ class ServeConfig(Strict):
     output_dir: str | None = Field(None, description="folder that streams may write files into; without "
                                    "it, outputs are RTMP URLs or the live view only")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads for generation; default torch's")
+    fixed_threads: bool = Field(False, description="keep --threads; by default the scheduler also tries one "
+                                "thread now and then and keeps the faster count (a busy core slows two)")
 
     @field_validator("host")
     @classmethod

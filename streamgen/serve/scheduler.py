@@ -6,7 +6,8 @@ and leave between rounds, so the others never stop; changes set from outside (`S
 applied by the engine before the next frame it draws. A stream that raises, ends, or whose outputs
 fail leaves alone. Everything that touches the model runs on this one thread (torch's OpenMP workers
 spin-wait for the thread that started them), including opening streams: `call` runs a function
-there between rounds.
+there between rounds. With a `ThreadTuner`, each round is a unit it times (per frame drawn), and
+torch's thread count follows its answer between rounds.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, Callable, Protocol
 
 from streamgen.engine.core import Frame
 from streamgen.engine.stream import Stream
+from streamgen.engine.threads import ThreadTuner
 
 
 def advance(streams: list[Stream]) -> list[Frame | None | Exception]:
@@ -58,9 +60,13 @@ class Scheduler:
 
     IDLE = 0.05  # longest sleep: a full output queue frees up, or a member asks to leave
 
-    def __init__(self) -> None:
+    def __init__(self, tuner: ThreadTuner | None = None,
+                 set_threads: Callable[[int], None] | None = None) -> None:
         self.members: list[Member] = []
         self.rounds = 0
+        self.tuner = tuner
+        self.threads: int | None = None  # the count the last round ran with (a tuner's)
+        self._set_threads = set_threads
         self._calls: list[tuple[Callable[[], Any], Future]] = []
         self._wake = threading.Condition()
         self._stopping = False
@@ -114,6 +120,18 @@ class Scheduler:
                 self.members.remove(m)
                 m.leave(*why)
 
+    def _tune(self) -> None:
+        if self.tuner is None:
+            return
+        n = self.tuner.count()
+        if n != self.threads:
+            if self._set_threads is None:
+                import torch
+
+                self._set_threads = torch.set_num_threads
+            self._set_threads(n)
+            self.threads = n
+
     def _run(self) -> None:
         while True:
             self._run_calls()
@@ -129,8 +147,11 @@ class Scheduler:
                     if not self._calls and not self._stopping:
                         self._wake.wait(min(self.IDLE, max(0.0, nxt - now)))
                 continue
+            self._tune()
             results = advance([m.stream for m in due])
             done = time.monotonic()
+            if self.tuner is not None:
+                self.tuner.took(done - now, len(due))
             self.rounds += 1
             for m, got in zip(due, results):
                 if isinstance(got, Frame):

@@ -105,6 +105,7 @@ def serve(cfg: ServeConfig) -> int:
     import torch
 
     from streamgen.bundle import load
+    from streamgen.engine.threads import ThreadTuner
     from streamgen.serve.app import create_app
     from streamgen.serve.streams import Limits, Streams
 
@@ -124,7 +125,8 @@ def serve(cfg: ServeConfig) -> int:
     w, h = cfg.max_width_height
     limits = Limits(max_streams=cfg.max_streams, max_width=w, max_height=h, max_fps=cfg.max_fps,
                     output_dir=output_dir)
-    streams = Streams(engine, limits, state_dir=state_dir)
+    tuner = None if cfg.fixed_threads else ThreadTuner(torch.get_num_threads())
+    streams = Streams(engine, limits, state_dir=state_dir, tuner=tuner)
     hosts = None if cfg.host in ("0.0.0.0", "::") else ["127.0.0.1", "localhost", "[::1]", cfg.host]
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     try:

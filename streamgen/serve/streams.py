@@ -27,6 +27,7 @@ from streamgen.config import Strict
 from streamgen.engine import snapshot as snap
 from streamgen.engine.core import Engine, Frame, StreamState
 from streamgen.engine.stream import Stream
+from streamgen.engine.threads import ThreadTuner
 from streamgen.errors import ConfigError, StreamgenError, bad
 from streamgen.output.sinks import open_sink, redact
 from streamgen.plugins import manager
@@ -157,10 +158,10 @@ class Streams:
     """Every stream of one server, over one engine and one `Scheduler`."""
 
     def __init__(self, engine: Engine, limits: Limits, *, state_dir: Path | None = None,
-                 log: Any = None):
+                 log: Any = None, tuner: ThreadTuner | None = None):
         self.engine, self.limits, self.state_dir = engine, limits, state_dir
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(tuner)
         self.lives: dict[str, Live] = {}
         self.opening = 0
         self.reserved: set[str] = set()  # targets of streams being opened
@@ -182,12 +183,13 @@ class Streams:
         return sum(live.state in RUNNING for live in self.lives.values())
 
     def load(self) -> dict[str, Any]:
-        """What this server carries: running streams, their frames per second together, the worst lag."""
+        """What this server carries: running streams, their frames per second together, the worst lag,
+        and the torch threads its last round ran with (null before the first, or with fixed threads)."""
         running = [live for live in self.lives.values() if live.state in RUNNING]
         return {"streams": len(running), "max_streams": self.limits.max_streams,
                 "frames_per_second": round(sum(live.rate() for live in running), 3),
                 "max_lag": round(max((live.lag for live in running), default=0.0), 3),
-                "rounds": self.scheduler.rounds}
+                "rounds": self.scheduler.rounds, "threads": self.scheduler.threads}
 
     # --- checks ---------------------------------------------------------------------------------------
     def check(self, spec: NewStream) -> str | None:
