@@ -43,6 +43,7 @@ def export(src: Path, dst: Path, sampling: dict | None = None) -> dict:
     save_file(tensors, str(dst))
     ckpt.config_path(dst).write_text(json.dumps(info, indent=2) + "\n")
     return {"file": dst.name, "steps": info.get("steps"), "bytes": dst.stat().st_size,
+            "train_seconds": info.get("train_seconds"), "cpu_seconds": info.get("cpu_seconds"),
             "config": info["config"], "sampling": info.get("sampling")}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +65,28 @@ def save(path: str | os.PathLike, module: nn.Module, config: BaseModel,
     info = {"kind": type(config).__name__, "config": config.model_dump(mode="json"), **(meta or {})}
     _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"kind": info["kind"]}))
     _atomic(config_path(path), lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
+
+
+class TrainClock:
+    """The time a training run has taken across its resumes: what its checkpoint at ``path`` recorded
+    (``train_seconds`` of wall time, ``cpu_seconds`` of this process's CPU time over all its threads)
+    plus this process's since it was made; None starts from zero. `meta` gives both, for `save`'s ``meta``. Wall time counts
+    a stopped process's pause; CPU time does not."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        info: dict[str, Any] = {}
+        cpath = config_path(path) if path is not None else None
+        if cpath is not None and cpath.is_file():
+            try:
+                info = json.loads(cpath.read_text())
+            except (OSError, json.JSONDecodeError):
+                info = {}  # `resume` names what is wrong with the checkpoint itself
+        self.wall0, self.cpu0 = float(info.get("train_seconds", 0.0)), float(info.get("cpu_seconds", 0.0))
+        self.t0, self.c0 = time.monotonic(), time.process_time()
+
+    def meta(self) -> dict[str, float]:
+        return {"train_seconds": round(self.wall0 + time.monotonic() - self.t0, 3),
+                "cpu_seconds": round(self.cpu0 + time.process_time() - self.c0, 3)}
 
 
 def read(path: str | os.PathLike) -> dict[str, torch.Tensor]:

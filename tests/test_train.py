@@ -33,6 +33,9 @@ def test_codec_training_writes_checkpoints_and_resumes(tmp_path, capsys):
     assert "resumed VQGAN" in err and "at step 2" in err and "resumed PG decoder" in err
     state = ckpt.train_state(ckpt.read(tmp_path / "vqgan.safetensors"))
     assert int(state["step"]) == 4
+    for name in ("vqgan.json", "pg.json"):  # each phase's time over both legs
+        info = json.loads((tmp_path / name).read_text())
+        assert info["train_seconds"] > 0 and info["cpu_seconds"] > 0, name
 
 
 def test_decoder_fine_tune_keeps_the_tokens_and_trains_the_decoder(tmp_path, capsys):
@@ -201,9 +204,13 @@ def test_model_training_follows_the_plan_and_resumes(tmp_path, tiny_codec, capsy
     assert "model: 100%|##########| 5/5" in err and "loss" in err
     state = ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))
     assert int(state["step"]) == 5
+    first = json.loads((tmp_path / "model.json").read_text())
+    assert first["steps"] == 5 and first["train_seconds"] > 0 and first["cpu_seconds"] > 0
     run_cli(*model_args(tmp_path, tiny_codec, 9))
     assert "resumed" in capsys.readouterr().err
     assert int(ckpt.train_state(ckpt.read(tmp_path / "model.safetensors"))["step"]) == 9
+    both = json.loads((tmp_path / "model.json").read_text())  # the run's time counts both legs
+    assert both["train_seconds"] > first["train_seconds"] and both["cpu_seconds"] > first["cpu_seconds"]
 
 
 def test_a_token_set_made_from_another_codec_is_refused_and_one_from_fine_tuned_decoders_is_used(

@@ -355,6 +355,7 @@ def _train_vqgan(cfg: CodecTrainConfig, out: Path, log: Callable[[str], None]) -
     opt = torch.optim.Adam(vq.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     vq_path = out / "vqgan.safetensors"
     step = ckpt.resume(vq_path, vq, opt)
+    clock = ckpt.TrainClock(vq_path if step else None)
     if step:
         log(f"resumed VQGAN from {vq_path} at step {step}")
     elif not cfg.train_encoder and not vq_path.exists():
@@ -388,7 +389,7 @@ def _train_vqgan(cfg: CodecTrainConfig, out: Path, log: Callable[[str], None]) -
         bar.goto(step, loss=loss.item(), psnr=psnr(rec, x), codes=f"{used}/{cfg.codec.codebook_size}", **d)
         if step % cfg.save_every == 0 or step == cfg.steps:
             extra = {"step": torch.tensor(step), **ckpt.optimizer_tensors(opt)}
-            ckpt.save(vq_path, vq, cfg.codec, extra, meta={"steps": step})
+            ckpt.save(vq_path, vq, cfg.codec, extra, meta={"steps": step, **clock.meta()})
             sharpen.save()
     bar.close()
     vq.eval()
@@ -404,6 +405,7 @@ def _train_pg(cfg: CodecTrainConfig, vq: VQGAN, sharpen: Sharpen, stage: int, ou
     popt = torch.optim.Adam(pg.parameters(), lr=cfg.lr * 0.5, betas=(0.5, 0.9))
     pg_path = out / "pg.safetensors"
     pstep = ckpt.resume(pg_path, pg, popt)
+    clock = ckpt.TrainClock(pg_path if pstep else None)
     if pstep:
         log(f"resumed PG decoder from {pg_path} at step {pstep}")
     # 'vqgan': a copied-in PG decoder (no step), or one an earlier stage trained, takes the VQGAN's decoder
@@ -441,7 +443,8 @@ def _train_pg(cfg: CodecTrainConfig, vq: VQGAN, sharpen: Sharpen, stage: int, ou
         bar.goto(pstep, loss=loss.item(), psnr=psnr(rec, cur), **d)
         if pstep % cfg.save_every == 0 or pstep == cfg.pg_steps:
             extra = {"step": torch.tensor(pstep), **ckpt.optimizer_tensors(popt)}
-            ckpt.save(pg_path, pg, cfg.codec, extra, meta={"steps": pstep, "kind_detail": "pg", "stage": stage})
+            ckpt.save(pg_path, pg, cfg.codec, extra, meta={"steps": pstep, "kind_detail": "pg", "stage": stage,
+                                                                    **clock.meta()})
             sharpen.save()
     bar.close()
 

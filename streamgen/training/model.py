@@ -375,6 +375,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     step = ckpt.resume(path, model, opt)
+    clock = ckpt.TrainClock(path if step else None)
     if not step and cfg.init:
         missing = ckpt.load_state(model, ckpt.read(cfg.init), cfg.init, allow_missing=True)
         if rank == 0:
@@ -403,7 +404,7 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
             continue
         if rank == 0 and len(runs) > 1:
             log(f"stage {i + 1} of {len(runs)}: to step {run.steps}")
-        step = _train_stage(run, start, step, model, opt, step_fn, encoder, rank, distributed, path)
+        step = _train_stage(run, start, step, model, opt, step_fn, encoder, rank, distributed, path, clock)
     if distributed:
         # every rank records a digest of its weights: they must agree (tests/test_train.py checks)
         (out / f"rank{rank}.sha256").write_text(ckpt.digest(model) + "\n")
@@ -413,9 +414,10 @@ def train_model(cfg: ModelTrainConfig, log: Callable[[str], None] = print) -> Pa
 
 
 def _train_stage(cfg: ModelTrainConfig, start: int, step: int, model: VisionDecoder, opt: torch.optim.Optimizer,
-                 step_fn: torch.nn.Module, encoder: Any, rank: int, distributed: bool, path: Path) -> int:
+                 step_fn: torch.nn.Module, encoder: Any, rank: int, distributed: bool, path: Path,
+                 clock: ckpt.TrainClock) -> int:
     """Train one stage of the run from ``step`` to ``cfg.steps`` (the stage began at ``start``); returns
-    the step reached."""
+    the step reached. Checkpoints record the run's time so far (``clock``)."""
     torch.set_num_threads(cfg.threads)
     opt.param_groups[0]["weight_decay"] = cfg.weight_decay
     data = TokenBatches(cfg, random.Random(cfg.seed * 7919 + rank * 104729 + step))
@@ -496,7 +498,7 @@ def _train_stage(cfg: ModelTrainConfig, start: int, step: int, model: VisionDeco
             group_loss = 0.0
             if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
                 extra = {"step": torch.tensor(step), **ckpt.optimizer_tensors(opt)}
-                ckpt.save(path, model, cfg.model, extra, meta={"steps": step})
+                ckpt.save(path, model, cfg.model, extra, meta={"steps": step, **clock.meta()})
     if bar:
         bar.close()
     return step
