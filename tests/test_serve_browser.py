@@ -2,13 +2,18 @@
 
 The live view plays (its time advances, frames are decoded), a prompt typed into the page steers the
 stream (its status shows the prompt applied from a frame on), the token never appears in a URL, and a
-screenshot and the measured generation-to-display latency are kept in test-artifacts/."""
+screenshot and the measured generation-to-display latency are kept in test-artifacts/. With the
+shipped model, the frames the browser shows are read by the eval's attribute reader before and after
+a new sky is typed in."""
 import json
 import shutil
 import statistics
 import time
 from pathlib import Path
 
+import base64
+
+import numpy as np
 import pytest
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -17,6 +22,20 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 PLAYBACK = """const v = document.getElementById('player');
 return [v.currentTime, v.getVideoPlaybackQuality().totalVideoFrames, (window.streamgenStats || {}).latencies || []];"""
+
+
+SHOWN = """const v = document.getElementById('player'), c = document.createElement('canvas');
+c.width = v.videoWidth; c.height = v.videoHeight;
+const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+const d = g.getImageData(0, 0, c.width, c.height).data; let s = '';
+for (let i = 0; i < d.length; i += 4) s += String.fromCharCode(d[i], d[i + 1], d[i + 2]);
+return [btoa(s), c.width, c.height];"""
+
+
+def shown(browser) -> np.ndarray:
+    """The frame the page's video element shows now, (H, W, 3) uint8, as the browser decoded it."""
+    data, w, h = browser.execute_script(SHOWN)
+    return np.frombuffer(base64.b64decode(data), dtype=np.uint8).reshape(h, w, 3)
 
 
 @pytest.fixture
@@ -78,4 +97,51 @@ def test_the_page_plays_the_live_view_and_steers_the_stream(serve, browser):
     q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
     (ARTIFACTS / "serve-latency.json").write_text(json.dumps({"frames": len(latencies), "median_ms": statistics.median(latencies),
                                                               "p95_ms": q[18]}))
+    assert "Traceback" not in s.stderr
+
+
+class StillTheOldSky(AssertionError):
+    """The frames shown after the new prompt do not read as its sky."""
+
+
+@pytest.mark.xfail(strict=True, raises=StillTheOldSky,
+                   reason="the shipped model hardly follows a new prompt (docs/results.md, 'Steering a running "
+                          "stream'); the next default model is trained on switch clips to")
+def test_a_sky_typed_into_the_page_is_the_sky_the_browser_shows_within_8_frames(serve, browser):
+    import torch
+    from selenium.webdriver.common.by import By
+
+    from streamgen.bundle import SHIPPED
+    from streamgen.evaluation import AttributeClassifier
+
+    torch.set_num_threads(1)
+    reader, skies = AttributeClassifier.fit(size=128), ("day", "sunset", "night")
+    s = serve("--model", str(SHIPPED), "--max-size", "128x128")
+    id = s.call("POST", "/streams", {"request": {"prompt": "a day sky over grassy hills", "width": 128,
+                                                 "height": 128, "frames": None, "seed": 3}, "fps": 8}).json()["id"]
+    browser.get(s.base + "/")
+    until("the page watches the stream", lambda: browser.find_element(By.ID, "watching").text == id)
+    until("the video plays", lambda: browser.execute_script(PLAYBACK)[0] > 1, timeout=120)
+
+    def skies_shown(n: int) -> list[str]:
+        out = []
+        for _ in range(n):
+            out.append(skies[int(reader.predict(shown(browser)[None])["sky"][0])])
+            time.sleep(0.3)
+        return out
+
+    before = skies_shown(5)
+    assert before.count("day") >= 3, before  # the reader reads the browser's frames
+    browser.find_element(By.ID, "token").send_keys(s.token)
+    browser.find_element(By.ID, "token-form").submit()
+    browser.find_element(By.ID, "prompt").send_keys("a night sky over grassy hills")
+    browser.find_element(By.ID, "steer").click()
+    frame = s.wait(id, lambda st: st["applied"])["applied"][-1]["frame"]
+    # the view is a frame or two behind the server: once it has made 12 frames under the new prompt,
+    # the frames shown are at least 8 frames after the change
+    until("the stream goes on", lambda: s.call("GET", f"/streams/{id}").json()["frames"] > frame + 12, timeout=120)
+    after = skies_shown(5)
+    browser.save_screenshot(str(ARTIFACTS / "serve-steered.png"))
+    if after.count("night") < 3:
+        raise StillTheOldSky(f"after the change the page showed skies {after}; before it {before}")
     assert "Traceback" not in s.stderr
