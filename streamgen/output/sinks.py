@@ -183,6 +183,8 @@ class VideoSink:
     def write(self, frame: np.ndarray) -> None:
         t0 = time.perf_counter()
         h, w = frame.shape[:2]
+        if self.container is None:
+            raise StreamgenError(f"output {self.label} is closed: no frame can be written to it")
         if self.stream is None:
             self._add_stream(h, w)
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
@@ -267,7 +269,7 @@ class VideoSink:
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise self._error("cannot finish", exc) from None
         finally:
-            self.container = None
+            self.container = self.stream = None
 
 
 def check_png(size: tuple[int, int], path: str) -> None:
