@@ -69,9 +69,9 @@ def save(path: str | os.PathLike, module: nn.Module, config: BaseModel,
 
 class TrainClock:
     """The time a training run has taken across its resumes: what its checkpoint at ``path`` recorded
-    (``train_seconds`` of wall time, ``cpu_seconds`` of this process's CPU time over all its threads)
-    plus this process's since it was made; None starts from zero. `meta` gives both, for `save`'s ``meta``. Wall time counts
-    a stopped process's pause; CPU time does not."""
+    (``train_seconds`` of wall time, ``cpu_seconds`` of CPU time over all threads) plus this process's
+    since the clock was made (``path`` None: from zero). `meta` gives both, for `save`'s ``meta``.
+    Wall time counts a stopped process's pause; CPU time does not."""
 
     def __init__(self, path: str | os.PathLike | None):
         info: dict[str, Any] = {}

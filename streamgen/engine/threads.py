@@ -35,7 +35,6 @@ class ThreadTuner:
         self.every, self.most, self.trial, self.margin = every, most, trial, margin
         self.times: dict[int, list[float]] = {threads: [], 1: []}
         self.units, self.next_trial, self.wait = 0, first, every
-        self.switches = 0
 
     @property
     def other(self) -> int:
@@ -60,7 +59,6 @@ class ThreadTuner:
             current, other = self.times[self.current], self.times[self.other]
             if current and statistics.median(other) < (1 - self.margin) * statistics.median(current):
                 self.current, self.wait = self.other, self.every
-                self.switches += 1
             else:
                 self.wait = min(2 * self.wait, self.most)
             self.next_trial = self.units + self.wait

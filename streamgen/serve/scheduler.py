@@ -16,6 +16,8 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Protocol
 
+import torch
+
 from streamgen.engine.core import Frame
 from streamgen.engine.stream import Stream
 from streamgen.engine.threads import ThreadTuner
@@ -66,7 +68,7 @@ class Scheduler:
         self.rounds = 0
         self.tuner = tuner
         self.threads: int | None = None  # the count the last round ran with (a tuner's)
-        self._set_threads = set_threads
+        self._set_threads = set_threads or torch.set_num_threads
         self._calls: list[tuple[Callable[[], Any], Future]] = []
         self._wake = threading.Condition()
         self._stopping = False
@@ -125,10 +127,6 @@ class Scheduler:
             return
         n = self.tuner.count()
         if n != self.threads:
-            if self._set_threads is None:
-                import torch
-
-                self._set_threads = torch.set_num_threads
             self._set_threads(n)
             self.threads = n
 
