@@ -35,7 +35,7 @@ return [btoa(s), c.width, c.height];"""
 def shown(browser) -> np.ndarray:
     """The frame the page's video element shows now, (H, W, 3) uint8, as the browser decoded it."""
     data, w, h = browser.execute_script(SHOWN)
-    return np.frombuffer(base64.b64decode(data), dtype=np.uint8).reshape(h, w, 3)
+    return np.frombuffer(base64.b64decode(data), dtype=np.uint8).reshape(h, w, 3).copy()
 
 
 @pytest.fixture
