@@ -1,6 +1,8 @@
 """Helpers shared by the benchmark scripts."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 def rss_mb(pid: int | str = "self") -> float:
     """Resident set size of a process (by default this one) in MB (Linux)."""
@@ -9,6 +11,29 @@ def rss_mb(pid: int | str = "self") -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS line in /proc/{pid}/status")
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+@contextmanager
+def busy_core(on: bool = True):
+    """While the block runs, a process keeps one core busy (``on``), as something else on the machine would."""
+    if not on:
+        yield
+        return
+    import multiprocessing as mp
+
+    stop = mp.Event()
+    hog = mp.Process(target=_spin, args=(stop,), daemon=True)
+    hog.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        hog.join()
 
 
 def steady_rate(eng, gen, warm: int, frames: int) -> float:

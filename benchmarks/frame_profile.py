@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -44,7 +43,7 @@ from pathlib import Path
 import torch
 
 import streamgen.engine.core as core
-from _common import steady_keys
+from _common import busy_core, steady_keys
 from streamgen.bundle import load
 from streamgen.output.sinks import open_sink
 
@@ -209,36 +208,24 @@ def batch_rates(eng, streams: list[int], frames: int, sampling: dict,
     return {name: {n: statistics.median(v) for n, v in by_n.items()} for name, by_n in out.items()}
 
 
-def _busy(stop) -> None:
-    while not stop.is_set():
-        sum(i * i for i in range(10_000))
-
-
 def paced_lag(model: str | None, seconds: float, threads: int, fixed: bool = False) -> tuple[float, int, str]:
     """The paced preset (`streamgen generate --realtime`, with ``--fixed-threads`` if ``fixed``) for
     ``seconds`` beside a busy core."""
     import subprocess
     import sys
 
-    stop = mp.Event()
-    hog = mp.Process(target=_busy, args=(stop,))
-    hog.start()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            frames = int(seconds * FPS)
-            cmd = [sys.executable, "-m", "streamgen.cli", "generate", "--task", "t2v", "--prompt", PROMPT,
-                   "--frames", str(frames), "--realtime", "-o", f"{tmp}/p.mp4"]
-            if model:
-                cmd += ["--model", model]
-            if fixed:
-                cmd.append("--fixed-threads")
-            t0 = time.perf_counter()
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            run = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            wall = time.perf_counter() - t0
-    finally:
-        stop.set()
-        hog.join()
+    with busy_core(), tempfile.TemporaryDirectory() as tmp:
+        frames = int(seconds * FPS)
+        cmd = [sys.executable, "-m", "streamgen.cli", "generate", "--task", "t2v", "--prompt", PROMPT,
+               "--frames", str(frames), "--realtime", "-o", f"{tmp}/p.mp4"]
+        if model:
+            cmd += ["--model", model]
+        if fixed:
+            cmd.append("--fixed-threads")
+        t0 = time.perf_counter()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
     lag = max(0.0, wall - seconds)  # start-up (loading the model) included
     warned = [line for line in run.stderr.splitlines() if "behind" in line]
     return lag, run.returncode, warned[-1] if warned else "no lag warning"

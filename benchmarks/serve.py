@@ -43,16 +43,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
 import httpx
-from _common import rss_mb
+from _common import busy_core, rss_mb
 
 PROMPTS = ["a day sky over grassy hills, the camera pans right", "a sunset sky over desert dunes, the camera pans left",
            "a night sky over snowy mountains", "a day sky over a lake with hills"]
 FFPROBE = shutil.which("ffprobe")
 
 
-def start_server(model: str | None, max_streams: int, extra: list[str] = ()) -> tuple[subprocess.Popen, httpx.Client]:
+def start_server(model: str | None, max_streams: int, extra: Sequence[str] = ()) -> tuple[subprocess.Popen, httpx.Client]:
     """A `streamgen serve` on a free port of 127.0.0.1 and a client holding its token."""
     args = [sys.executable, "-m", "streamgen.cli", "serve", "--port", "0", "--max-streams", str(max_streams), *extra]
     proc = subprocess.Popen(args + (["--model", model] if model else []), stderr=subprocess.PIPE, text=True)
@@ -94,22 +95,6 @@ def summary(made: dict, span: float, fps: float) -> tuple[float, float, float]:
 
 def fixed(args) -> list[str]:
     return ["--fixed-threads"] if args.fixed_threads else []
-
-
-def _busy(stop) -> None:
-    while not stop.is_set():
-        sum(i * i for i in range(10_000))
-
-
-def busy_core(on: bool):
-    """A process keeping one core busy (``on``), as something else on the machine would; returns its stop."""
-    if not on:
-        return lambda: None
-    import multiprocessing as mp
-
-    stop = mp.Event()
-    mp.Process(target=_busy, args=(stop,), daemon=True).start()
-    return stop.set
 
 
 def in_one_server(n: int, args) -> tuple[float, float, float]:
@@ -164,15 +149,10 @@ def streams(args) -> None:
               f"{unpaced(args, Path(tmp)):.2f} frames/s")
     print("| streams | server frames/s | server behind: worst / mean (s) | processes frames/s | "
           "processes behind: worst / mean (s) |\n|---|---|---|---|---|")
-    stop = busy_core(args.busy)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for n in args.streams:
-                s, p = in_one_server(n, args), in_processes(n, args, Path(tmp))
-                print(f"| {n} | {s[0]:.2f} | {s[1]:.2f} / {s[2]:.2f} | {p[0]:.2f} | {p[1]:.2f} / {p[2]:.2f} |",
-                      flush=True)
-    finally:
-        stop()
+    with busy_core(args.busy), tempfile.TemporaryDirectory() as tmp:
+        for n in args.streams:
+            s, p = in_one_server(n, args), in_processes(n, args, Path(tmp))
+            print(f"| {n} | {s[0]:.2f} | {s[1]:.2f} / {s[2]:.2f} | {p[0]:.2f} | {p[1]:.2f} / {p[2]:.2f} |", flush=True)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -443,8 +443,8 @@ def _train_pg(cfg: CodecTrainConfig, vq: VQGAN, sharpen: Sharpen, stage: int, ou
         bar.goto(pstep, loss=loss.item(), psnr=psnr(rec, cur), **d)
         if pstep % cfg.save_every == 0 or pstep == cfg.pg_steps:
             extra = {"step": torch.tensor(pstep), **ckpt.optimizer_tensors(popt)}
-            ckpt.save(pg_path, pg, cfg.codec, extra, meta={"steps": pstep, "kind_detail": "pg", "stage": stage,
-                                                                    **clock.meta()})
+            meta = {"steps": pstep, "kind_detail": "pg", "stage": stage, **clock.meta()}
+            ckpt.save(pg_path, pg, cfg.codec, extra, meta=meta)
             sharpen.save()
     bar.close()
 
