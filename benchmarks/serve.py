@@ -5,9 +5,12 @@
     python benchmarks/serve.py --load --seconds 60               # 100 mixed API calls/s while 3 streams run
     python benchmarks/serve.py --soak 60 --fps 2                 # an hour of streams joining and leaving
     python benchmarks/serve.py --streams 1 3 --busy              # beside a process keeping one core busy
+    python benchmarks/serve.py --one-batch                       # also a server drawing every round as one batch
 
 The server and the processes tune their torch threads (the faster of --threads and one, tried now
-and then) unless --fixed-threads; --busy runs the streams table beside a busy core.
+and then) unless --fixed-threads; --busy runs the streams table beside a busy core. A server splits a
+round of several streams into one batch a thread (its lanes, one per --threads); --one-batch adds a
+column of a server with ``--lanes 1``, every round one batch on all the threads.
 
 Streams: for each N, one server runs N t2v streams (128x128 at --fps, endless, each its own seed), then
 N separate ``streamgen generate --realtime`` processes run the same streams into Matroska files (a
@@ -97,8 +100,8 @@ def fixed(args) -> list[str]:
     return ["--fixed-threads"] if args.fixed_threads else []
 
 
-def in_one_server(n: int, args) -> tuple[float, float, float]:
-    proc, client = start_server(args.model, n, fixed(args))
+def in_one_server(n: int, args, extra: Sequence[str] = ()) -> tuple[float, float, float]:
+    proc, client = start_server(args.model, n, [*fixed(args), *extra])
     try:
         for i in range(n):
             client.post("/streams", json={"request": request(i, args.size), "fps": args.fps}).raise_for_status()
@@ -147,12 +150,17 @@ def streams(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         print(f"one stream unpaced (`streamgen generate`, model loading included): "
               f"{unpaced(args, Path(tmp)):.2f} frames/s")
-    print("| streams | server frames/s | server behind: worst / mean (s) | processes frames/s | "
-          "processes behind: worst / mean (s) |\n|---|---|---|---|---|")
+    one = " server, one batch: frames/s | worst / mean behind (s) |" if args.one_batch else ""
+    print(f"| streams | server frames/s | server behind: worst / mean (s) | processes frames/s | "
+          f"processes behind: worst / mean (s) |{one}\n|---|---|---|---|---|{'---|---|' if one else ''}")
     with busy_core(args.busy), tempfile.TemporaryDirectory() as tmp:
         for n in args.streams:
             s, p = in_one_server(n, args), in_processes(n, args, Path(tmp))
-            print(f"| {n} | {s[0]:.2f} | {s[1]:.2f} / {s[2]:.2f} | {p[0]:.2f} | {p[1]:.2f} / {p[2]:.2f} |", flush=True)
+            row = f"| {n} | {s[0]:.2f} | {s[1]:.2f} / {s[2]:.2f} | {p[0]:.2f} | {p[1]:.2f} / {p[2]:.2f} |"
+            if args.one_batch:
+                b = in_one_server(n, args, ["--lanes", "1"])
+                row += f" {b[0]:.2f} | {b[1]:.2f} / {b[2]:.2f} |"
+            print(row, flush=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -282,6 +290,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the server and of each "
                     "process (OMP_NUM_THREADS); default torch's own")
     ap.add_argument("--fixed-threads", action="store_true", help="servers and processes keep --threads")
+    ap.add_argument("--one-batch", action="store_true", help="also a server with --lanes 1 (one batch a round)")
     ap.add_argument("--busy", action="store_true", help="the streams table beside a process keeping a core busy")
     ap.add_argument("--load", action="store_true", help="the load test instead")
     ap.add_argument("--rate", type=float, default=100.0, help="API calls a second in the load test")

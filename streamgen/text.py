@@ -110,11 +110,14 @@ class MiniLMPhraseEncoder(MiniLMEncoder):
         return [" ".join(words[i:i + window]) for i in range(len(words) - window + 1)]
 
     def _embed(self, phrase: str) -> Tensor:
-        if phrase not in self._cache:
+        """The window's sentence embedding, remembered. Safe beside other threads (a server's lanes):
+        two threads may embed one window twice, but neither finds it gone between check and read."""
+        v = self._cache.get(phrase)
+        if v is None:
             if len(self._cache) >= self.cache_size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[phrase] = self.sentence([phrase])[0]
-        return self._cache[phrase]
+                self._cache.pop(next(iter(self._cache), None), None)
+            v = self._cache[phrase] = self.sentence([phrase])[0]
+        return v
 
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         rows = [[self._embed(w) for w in self.windows(p, self.window)] for p in prompts]

@@ -24,6 +24,9 @@ class ServeConfig(Strict):
     threads: int | None = Field(None, ge=1, le=256, description="torch threads for generation; default torch's")
     fixed_threads: bool = Field(False, description="keep --threads; by default the scheduler also tries one "
                                 "thread now and then and keeps the faster count (a busy core slows two)")
+    lanes: int | None = Field(None, ge=1, le=64, description="batches a round of several streams is split "
+                              "into, each drawn on a thread of its own with one torch thread; default: "
+                              "--threads (1: one batch on all the threads)")
 
     @field_validator("host")
     @classmethod

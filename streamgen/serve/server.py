@@ -126,7 +126,7 @@ def serve(cfg: ServeConfig) -> int:
     limits = Limits(max_streams=cfg.max_streams, max_width=w, max_height=h, max_fps=cfg.max_fps,
                     output_dir=output_dir)
     tuner = None if cfg.fixed_threads else ThreadTuner(torch.get_num_threads())
-    streams = Streams(engine, limits, state_dir=state_dir, tuner=tuner)
+    streams = Streams(engine, limits, state_dir=state_dir, tuner=tuner, lanes=cfg.lanes or torch.get_num_threads())
     hosts = None if cfg.host in ("0.0.0.0", "::") else ["127.0.0.1", "localhost", "[::1]", cfg.host]
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     try:

@@ -158,10 +158,10 @@ class Streams:
     """Every stream of one server, over one engine and one `Scheduler`."""
 
     def __init__(self, engine: Engine, limits: Limits, *, state_dir: Path | None = None,
-                 log: Any = None, tuner: ThreadTuner | None = None):
+                 log: Any = None, tuner: ThreadTuner | None = None, lanes: int = 1):
         self.engine, self.limits, self.state_dir = engine, limits, state_dir
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.scheduler = Scheduler(tuner)
+        self.scheduler = Scheduler(tuner, lanes=lanes)
         self.lives: dict[str, Live] = {}
         self.opening = 0
         self.reserved: set[str] = set()  # targets of streams being opened
@@ -184,12 +184,14 @@ class Streams:
 
     def load(self) -> dict[str, Any]:
         """What this server carries: running streams, their frames per second together, the worst lag,
-        and the torch threads its last round ran with (null before the first, or with fixed threads)."""
+        and how its last round ran: the worker thread's torch threads (null before the first round) and
+        the lanes its streams were split into."""
         running = [live for live in self.lives.values() if live.state in RUNNING]
         return {"streams": len(running), "max_streams": self.limits.max_streams,
                 "frames_per_second": round(sum(live.rate() for live in running), 3),
                 "max_lag": round(max((live.lag for live in running), default=0.0), 3),
-                "rounds": self.scheduler.rounds, "threads": self.scheduler.threads}
+                "rounds": self.scheduler.rounds, "threads": self.scheduler.threads,
+                "lanes": self.scheduler.lanes_used}
 
     # --- checks ---------------------------------------------------------------------------------------
     def check(self, spec: NewStream) -> str | None:
