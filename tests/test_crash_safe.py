@@ -254,3 +254,42 @@ def test_a_killed_png_stream_resumed_gives_the_same_files(tmp_path):
     names = sorted(p.name for p in broken.iterdir())
     assert names == sorted(p.name for p in whole.iterdir())  # none missing, no partial file left
     assert all((broken / n).read_bytes() == (whole / n).read_bytes() for n in names)
+
+
+def test_a_servers_snapshot_is_saved_only_once_the_file_holds_every_frame_it_counts(tmp_path):
+    """A snapshot asked for after frame 12 of a fragmented MP4 is saved when the file, as a crash
+    would leave it right then, holds those 12 frames: not before (the open fragment, and the frames
+    in x264's lookahead, are not on disk yet), and soon after (the next frame is made a keyframe)."""
+    import shutil
+    import threading
+
+    from streamgen.output.sinks import open_sink
+    from streamgen.serve.outputs import Outputs
+
+    class View:
+        def write(self, *frame):
+            pass
+
+        def close(self):
+            pass
+
+    for first in (0, 30):  # a stream's first file, and a resumed stream's segment from frame 30
+        path = tmp_path / f"s{first}.mp4"
+        sink = open_sink(str(path), fps=8, size=(32, 32))
+        closed, seen = threading.Event(), []
+
+        def save(frames=first + 12, path=path, sink=sink):
+            copy = tmp_path / f"crash{first}.mp4"
+            shutil.copyfile(path, copy)
+            seen.append((frames, first + sink.frames, readable(copy)))
+
+        out = Outputs([sink], View(), name="s", on_closed=closed.set, room=100, first=first)
+        for i in range(12):
+            out.put(moving(i), first + i, 0.0)
+        out.after_written(first + 12, save)
+        for i in range(12, 40):
+            out.put(moving(i), first + i, 0.0)
+        out.close()
+        assert closed.is_set() and out.error is None and readable(path) == 40
+        (asked, written, held), = seen
+        assert held >= 12 and written - first < 12 + 16, (first, seen)  # the lookahead's 10 frames later

@@ -173,7 +173,7 @@ def test_a_stalled_output_never_holds_up_the_scheduler():
         out.put(np.zeros((8, 8, 3), np.uint8), put, 0.0)
         put += 1
     assert 3 <= put <= 4  # three waiting (and perhaps one already taken by the stuck writer)
-    handed = threading.Thread(target=lambda: (out.after_written(lambda: saved.append(True)), out.close(wait=False)))
+    handed = threading.Thread(target=lambda: (out.after_written(0, lambda: saved.append(True)), out.close(wait=False)))
     handed.start()
     handed.join(5)
     assert not handed.is_alive() and not closed.is_set()  # handed over without waiting; not written yet

@@ -127,6 +127,7 @@ class VideoSink:
         self.container_options = container_options or {}
         self.label = label or str(target)
         self.keyframe_every, self.first_frame = keyframe_every, first_frame
+        self._key_next = False
         self.held = _held(fmt, self.container_options)
         self.frames = 0
         self.muxed = 0  # packets handed to the muxer; without B-frames, packet k is frame k
@@ -190,8 +191,9 @@ class VideoSink:
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         vf.pts = self.frames
         vf.time_base = self.time_base
-        if self.keyframe_every and (self.first_frame + self.frames) % self.keyframe_every == 0:
+        if self._key_next or self.keyframe_every and (self.first_frame + self.frames) % self.keyframe_every == 0:
             vf.pict_type = av.video.frame.PictureType.I
+            self._key_next = False
         try:
             for packet in self.stream.encode(vf):
                 self._mux(packet)
@@ -214,6 +216,11 @@ class VideoSink:
         flush = getattr(self.target, "flush", None) if not isinstance(self.target, str) else None
         if flush is not None:
             flush()
+
+    def keyframe_next(self) -> None:
+        """Make the next frame written a keyframe: in a fragmented MP4 the frames before it then
+        become `durable` as soon as it is muxed, not at the next regular keyframe."""
+        self._key_next = True
 
     @property
     def durable(self) -> int:

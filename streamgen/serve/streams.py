@@ -110,7 +110,7 @@ class Live:
         save, self._snapshot = self._snapshot, None
         if save is not None:
             state = frame.state
-            self.outputs.after_written(lambda: save(state))
+            self.outputs.after_written(state.frames_done, lambda: save(state))
 
     def wants_to_leave(self) -> tuple[str, str | None] | None:
         if self._leave is not None:
@@ -274,7 +274,7 @@ class Streams:
             channel.end({"state": live.state, "error": live.error} if live else {})
             live.closed.set()
 
-        outputs = Outputs(sinks, view, name=id, on_closed=closed)
+        outputs = Outputs(sinks, view, name=id, on_closed=closed, first=first)
         live = Live(id, spec, stream, size, outputs, channel, first,
                     redact(spec.output) if spec.output else None, target)
         self.lives[id] = live
