@@ -42,13 +42,14 @@ def fsync(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: Path, write, mode: int = 0o644) -> None:
+    """``write(tmp)`` a file beside ``path``, then rename it into place whole with ``mode``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints and snapshots are meant to be shared
+        os.chmod(tmp, mode)  # mkstemp makes 0600; checkpoints are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

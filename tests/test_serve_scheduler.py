@@ -199,3 +199,19 @@ def test_the_server_loads_its_model_on_a_thread_that_ends_with_the_load():
 
     with pytest.raises(StreamgenError, match="must be a folder"):
         off_main_thread(fails)
+
+
+def test_a_resumed_stream_holds_its_saved_state_before_its_next_frame():
+    """What a shutdown saves for a stream that comes back and is stopped again before it draws a frame:
+    the state it was resumed from, not nothing."""
+    torch.set_num_threads(1)
+    engine = streamgen.load("tiny")
+    first = engine.open("t2v", prompt="a day sky", width=32, height=32, frames=None, seed=1)
+    next(first)
+    saved = first.state
+    first.close()
+    again = engine.open("t2v", prompt="a day sky", width=32, height=32, frames=None, seed=1, resume=saved)
+    assert again.state is saved and saved.frames_done == 1
+    next(again)
+    assert again.state.frames_done == 2
+    again.close()

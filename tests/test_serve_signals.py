@@ -43,7 +43,7 @@ def test_sigterm_saves_every_stream_and_resume_continues_them_exactly(serve, tmp
     first.wait(b, lambda st: st["frames"] >= 5)
     assert first.stop(signal.SIGTERM) == 128 + signal.SIGTERM
     na, nb = saved_at(first.stderr, a), saved_at(first.stderr, b)
-    assert first.stderr.strip().splitlines()[-1] == f"streamgen: stopped by SIGTERM; streams saved in {state}"
+    assert first.stderr.strip().splitlines()[-1] == f"streamgen: stopped by SIGTERM; 2 stream(s) saved in {state}"
     assert sorted(p.name for p in state.iterdir()) == sorted([f"{a}.snap", f"{b}.snap"])
     assert len(pngs(out / "a")) == na and count_frames(out / "b.mp4") == nb  # finished, every frame made
 
@@ -61,3 +61,29 @@ def test_sigterm_saves_every_stream_and_resume_continues_them_exactly(serve, tmp
     assert len(got) == total > na
     assert all(np.array_equal(x, y) for x, y in zip(got, want))
     assert "Traceback" not in first.stderr + again.stderr
+
+
+def test_snapshots_and_the_state_folder_are_kept_to_their_owner(tmp_path):
+    """A snapshot names its stream's output, an RTMP key included: it is written 0600, and the server's
+    state folder is made or made private (0700) at start; an output folder is made if missing."""
+    import stat
+
+    from streamgen.engine import snapshot as snap
+    from streamgen.errors import ConfigError
+    from streamgen.serve.server import folder
+
+    engine = streamgen.load("tiny")
+    stream = engine.open("t2v", **REQUEST)
+    next(stream)
+    path = tmp_path / "s.snap"
+    snap.save(path, stream.state, {"serve": {"spec": {"output": "rtmp://u:key@127.0.0.1/live/x"}}})
+    stream.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    shared = tmp_path / "state"
+    shared.mkdir(mode=0o755)
+    assert folder("state_dir", str(shared), make=True, private=True) == shared.resolve()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o700
+    assert folder("output_dir", str(tmp_path / "videos" / "day"), make=True).is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"`output_dir` must be a folder this server can make"):
+        folder("output_dir", str(tmp_path / "file" / "sub"), make=True)

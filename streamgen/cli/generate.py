@@ -67,7 +67,7 @@ class GenerateConfig(Strict):
     x264_tune: str = Field("zerolatency", pattern="^(zerolatency|film|animation|grain|stillimage|none)$",
                            description="H.264 tuning of pipes and RTMP; zerolatency for live")
     buffer: int = Field(8, ge=1, le=1000, description="frames generated ahead in realtime mode")
-    model: str | None = Field(None, description="model folder, 'tiny', or None for the shipped one")
+    model: str | None = Field(None, description="model folder, or 'tiny'; omit it for the shipped model")
     attention: Literal["sdpa", "xformers"] = Field("sdpa", description="attention kernel; 'xformers' needs "
                                                    "CUDA and the xformers package (untested by this project)")
     precision: Literal["fp32", "mixed"] = Field("fp32", description="'mixed': bfloat16 attention and "

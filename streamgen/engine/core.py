@@ -363,7 +363,9 @@ class Engine:
         known = (lambda pos: job.known[pos][None]) if job.known else None
         cur = self.cursor(job.plan, seed=seed, sampling=steering.sampling, text=text, text_mask=mask,
                           known=known, given=job.given, resume=resume, steering=steering)
-        return Stream(self, cur)
+        stream = Stream(self, cur)
+        stream.state = resume  # a resumed stream stopped before its next frame is saved where it was
+        return stream
 
     def strips(self, task: "str | Task", request: Any = None, **fields: Any) -> Iterator["Strip"]:
         """An image task's canvas strip by strip, lazily, each as soon as its pixels are final: `Strip`s

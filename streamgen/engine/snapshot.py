@@ -29,7 +29,8 @@ class SnapshotError(StreamgenError):
 
 
 def save(path: str | os.PathLike, state: StreamState, meta: dict[str, Any]) -> None:
-    """Write ``state`` and ``meta`` (JSON-serialisable) atomically to ``path``."""
+    """Write ``state`` and ``meta`` (JSON-serialisable) atomically to ``path``, readable by its owner
+    only: the request in ``meta`` may name an RTMP URL with its stream key."""
     tensors: dict[str, torch.Tensor] = {}
     positions = []
     for i, (pos, entry) in enumerate(sorted(state.pool.items())):
@@ -53,7 +54,7 @@ def save(path: str | os.PathLike, state: StreamState, meta: dict[str, Any]) -> N
         fsync(tmp)  # on disk before the rename makes it the snapshot
 
     try:
-        ckpt._atomic(path, write)
+        ckpt._atomic(path, write, mode=0o600)
         fsync(path.resolve().parent)  # the rename itself
     except OSError as exc:
         raise SnapshotError(f"`snapshot` {str(path)!r} cannot be written ({exc.strerror or exc}): "

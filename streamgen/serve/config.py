@@ -9,7 +9,7 @@ from streamgen.config import Strict
 class ServeConfig(Strict):
     host: str = Field("127.0.0.1", description="address to listen on; 0.0.0.0 opens the server to the network")
     port: int = Field(8000, ge=0, le=65535, description="port; 0 takes a free one (the line on stderr says which)")
-    model: str | None = Field(None, description="model folder, 'tiny', or None for the shipped one")
+    model: str | None = Field(None, description="model folder, or 'tiny'; omit it for the shipped model")
     token_file: str | None = Field(None, description="file holding the API token; default: a new token, "
                                    "printed on stderr at start")
     max_streams: int = Field(4, ge=1, le=256, description="streams running at once")
@@ -17,10 +17,11 @@ class ServeConfig(Strict):
                           description="largest canvas of a stream, WxH in pixels")
     max_fps: float = Field(30.0, gt=0, le=240, allow_inf_nan=False, description="highest frame rate of a stream")
     state_dir: str | None = Field(None, description="folder where SIGTERM saves every stream, and where "
-                                  "snapshot commands write (default: --resume's folder)")
+                                  "snapshot commands write (default: --resume's folder); made if missing, "
+                                  "and kept to its owner (0700)")
     resume: str | None = Field(None, description="folder of saved streams to bring back at start")
-    output_dir: str | None = Field(None, description="folder that streams may write files into; without "
-                                   "it, outputs are RTMP URLs or the live view only")
+    output_dir: str | None = Field(None, description="folder that streams may write files into (made if "
+                                   "missing); without it, outputs are RTMP URLs or the live view only")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads for generation; default torch's")
     fixed_threads: bool = Field(False, description="keep --threads; by default the scheduler also tries one "
                                 "thread now and then and keeps the faster count (a busy core slows two)")

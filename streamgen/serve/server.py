@@ -50,7 +50,7 @@ class Server(uvicorn.Server):
 
 
 def read_token(path: str | None) -> str:
-    """The API token: the first line of ``path``, or a new random one."""
+    """The API token: the one word ``path`` holds (surrounding blank space ignored), or a new random one."""
     if path is None:
         return secrets.token_urlsafe(24)
     try:
@@ -62,12 +62,19 @@ def read_token(path: str | None) -> str:
     return token
 
 
-def folder(param: str, path: str | None, make: bool = False) -> Path | None:
+def folder(param: str, path: str | None, make: bool = False, private: bool = False) -> Path | None:
+    """The folder of option ``param``, resolved; with ``make``, created if missing; ``private`` keeps
+    it to its owner (0700: the snapshots in a state folder name their outputs, RTMP keys included)."""
     if path is None:
         return None
     p = Path(path)
-    if make and not p.exists():
-        p.mkdir(parents=True, mode=0o700)
+    try:
+        if make and not p.exists():
+            p.mkdir(parents=True, mode=0o700 if private else 0o777)
+        if private and p.is_dir():
+            p.chmod(0o700)
+    except OSError as exc:
+        raise bad(param, f"must be a folder this server can make and write ({exc.strerror})", path) from None
     if not p.is_dir():
         raise bad(param, "must be an existing folder", path)
     return p.resolve()
@@ -111,8 +118,8 @@ def serve(cfg: ServeConfig) -> int:
 
     token = read_token(cfg.token_file)
     resume = folder("resume", cfg.resume)
-    state_dir = folder("state_dir", cfg.state_dir, make=True) or resume
-    output_dir = folder("output_dir", cfg.output_dir)
+    output_dir = folder("output_dir", cfg.output_dir, make=True)
+    state_dir = folder("state_dir", cfg.state_dir or cfg.resume, make=True, private=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
@@ -145,6 +152,6 @@ def serve(cfg: ServeConfig) -> int:
     if server.signum is None:
         return 0
     name = signal.Signals(server.signum).name
-    print(f"streamgen: stopped by {name}" + (f"; streams saved in {state_dir}" if state_dir else ""),
+    print(f"streamgen: stopped by {name}" + (f"; {streams.saved} stream(s) saved in {state_dir}" if state_dir else ""),
           file=sys.stderr, flush=True)
     return 128 + server.signum

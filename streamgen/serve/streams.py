@@ -34,7 +34,7 @@ from streamgen.plugins import manager
 from streamgen.plugins.registry import validate_request
 from streamgen.plugins.task import TaskEnv
 from streamgen.serve.outputs import Outputs
-from streamgen.serve.scheduler import Scheduler
+from streamgen.serve.scheduler import Scheduler, one_line
 from streamgen.serve.video import Channel, LiveView
 
 RUNNING = ("live",)
@@ -90,6 +90,7 @@ class Live:
         self._times: deque[float] = deque(maxlen=max(3, round(2 * spec.fps) + 1))
         self._leave: tuple[str, str | None] | None = None
         self._snapshot: Any = None  # a function saving a state, asked for by a command
+        self._snapshot_lock = threading.Lock()  # asked on the event loop, taken on the scheduler's thread
         self.closed = threading.Event()
 
     # --- what the scheduler calls, on its thread ------------------------------------------------------
@@ -107,7 +108,8 @@ class Live:
         self.made += 1
         self._times.append(done)
         self.outputs.put(frame.pixels, frame.state.frames_done - 1, time.time())
-        save, self._snapshot = self._snapshot, None
+        with self._snapshot_lock:
+            save, self._snapshot = self._snapshot, None
         if save is not None:
             state = frame.state
             self.outputs.after_written(state.frames_done, lambda: save(state))
@@ -130,7 +132,8 @@ class Live:
             self._leave = ("stopped", None)
 
     def ask_snapshot(self, save: Any) -> str:
-        self._snapshot = save
+        with self._snapshot_lock:
+            self._snapshot = save
         return "snapshot"
 
     @property
@@ -166,6 +169,7 @@ class Streams:
         self.opening = 0
         self.reserved: set[str] = set()  # targets of streams being opened
         self.identity = engine.identity()
+        self.saved = 0  # streams saved at shutdown
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -240,7 +244,8 @@ class Streams:
         return self._free(str(where), output)
 
     def _free(self, target: str, shown: str) -> str:
-        busy = [live.id for live in self.lives.values() if live.state in RUNNING and live.target == target]
+        # a stream that has left may still be finishing its file: the target is busy until it is closed
+        busy = [live.id for live in self.lives.values() if live.target == target and not live.closed.is_set()]
         if busy or target in self.reserved:
             raise bad("output", f"is being written by stream {busy[0] if busy else 'being opened'}", shown)
         return target
@@ -336,17 +341,28 @@ class Streams:
         self.scheduler.stop(self._finish)
 
     def _finish(self, members: list[Any]) -> None:
+        """On the scheduler's thread at shutdown: every output finished, then each running stream saved
+        at its last frame if its outputs hold that frame; one line each, and `saved` counts them."""
         for live in members:
             live.leave("stopped")
+        self.saved = 0
         for live in members:
             live.closed.wait(60)
             state = live.stream.state
             if self.state_dir is None:
                 continue
-            if state is None:
-                self.log(f"streamgen: serve: stream {live.id} had made no frame: not saved")
+            why = ("had made no frame" if state is None else
+                   "its outputs did not finish within 60 s" if not live.closed.is_set() else
+                   f"its output failed ({live.outputs.error})" if live.outputs.error else None)
+            if why is None:
+                try:
+                    self._saver(live)(state)
+                except StreamgenError as exc:
+                    why = one_line(exc)
+            if why is not None:
+                self.log(f"streamgen: serve: stream {live.id} not saved: {why}")
                 continue
-            self._saver(live)(state)
+            self.saved += 1
             self.log(f"streamgen: serve: stream {live.id} saved at frame {state.frames_done} "
                      f"({live.shown_output or LIVE_VIEW})")
         if self.state_dir is not None:  # streams that ended or failed do not come back
