@@ -14,6 +14,8 @@ from streamgen.errors import bad, from_validation_error
 
 T = TypeVar("T", bound=BaseModel)
 
+MIN_FPS = 0.01  # the slowest frame rate an output's time base (1/fps, denominator at most 1000) holds
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

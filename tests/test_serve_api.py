@@ -57,6 +57,10 @@ def test_changes_need_the_token_and_bad_requests_get_the_command_lines_messages(
     for name in ("../x.mp4", str(tmp_path / "x.mp4"), "-", "a/../../x.mp4"):
         assert refused({"request": DAY, "output": name}).startswith("`output` must be a file name inside")
     assert refused({"request": DAY, "output": "ftp://h/x"}).startswith("`output` must be an rtmp:// or rtmps://")
+    assert refused({"request": DAY, "output": "one.png"}).startswith("`output` is one PNG, which holds one image")
+    assert refused({"request": DAY, "output": "no/such/x.mp4"}) == ("`output` must be in an existing folder "
+                                                                     "inside the server's output folder, but got 'no/such/x.mp4'")
+    assert refused({"request": DAY, "fps": 0.001}).startswith("`fps`: Input should be greater than or equal to 0.01")
     assert refused({"request": DAY, "volume": 3}) == "`volume`: Extra inputs are not permitted (got 3)"
     r = s.client.post("/streams", content=b'{"request": ', headers={"Authorization": f"Bearer {s.token}",
                                                                      "Content-Type": "application/json"})

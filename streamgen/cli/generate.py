@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from streamgen.config import Extent, SamplingConfig, Strict, parse
+from streamgen.config import MIN_FPS, Extent, SamplingConfig, Strict, parse
 from streamgen.errors import ConfigError, StreamgenError, bad
 from streamgen.progress import Progress
 
@@ -32,7 +32,7 @@ class GenerateConfig(Strict):
     size: str | None = Field(None, description="WxH in pixels; default: the task's (128x128), or the input "
                              "image's size for tasks that take it from their image (ia); a width of 'inf' "
                              "(infx128) is an endless canvas (uig, t2i), into a tile folder or a --scroll video")
-    fps: float = Field(8.0, gt=0, le=240, allow_inf_nan=False, description="output frame rate")
+    fps: float = Field(8.0, ge=MIN_FPS, le=240, allow_inf_nan=False, description="output frame rate")
     seed: int = Field(0, ge=0, lt=1 << 62, description="same seed, same frames")
     order: str | None = Field(None, description="ADC order inside frames: omega, omega*, zeta, zeta*")
     image: str | None = Field(None, description="input image file for io and ia")

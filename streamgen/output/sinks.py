@@ -27,6 +27,7 @@ import av
 import numpy as np
 
 from streamgen.checkpoint import fsync
+from streamgen.config import MIN_FPS
 from streamgen.errors import ConfigError, StreamgenError, bad
 from streamgen.output.canvas import TileFolder, is_tile_folder
 from streamgen.plugins.hookspecs import hookimpl
@@ -118,8 +119,8 @@ class VideoSink:
                  options: dict[str, str] | None = None, container_options: dict[str, str] | None = None,
                  label: str | None = None, size: tuple[int, int] | None = None,
                  keyframe_every: int | None = None, first_frame: int = 0):
-        if not fps > 0:
-            raise bad("fps", "must be greater than 0", fps)
+        if not fps >= MIN_FPS:
+            raise bad("fps", f"must be at least {MIN_FPS} (a frame every 100 s)", fps)
         if keyframe_every is not None and keyframe_every < 1:
             raise bad("keyframe_every", "must be 1 or more", keyframe_every)
         self.target, self.fmt, self.codec, self.fps = target, fmt, codec, fps
@@ -548,6 +549,13 @@ def check_output(target: Any, *, video: bool) -> None:
         if scheme in ("rtmp", "rtmps"):
             _rtmp_address(target)
         return
+    check_file_name(target, video=video)
+    if not Path(target).resolve().parent.is_dir():
+        raise bad("output", "must be in an existing folder", target)
+
+
+def check_file_name(target: str, *, video: bool) -> None:
+    """Raise ConfigError for a file name no file sink writes, or a single PNG for a ``video``."""
     ext = Path(target).suffix.lower()
     if ext == ".png" and "%" not in target:
         if video:
@@ -557,8 +565,6 @@ def check_output(target: Any, *, video: bool) -> None:
         raise bad("output", f"must end in one of {', '.join([*FILE_FORMATS, '.png'])} (or be a "
                   "numbered pattern like frames/%06d.png), be '-' (standard output) or an rtmp:// or "
                   "rtmps:// URL", target)
-    if not Path(target).resolve().parent.is_dir():
-        raise bad("output", "must be in an existing folder", target)
 
 
 def _rtmp_address(url: str) -> tuple[str, int]:

@@ -23,13 +23,14 @@ from pydantic import Field
 
 from streamgen.cli.control import apply
 from streamgen.cli.generate import segment_name
-from streamgen.config import Strict
+from streamgen.config import MIN_FPS, Strict
 from streamgen.engine import snapshot as snap
 from streamgen.engine.core import Engine, Frame, StreamState
 from streamgen.engine.stream import Stream
 from streamgen.engine.threads import ThreadTuner
 from streamgen.errors import ConfigError, StreamgenError, bad
-from streamgen.output.sinks import open_sink, redact
+from streamgen.output.canvas import is_tile_folder
+from streamgen.output.sinks import check_file_name, open_sink, redact
 from streamgen.plugins import manager
 from streamgen.plugins.registry import validate_request
 from streamgen.plugins.task import TaskEnv
@@ -51,7 +52,7 @@ class NewStream(Strict):
     output: str | None = Field(None, description="an rtmp:// or rtmps:// URL, a file name inside the server's "
                                "--output-dir (.mp4 .mkv .webm, or a numbered pattern like frames/%06d.png), "
                                "or nothing: the server's live view only (every stream has it)")
-    fps: float = Field(8.0, gt=0, allow_inf_nan=False, description="frames per second, paced to the wall clock")
+    fps: float = Field(8.0, ge=MIN_FPS, allow_inf_nan=False, description="frames per second, paced to the wall clock")
     reconnect: int = Field(0, ge=0, le=100, description="retries of a dropped RTMP push, with backoff")
     recache: bool = Field(False, description="a new prompt recomputes the cached context under it")
 
@@ -210,7 +211,7 @@ class Streams:
         task = manager().tasks.get(spec.task)
         req = validate_request(task, spec.request)  # the task's own messages, before the worker's turn
         self.check_canvas(getattr(req, "width", None), getattr(req, "height", None))
-        return self.target(spec.output)
+        return self.target(spec.output, video=task.output == "video" and getattr(req, "frames", None) != 1)
 
     def check_canvas(self, width: int | None, height: int | None) -> None:
         lim = self.limits
@@ -219,10 +220,11 @@ class Streams:
         if height is not None and height > lim.max_height:
             raise bad("request.height", f"must be at most {lim.max_height} on this server (--max-size)", height)
 
-    def target(self, output: str | None) -> str | None:
-        """Where ``output`` writes: an RTMP URL as it is, a file inside the output folder as a full
-        path, None for the live view alone; anything else, or a target another stream writes or is
-        opening, a `ConfigError`."""
+    def target(self, output: str | None, video: bool = True) -> str | None:
+        """Where ``output`` writes: an RTMP URL as it is, a file (or a tile folder, ending in /) inside
+        the output folder as a full path, None for the live view alone; anything else, a single PNG
+        for a ``video``, or a target another stream writes or is opening, a `ConfigError` naming
+        ``output`` as the client wrote it (never the server's own paths)."""
         if output is None:
             return None
         if "://" in output:
@@ -241,6 +243,11 @@ class Streams:
                 or not where.is_relative_to(folder.resolve()):
             raise bad("output", "must be a file name inside the server's output folder (no absolute path, "
                       "no ..)", output)
+        if is_tile_folder(output):
+            return self._free(f"{where}/", output)
+        check_file_name(output, video=video)
+        if not where.parent.is_dir():
+            raise bad("output", "must be in an existing folder inside the server's output folder", output)
         return self._free(str(where), output)
 
     def _free(self, target: str, shown: str) -> str:
