@@ -26,6 +26,7 @@ def files(tmp_path):
     main([*BASE, "--task", "t2i", "-o", str(png)])
     (tmp_path / "trunc.png").write_bytes(png.read_bytes()[: len(png.read_bytes()) // 3])
     (tmp_path / "notes.png").write_text("this is not an image\n")
+    (tmp_path / "binary.json").write_bytes(bytes(range(128, 256)))
     (tmp_path / "unknown.json").write_text(json.dumps({"task": "t2v", "colour": "red"}))
     (tmp_path / "broken.json").write_text("{not json")
     (tmp_path / "list.json").write_text('["t2v"]')
@@ -60,7 +61,8 @@ TABLE = [
     (["--frames", "0"], ["frames", "greater than or equal to 1", "0"]),
     (["--frames", "-4"], ["frames", "-4"]),
     (["--frames", "many"], ["frames", "many"]),
-    (["--fps", "0"], ["fps", "greater than 0", "0"]),
+    (["--fps", "0"], ["fps", "greater than or equal to 0.01", "0"]),
+    (["--fps", "0.0001"], ["fps", "greater than or equal to 0.01", "0.0001"]),
     (["--fps", "-1"], ["fps", "-1"]),
     (["--prompt", "x" * 100_000], ["prompt", "at most 2000 characters", "100000"]),
     (["--prompt", ""], ["prompt", "must not be empty"]),
@@ -98,6 +100,7 @@ TABLE = [
     (["--config", "{d}/broken.json"], ["--config", "not valid JSON"]),
     (["--config", "{d}/list.json"], ["--config", "must hold a JSON object of settings", "list"]),
     (["--config", "{d}/missing.json"], ["--config", "existing JSON file"]),
+    (["--config", "{d}/binary.json"], ["--config", "UTF-8 text", "binary.json", "is not text"]),
     (["--model", "{d}/empty"], ["model", "model.safetensors"]),
     (["--model", "{d}/truncmodel"], ["not a readable safetensors file", "truncated"]),
     (["--model", "{d}/shapes"], ["tensor", "has shape", "expects"]),
