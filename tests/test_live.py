@@ -152,7 +152,10 @@ def test_reconnect_continues_the_same_stream(tmp_path):
     recv = start_receiver(port, first)
     gen = subprocess.Popen([*GEN, "--frames", "90", "--realtime", "--fps", "15", "--reconnect", "5", "-o",
                             f"rtmp://127.0.0.1:{port}/live/test"], stderr=subprocess.PIPE)
-    time.sleep(5.0)  # start-up, then about two seconds of stream
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not connected(port):  # start-up (longer on a busy machine)
+        time.sleep(0.2)
+    time.sleep(3.0)  # a few seconds of stream
     recv.terminate()
     recv.wait()
     recv2 = start_receiver(port, second)

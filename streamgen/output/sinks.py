@@ -151,8 +151,15 @@ class VideoSink:
                 self._add_stream(size[1], size[0])
                 self.container.start_encoding()
                 self._file_id = _file_id(self.target)
-        except (av.error.FFmpegError, OSError) as exc:
-            self.container = None
+        except BaseException as exc:
+            container, self.container, self.stream = self.container, None, None
+            if container is not None:  # opened, then the stream or the header failed
+                try:
+                    container.close()
+                except Exception:
+                    pass
+            if not isinstance(exc, (av.error.FFmpegError, OSError)):
+                raise
             if isinstance(self.target, str) and "://" in self.target and size is not None:
                 raise StreamgenError(f"cannot connect to {self.label}: nothing is listening there or it "
                                      f"refused the stream ({_scrub(str(exc), self.target)})") from None

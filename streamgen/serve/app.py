@@ -25,6 +25,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.websockets import WebSocketDisconnect
 
 from streamgen.errors import StreamgenError, from_errors
+from streamgen.serve.scheduler import Stopping
 from streamgen.serve.streams import NewStream, NotFound, Streams, TooMany
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -78,7 +79,8 @@ def create_app(streams: Streams, token: str, *, hosts: list[str] | None = None,
 
     @app.exception_handler(StreamgenError)
     async def refused(request: Request, exc: StreamgenError) -> JSONResponse:
-        code = 404 if isinstance(exc, NotFound) else 429 if isinstance(exc, TooMany) else 400
+        code = 404 if isinstance(exc, NotFound) else 429 if isinstance(exc, TooMany) else \
+            503 if isinstance(exc, Stopping) else 400
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.exception_handler(RequestValidationError)

@@ -28,6 +28,7 @@ import torch
 from streamgen.engine.core import Frame
 from streamgen.engine.stream import Stream
 from streamgen.engine.threads import ThreadTuner
+from streamgen.errors import StreamgenError
 
 
 def advance(streams: list[Stream]) -> list[Frame | None | Exception]:
@@ -45,6 +46,10 @@ def advance(streams: list[Stream]) -> list[Frame | None | Exception]:
             s.fail(exc)
         return [exc] * len(streams)
     return [s.error if f is None and s.error is not None else f for s, f in zip(streams, frames)]
+
+
+class Stopping(StreamgenError):
+    """The scheduler has stopped taking work."""
 
 
 def one_line(exc: BaseException) -> str:
@@ -97,7 +102,7 @@ class Scheduler:
         fut: Future = Future()
         with self._wake:
             if self._stopping:
-                fut.set_exception(RuntimeError("the server is stopping"))
+                fut.set_exception(Stopping("the server is stopping: it takes no new stream"))
                 return fut
             self._calls.append((fn, fut))
             self._wake.notify()

@@ -274,10 +274,16 @@ class Streams:
         stream, size = await asyncio.wrap_future(self.scheduler.call(lambda: self._open(spec, resume)))
         first = resume.frames_done if resume is not None else 0
         channel = Channel(self.loop)
+        sinks: list[Any] = []
         try:
             sinks = await asyncio.to_thread(self._sinks, spec, target, size, first)
             view = LiveView(fps=spec.fps, size=size, publish=channel.publish)
         except BaseException:
+            for sink in sinks:  # a file or RTMP push opened before the live view failed
+                try:
+                    sink.close()
+                except Exception:
+                    pass
             stream.close()
             raise
         live: Live | None = None
@@ -289,8 +295,12 @@ class Streams:
         outputs = Outputs(sinks, view, name=id, on_closed=closed, first=first)
         live = Live(id, spec, stream, size, outputs, channel, first,
                     redact(spec.output) if spec.output else None, target)
+        try:
+            await asyncio.wrap_future(self.scheduler.call(lambda: self.scheduler.add(live)))
+        except BaseException:  # the server is stopping: this stream never ran
+            live.leave("failed", "the server is stopping")
+            raise
         self.lives[id] = live
-        await asyncio.wrap_future(self.scheduler.call(lambda: self.scheduler.add(live)))
         return live
 
     def _open(self, spec: NewStream, resume: StreamState | None) -> tuple[Stream, tuple[int, int]]:
