@@ -122,7 +122,10 @@ def test_the_channel_answers_every_command_and_never_raises():
         steered.append(kw)
 
     c = Control("-", steer=steer, snapshot=None, stop=lambda: steered.append("stop"), say=said.append)
-    for line in ('{"prompt": "x"}', "[1, 2]", '{"prompt": ""}', '{"snapshot": true}', '{"stop": 1}', '{"stop": true}'):
+    for line in ('{"prompt": "x"}', "[1, 2]", '{"prompt": ""}', '{"snapshot": true}', '{"stop": 1}',
+                 "[" * 100_000, '{"prompt": null}', '{"prompt": "breaks"}', '{"stop": true}'):
+        if "breaks" in line:
+            c.steer = lambda **kw: 1 / 0  # a plugin's steering that raises something of its own
         c.handle(line)
     assert said == ["streamgen: control: ok prompt",
                     "streamgen: control: error: `command` must be a JSON object with some of prompt, sampling, "
@@ -130,5 +133,10 @@ def test_the_channel_answers_every_command_and_never_raises():
                     "streamgen: control: error: `prompt` must not be empty for a text task",
                     "streamgen: control: error: `snapshot` needs --snapshot FILE to know where to save, but got True",
                     "streamgen: control: error: `stop` must be true, but got 1",
+                    "streamgen: control: error: a command must be one JSON object per line, but got "
+                    f"{'[' * 80!r} (RecursionError)",
+                    "streamgen: control: error: `prompt` must be given to change it (leave it out to keep it), "
+                    "but got None",
+                    "streamgen: control: error: the command failed: division by zero",
                     "streamgen: control: ok stop"]
     assert steered == [{"prompt": "x", "sampling": None}, "stop"]

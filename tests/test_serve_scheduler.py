@@ -90,7 +90,8 @@ def test_a_tuner_times_each_round_by_its_frames_and_sets_the_threads_between_rou
 
 def test_streams_are_split_into_lanes_each_drawn_on_its_own_thread_with_the_frames_they_get_alone():
     """With two lanes, a round of several streams is two batches drawn at once on two threads of one
-    torch thread each; a round of one stream is one batch on all the threads; no frame changes."""
+    torch thread each (two streams a batch here, so both lanes draw batches of the same shape at
+    once); a round of one stream is one batch on all the threads; no frame changes."""
     torch.set_num_threads(1)
     engine = streamgen.load("tiny")
     calls, step = [], engine.step
@@ -98,9 +99,9 @@ def test_streams_are_split_into_lanes_each_drawn_on_its_own_thread_with_the_fram
     sets = []
     scheduler = Scheduler(set_threads=lambda n: sets.append((threading.current_thread().name, n)), lanes=2,
                           threads=2)
-    prompts = ["a day sky over hills", "a night sky over dunes", "a sunset over a lake"]
-    members = [Collect(k, engine.open("t2v", prompt=p, width=32, height=32, frames=None, seed=i), n=4 + 2 * i)
-               for i, (k, p) in enumerate(zip("abc", prompts))]
+    prompts = ["a day sky over hills", "a night sky over dunes", "a sunset over a lake", "a day sky"]
+    members = [Collect(k, engine.open("t2v", prompt=p, width=32, height=32, frames=None, seed=i), n=n)
+               for i, (k, p, n) in enumerate(zip("abcd", prompts, (3, 5, 5, 7)))]
     scheduler.call(lambda: [scheduler.add(m) for m in members])
     scheduler.start()
     for m in members:
@@ -108,12 +109,12 @@ def test_streams_are_split_into_lanes_each_drawn_on_its_own_thread_with_the_fram
     scheduler.stop()
     for i, m in enumerate(members):
         want = alone(engine, i, prompts[i], len(m.frames))
-        assert len(m.frames) == 4 + 2 * i and all(np.array_equal(x, y) for x, y in zip(m.frames, want)), m.id
-    worker = [(n, k) for n, k in calls if n == "streamgen-scheduler"]
-    lane = [(n, k) for n, k in calls if n.startswith("streamgen-lane")]
-    # rounds 1-4: a and c on the worker, b on the lane; 5-6: b and c, one each; 7-8: c alone, on the worker
-    assert [k for _, k in worker] == [2] * 4 + [1] * 4 and [k for _, k in lane] == [1] * 6
-    assert scheduler.rounds == 8 and scheduler.lanes_used == 1
+        assert len(m.frames) == m.n and all(np.array_equal(x, y) for x, y in zip(m.frames, want)), m.id
+    worker = [k for n, k in calls if n == "streamgen-scheduler"]
+    lane = [k for n, k in calls if n.startswith("streamgen-lane")]
+    # rounds 1-3: a, c on the worker and b, d on the lane; 4-5: b, d and c; 6-7: d alone, on the worker
+    assert worker == [2, 2, 2, 2, 2, 1, 1] and lane == [2, 2, 2, 1, 1]
+    assert scheduler.rounds == 7 and scheduler.lanes_used == 1
     assert [n for t, n in sets if t.startswith("streamgen-lane")] == [1]  # the lane's one thread, set once
     assert [n for t, n in sets if t == "streamgen-scheduler"] == [1, 2]  # split rounds on one, then all
 

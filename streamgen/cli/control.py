@@ -81,16 +81,22 @@ class Control:
                 return  # standard input closed: no more commands
 
     def handle(self, line: str) -> None:
-        """Apply one command line and answer it; never raises."""
+        """Apply one command line and answer it; never raises, so the channel outlives any line."""
         try:
             command = json.loads(line)
         except json.JSONDecodeError as exc:
             self._say(f"error: a command must be one JSON object per line, but got {line.strip()[:80]!r} ({exc.msg})")
             return
+        except (RecursionError, ValueError) as exc:  # nested too deeply, a number too long
+            self._say(f"error: a command must be one JSON object per line, but got {line.strip()[:80]!r} "
+                      f"({type(exc).__name__})")
+            return
         try:
             self._say("ok " + self.apply(command))
         except StreamgenError as exc:
             self._say(f"error: {exc}")
+        except Exception as exc:  # a plugin's steering that broke: said, and the channel goes on
+            self._say(f"error: the command failed: {' '.join(str(exc).split()) or type(exc).__name__}")
 
     def apply(self, command: Any) -> str:
         return apply(command, steer=self.steer, snapshot=self.snapshot, stop=self.stop)
@@ -111,6 +117,9 @@ def apply(command: Any, *, steer: Callable[..., None], snapshot: Callable[[], st
     for key in ("snapshot", "stop"):
         if key in command and command[key] is not True:
             raise bad(key, "must be true", command[key])
+    for key in ("prompt", "sampling"):
+        if key in command and command[key] is None:
+            raise bad(key, "must be given to change it (leave it out to keep it)", None)
     if command.get("snapshot") and snapshot is None:
         raise bad("snapshot", f"needs {snapshot_needs} to know where to save", True)
     done = []

@@ -10,6 +10,7 @@ underneath (Algorithm 2).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
@@ -287,7 +288,8 @@ class Engine:
         # how a stream samples where its request sets nothing: the project's preset with the model
         # folder's own fields over it (`streamgen.load`); a request's sampling fields are laid over it
         self.preset: dict[str, Any] = dict(DEFAULT_SAMPLING)
-        self._shared: dict = {}  # workspaces of streams drawn together (`step`)
+        # workspaces of streams drawn together (`step`), one set a thread: a server's lanes draw at once
+        self._shared = threading.local()
 
     def identity(self) -> dict[str, str]:
         """Weight digests of the model and the codec: what a snapshot must match to be resumed."""
@@ -656,8 +658,9 @@ class Engine:
                     self._draw([(c, it) for it in items], c.workspaces)
                 continue
             items = [[it for (it,) in c.plan.groups(c.f, False)] for c in group]
+            shared = self._shared.__dict__.setdefault("workspaces", {})
             for i in range(len(items[0])):
-                self._draw([(c, its[i]) for c, its in zip(group, items)], self._shared)
+                self._draw([(c, its[i]) for c, its in zip(group, items)], shared)
         return [c.end_frame() for c in curs]
 
     @staticmethod
