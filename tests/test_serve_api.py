@@ -155,3 +155,36 @@ def test_rtmp_credentials_are_never_shown_and_a_lost_receiver_stops_only_its_str
     assert s.stop() == 143
     for text in (shown, s.stderr):
         assert "hunter2" not in text and "alice" not in text
+
+
+def test_requests_read_input_images_only_inside_the_input_folder(serve, tmp_path):
+    """A token holder cannot read the server's files through a task's input image: without --input-dir
+    a request naming a file is refused, with it only names inside that folder are read."""
+    import numpy as np
+
+    from streamgen.output.sinks import PngSink
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    PngSink(str(inputs / "still.png")).write(np.full((32, 32, 3), 128, np.uint8))
+    secret = tmp_path / "secret.png"
+    PngSink(str(secret)).write(np.zeros((32, 32, 3), np.uint8))
+    ia = lambda image: {"task": "ia", "request": {"image": image, "frames": None}}  # noqa: E731
+
+    closed = serve()
+    r = closed.call("POST", "/streams", ia(str(secret)))
+    assert r.status_code == 400 and r.json()["detail"] == (
+        f"`image` must not name a file: this server reads no files (start it with --input-dir DIR), "
+        f"but got {str(secret)!r}")
+
+    opened = serve("--input-dir", str(inputs))
+    for name in (str(secret), "../secret.png", str(inputs / "still.png")):
+        r = opened.call("POST", "/streams", ia(name))
+        assert r.status_code == 400 and r.json()["detail"].startswith(
+            "`image` must be a file name inside the server's input folder"), (name, r.text)
+    r = opened.call("POST", "/streams", ia("missing.png"))
+    assert r.status_code == 400 and r.json()["detail"] == "`image` must be an existing image file, but got 'missing.png'"
+    r = opened.call("POST", "/streams", ia("still.png"))
+    assert r.status_code == 201, r.text
+    first = opened.wait(r.json()["id"], lambda st: st["frames"] >= 1)
+    assert first["state"] == "live" and (first["width"], first["height"]) == (32, 32)

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import numpy as np
@@ -288,8 +289,27 @@ class Engine:
         # how a stream samples where its request sets nothing: the project's preset with the model
         # folder's own fields over it (`streamgen.load`); a request's sampling fields are laid over it
         self.preset: dict[str, Any] = dict(DEFAULT_SAMPLING)
+        # where tasks may read input files (`input_file`): anywhere (None), or only names inside this
+        # folder; `reads_files` False reads none (a server without --input-dir)
+        self.input_dir: Path | None = None
+        self.reads_files = True
         # workspaces of streams drawn together (`step`), one set a thread: a server's lanes draw at once
         self._shared = threading.local()
+
+    def input_file(self, name: str | Path, param: str = "image") -> Path:
+        """The path of an input file a request names (request field ``param``), where this engine may
+        read it; a `ConfigError` naming ``param`` if it may not."""
+        if not self.reads_files:
+            raise bad(param, "must not name a file: this server reads no files (start it with --input-dir DIR)",
+                      str(name))
+        path = Path(name)
+        if self.input_dir is None:
+            return path
+        where = (self.input_dir / path).resolve()
+        if path.is_absolute() or ".." in path.parts or not where.is_relative_to(self.input_dir.resolve()):
+            raise bad(param, "must be a file name inside the server's input folder (no absolute path, no ..)",
+                      str(name))
+        return where
 
     def identity(self) -> dict[str, str]:
         """Weight digests of the model and the codec: what a snapshot must match to be resumed."""

@@ -124,9 +124,9 @@ class TaskEnv:
         from streamgen.media import read_frames
 
         if isinstance(image, (str, Path)):
-            path = Path(image)
+            path = self._engine.input_file(image, param)  # where this engine may read (a server's --input-dir)
             if not path.is_file():
-                raise bad(param, "must be an existing image file", str(path))
+                raise bad(param, "must be an existing image file", str(image))
             return read_frames(path, limit=1)[0]
         arr = np.asarray(image)
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:

@@ -22,6 +22,8 @@ class ServeConfig(Strict):
     resume: str | None = Field(None, description="folder of saved streams to bring back at start")
     output_dir: str | None = Field(None, description="folder that streams may write files into (made if "
                                    "missing); without it, outputs are RTMP URLs or the live view only")
+    input_dir: str | None = Field(None, description="folder whose files requests may name as input images "
+                                  "(the io and ia tasks' `image`); without it, no request reads a file")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads for generation; default torch's")
     fixed_threads: bool = Field(False, description="keep --threads; by default the scheduler also tries one "
                                 "thread now and then and keeps the faster count (a busy core slows two)")

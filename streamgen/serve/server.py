@@ -119,6 +119,7 @@ def serve(cfg: ServeConfig) -> int:
     token = read_token(cfg.token_file)
     resume = folder("resume", cfg.resume)
     output_dir = folder("output_dir", cfg.output_dir, make=True)
+    input_dir = folder("input_dir", cfg.input_dir)
     state_dir = folder("state_dir", cfg.state_dir or cfg.resume, make=True, private=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -129,6 +130,7 @@ def serve(cfg: ServeConfig) -> int:
         return engine
 
     engine = off_main_thread(loaded)
+    engine.input_dir, engine.reads_files = input_dir, input_dir is not None
     w, h = cfg.max_width_height
     limits = Limits(max_streams=cfg.max_streams, max_width=w, max_height=h, max_fps=cfg.max_fps,
                     output_dir=output_dir)
