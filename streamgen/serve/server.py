@@ -136,7 +136,10 @@ def serve(cfg: ServeConfig) -> int:
                     output_dir=output_dir)
     tuner = None if cfg.fixed_threads else ThreadTuner(torch.get_num_threads())
     streams = Streams(engine, limits, state_dir=state_dir, tuner=tuner, lanes=cfg.lanes or torch.get_num_threads())
-    hosts = None if cfg.host in ("0.0.0.0", "::") else ["127.0.0.1", "localhost", "[::1]", cfg.host]
+    # the Host header a browser sends must name this server (DNS rebinding); a server open on every
+    # address answers to any name it is reached by, so it checks none
+    hosts = None if cfg.host in ("0.0.0.0", "::") else \
+        ["127.0.0.1", "localhost", "[::1]", f"[{cfg.host}]" if ":" in cfg.host else cfg.host]
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     try:
         sock = socket.create_server((cfg.host, cfg.port), family=family)
