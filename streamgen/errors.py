@@ -18,6 +18,11 @@ class ConfigError(StreamgenError, ValueError):
     """A parameter, request or config value breaks a rule."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type's name if it has none): for logs and answers."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def bad(param: str, rule: str, value: Any) -> ConfigError:
     """The standard message: ``param`` must satisfy ``rule`` but is ``value``."""
     return ConfigError(f"`{param}` {rule}, but got {value!r}")

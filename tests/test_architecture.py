@@ -20,10 +20,9 @@ RULES = {
     "streamgen/output": (*BASICS, "streamgen.plugins", "streamgen.checkpoint"),
     "streamgen/text.py": (*BASICS, "streamgen.plugins"),
     "streamgen/engine": (*BASICS, "streamgen.model", "streamgen.plugins", "streamgen.checkpoint"),
-    # the server sits beside the command line: it takes the control channel's commands and names a
-    # resumed file's segment as `streamgen generate` does
+    # the server sits beside the command line: it takes the control channel's commands
     "streamgen/serve": (*BASICS, "streamgen.engine", "streamgen.plugins", "streamgen.output", "streamgen.bundle",
-                        "streamgen.cli.control", "streamgen.cli.generate"),
+                        "streamgen.cli.control"),
 }
 OWN = {"streamgen/model": "streamgen.model", "streamgen/plugins": "streamgen.plugins", "tasks": "streamgen.tasks",
        "codecs": "streamgen.codecs", "streamgen/output": "streamgen.output", "streamgen/text.py": "streamgen.text",

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from streamgen.errors import StreamgenError, bad
+from streamgen.errors import StreamgenError, bad, one_line
 
 COMMANDS = ("prompt", "sampling", "snapshot", "stop")
 
@@ -96,7 +96,7 @@ class Control:
         except StreamgenError as exc:
             self._say(f"error: {exc}")
         except Exception as exc:  # a plugin's steering that broke: said, and the channel goes on
-            self._say(f"error: the command failed: {' '.join(str(exc).split()) or type(exc).__name__}")
+            self._say(f"error: the command failed: {one_line(exc)}")
 
     def apply(self, command: Any) -> str:
         return apply(command, steer=self.steer, snapshot=self.snapshot, stop=self.stop)

@@ -198,15 +198,6 @@ def check_canvas_output(cfg: GenerateConfig, task: Any) -> bool:
     return True
 
 
-def segment_name(output: str, frames_done: int) -> str:
-    """Where a resumed stream writes: pipes, URLs and numbered patterns continue as they are; a
-    container file gets a new segment beside it (``out.mp4`` -> ``out.from000120.mp4``)."""
-    if output == "-" or "://" in output or "%" in output:
-        return output
-    p = Path(output)
-    return str(p.with_name(f"{p.stem}.from{frames_done:06d}{p.suffix}"))
-
-
 SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
@@ -328,6 +319,8 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     if cfg.resume:
         resume, info = snap.load(cfg.resume)
         cfg = resumed_config(cfg, info)
+        from streamgen.output.join import segment_name
+
         output = segment_name(cfg.output, resume.frames_done)
         # a pipe's reader needs it to name what it saves for `streamgen join` (NAME.fromNNNNNN.ts)
         print(f"streamgen: resuming at frame {resume.frames_done} into "

@@ -94,12 +94,16 @@ def read_tiles(path: str | Path) -> np.ndarray:
     import av
 
     path = Path(path)
-    index = json.loads((path / "index.json").read_text())
-    canvas = np.zeros((index["height"], index["width"], 3), np.uint8)
-    for t in index["tiles"]:
-        with av.open(str(path / t["file"])) as f:
-            tile = next(f.decode(video=0)).to_ndarray(format="rgb24")
-        canvas[t["top"]:t["top"] + t["height"], t["left"]:t["left"] + t["width"]] = tile
+    try:
+        index = json.loads((path / "index.json").read_text())
+        canvas = np.zeros((index["height"], index["width"], 3), np.uint8)
+        for t in index["tiles"]:
+            with av.open(str(path / t["file"])) as f:
+                tile = next(f.decode(video=0)).to_ndarray(format="rgb24")
+            canvas[t["top"]:t["top"] + t["height"], t["left"]:t["left"] + t["width"]] = tile
+    except (OSError, ValueError, KeyError, TypeError, StopIteration, av.error.FFmpegError) as exc:
+        raise bad("path", f"must be a tile folder with a readable index.json and its tiles ({type(exc).__name__}: "
+                  f"{exc})", str(path)) from None
     return canvas
 
 

@@ -78,6 +78,15 @@ def _read(path: str, start: int) -> _Segment:
                     ctx.name, (ctx.width, ctx.height), bytes(ctx.extradata or b"") or None, stream, container)
 
 
+def segment_name(output: str, frames_done: int) -> str:
+    """Where a resumed stream writes: pipes, URLs and numbered patterns continue as they are; a
+    container file gets a new segment beside it (``out.mp4`` -> ``out.from000120.mp4``)."""
+    if output == "-" or "://" in output or "%" in output:
+        return output
+    p = Path(output)
+    return str(p.with_name(f"{p.stem}.from{frames_done:06d}{p.suffix}"))
+
+
 def join(segments: Sequence[str], output: str, *, log: Callable[[str], None] | None = None) -> Joined:
     """Write the frames of ``segments`` (the first, then each resumed one) to ``output`` once each."""
     if len(segments) < 1:

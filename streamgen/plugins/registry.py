@@ -24,7 +24,7 @@ import pluggy
 
 from streamgen.plugins import hookspecs
 from streamgen.config import parse
-from streamgen.errors import ConfigError, StreamgenError
+from streamgen.errors import ConfigError, StreamgenError, one_line
 
 ENTRY_POINT_GROUP = "streamgen"
 DISABLE_ENV = "STREAMGEN_DISABLE_PLUGINS"
@@ -265,7 +265,8 @@ def _origin(task: Any) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """A plugin's exception for a `PluginError`'s message: its type, and its message cut to 300 characters."""
+    text = one_line(exc) if str(exc).strip() else ""
     if len(text) > 300:
         text = text[:297] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

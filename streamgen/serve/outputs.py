@@ -17,7 +17,7 @@ import queue
 import threading
 from typing import Any, Callable
 
-from streamgen.serve.scheduler import one_line
+from streamgen.errors import one_line
 from streamgen.serve.video import LiveView
 
 _END = object()

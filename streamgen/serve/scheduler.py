@@ -28,7 +28,7 @@ import torch
 from streamgen.engine.core import Frame
 from streamgen.engine.stream import Stream
 from streamgen.engine.threads import ThreadTuner
-from streamgen.errors import StreamgenError
+from streamgen.errors import StreamgenError, one_line
 
 
 def advance(streams: list[Stream]) -> list[Frame | None | Exception]:
@@ -50,10 +50,6 @@ def advance(streams: list[Stream]) -> list[Frame | None | Exception]:
 
 class Stopping(StreamgenError):
     """The scheduler has stopped taking work."""
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class Member(Protocol):

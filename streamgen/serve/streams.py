@@ -22,20 +22,20 @@ from typing import Any
 from pydantic import Field
 
 from streamgen.cli.control import apply
-from streamgen.cli.generate import segment_name
 from streamgen.config import MIN_FPS, Strict
 from streamgen.engine import snapshot as snap
 from streamgen.engine.core import Engine, Frame, StreamState
 from streamgen.engine.stream import Stream
 from streamgen.engine.threads import ThreadTuner
-from streamgen.errors import ConfigError, StreamgenError, bad
+from streamgen.errors import ConfigError, StreamgenError, bad, one_line
 from streamgen.output.canvas import is_tile_folder
+from streamgen.output.join import segment_name
 from streamgen.output.sinks import check_file_name, open_sink, redact
 from streamgen.plugins import manager
 from streamgen.plugins.registry import validate_request
 from streamgen.plugins.task import TaskEnv
 from streamgen.serve.outputs import Outputs
-from streamgen.serve.scheduler import Scheduler, one_line
+from streamgen.serve.scheduler import Scheduler
 from streamgen.serve.video import Channel, LiveView
 
 RUNNING = ("live",)
@@ -393,9 +393,12 @@ class Streams:
             try:
                 state, info = snap.load(path)
                 snap.check_identity(info, self.identity, path)
-                saved = info.get("serve") or {}
+                saved = info.get("serve")
+                if not saved:
+                    raise bad("resume", "must hold snapshots saved by `streamgen serve`; this one was saved by "
+                              "`streamgen generate` (continue it with `streamgen generate --resume`)", path.name)
                 spec = NewStream.model_validate(saved.get("spec"))
                 live = await self.create(spec, id=saved.get("id"), resume=state)
                 self.log(f"streamgen: serve: stream {live.id} resumed at frame {state.frames_done}")
             except (StreamgenError, ValueError) as exc:
-                self.log(f"streamgen: serve: cannot resume {path.name}: {' '.join(str(exc).split())}")
+                self.log(f"streamgen: serve: cannot resume {path.name}: {one_line(exc)}")
