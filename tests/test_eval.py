@@ -80,6 +80,7 @@ def test_eval_seam_score_is_the_mean_over_its_wide_canvases(capsys):
     assert res["seam score (4 patches wide, mean of 3 canvases)"] == pytest.approx(np.mean(scores))
     for option, value, message in (("--wide-canvases", "0", "`wide_canvases` must be at least 1, but got 0"),
                                    ("--samples", "0", "`samples` must be at least 1, but got 0"),
+                                   ("--threads", "0", "`threads` must be at least 1, but got 0"),
                                    ("--drift-frames", "5", "`drift_frames` must be 0 (no drift row) or at least 8")):
         assert main(["eval", "--model", "tiny", option, value, "--threads", "1"]) == 2
         err = capsys.readouterr().err

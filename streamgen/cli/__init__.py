@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from streamgen.errors import ConfigError, StreamgenError
+from streamgen.errors import ConfigError, StreamgenError, bad
 
 
 def load_config(path: str | None, overrides: Sequence[str],
@@ -142,6 +142,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from streamgen.bundle import load
     from streamgen.evaluation import run_eval
 
+    if args.threads < 1:
+        raise bad("threads", "must be at least 1", args.threads)
     torch.set_num_threads(args.threads)
     engine = load(args.model)
     engine.precision = args.precision
@@ -150,17 +152,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
              wide_canvases=args.wide_canvases, size=args.size, seed=args.seed, local=args.local,
              log=lambda line: print(line, flush=True))  # shown live, also in a file
     return 0
-
-
-def positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, but got {text!r}")
-    return value
 
 
 class Parser(argparse.ArgumentParser):
@@ -187,20 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     tm.set_defaults(func=cmd_train_model)
     ev = sub.add_parser("eval", help="measure a model: codec, attributes, motion, seams, drift, FID")
     ev.add_argument("--model", help="model folder, or 'tiny'; default: the shipped model")
-    ev.add_argument("--samples", type=positive, default=90,
+    ev.add_argument("--samples", type=int, default=90,
                     help="generated samples per accuracy row (and for FID); 30 left rows +-9 points apart")
-    ev.add_argument("--frames", type=positive, default=8, help="frames per video for camera motion")
-    ev.add_argument("--drift-frames", dest="drift_frames", type=positive, default=1000)
-    ev.add_argument("--drift-videos", dest="drift_videos", type=positive, default=3)
+    ev.add_argument("--frames", type=int, default=8, help="frames per video for camera motion")
+    ev.add_argument("--drift-frames", dest="drift_frames", type=int, default=1000)
+    ev.add_argument("--drift-videos", dest="drift_videos", type=int, default=3)
     ev.add_argument("--local", choices=("ar", "pnar"), default=None,
                     help="local decoder inside patches; default: the model's preset (autoregressive)")
     ev.add_argument("--precision", choices=("fp32", "mixed"), default="fp32")
-    ev.add_argument("--wide-patches", dest="wide_patches", type=positive, default=32)
-    ev.add_argument("--wide-canvases", dest="wide_canvases", type=positive, default=4,
+    ev.add_argument("--wide-patches", dest="wide_patches", type=int, default=32)
+    ev.add_argument("--wide-canvases", dest="wide_canvases", type=int, default=4,
                     help="unconditional wide canvases the seam score is averaged over")
-    ev.add_argument("--size", type=positive, default=128)
+    ev.add_argument("--size", type=int, default=128)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--threads", type=positive, default=2)
+    ev.add_argument("--threads", type=int, default=2)
     ev.set_defaults(func=cmd_eval)
 
     ts = sub.add_parser("tasks", help="list the installed tasks and the package each came from")
