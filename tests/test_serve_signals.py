@@ -87,3 +87,37 @@ def test_snapshots_and_the_state_folder_are_kept_to_their_owner(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match=r"`output_dir` must be a folder this server can make"):
         folder("output_dir", str(tmp_path / "file" / "sub"), make=True)
+
+
+def test_a_stream_that_cannot_be_saved_at_shutdown_is_named_and_the_others_are_saved(tmp_path, monkeypatch):
+    """One snapshot that cannot be written (a full disk, say) costs that stream alone: the streams after
+    it are saved, the log names the one that was not and why, and `saved` counts the rest."""
+    import asyncio
+
+    from streamgen.engine import snapshot as snap
+    from streamgen.serve.streams import Limits, NewStream, Streams
+
+    real_save, lines = snap.save, []
+
+    def save(path, state, meta):
+        if meta["serve"]["id"] == "first":
+            raise snap.SnapshotError(f"`snapshot` {str(path)!r} cannot be written (No space left on device)")
+        real_save(path, state, meta)
+
+    monkeypatch.setattr(snap, "save", save)
+    streams = Streams(streamgen.load("tiny"), Limits(), state_dir=tmp_path, log=lines.append)
+
+    async def run():
+        streams.start()
+        for i, id in enumerate(("first", "second", "third")):
+            await streams.create(NewStream(request={**REQUEST, "seed": i}, fps=30), id=id)
+        while min(live.made for live in streams.lives.values()) < 2:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(streams.shutdown)
+
+    asyncio.run(run())
+    assert streams.saved == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["second.snap", "third.snap"]
+    assert [line for line in lines if "first" in line] == [
+        f"streamgen: serve: stream first not saved: `snapshot` {str(tmp_path / 'first.snap')!r} cannot be "
+        f"written (No space left on device)"]
+    assert sum("saved at frame" in line for line in lines) == 2
