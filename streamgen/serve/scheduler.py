@@ -10,10 +10,11 @@ runs a function there between rounds.
 
 A round of one stream runs on the worker thread with all of torch's threads. A round of several is
 split into ``lanes`` batches, each drawn on a thread of its own with one torch thread, the worker
-thread being the first lane: on two cores two one-thread batches made 8-9% more frames at 2 and 4
-streams than one batch on two threads, and 1.8x at 8 (the shipped model, 2026-12-07), as the decode
-step's small products gain little from a second thread. A stream's frames are the same in any
-batch, so the lanes change no frame. With a `ThreadTuner`, each round is a unit it times (per frame
+thread being the first lane: the decode step's small products gain little from a second torch
+thread, so on two cores two one-thread batches made 3-9% more frames than one batch on two threads
+at 2, 4 and 8 streams (the shipped model, 2026-12-07; docs/results.md). Each thread keeps its own
+workspaces (`Engine.step`), and a stream's frames are the same in any batch, so the lanes change no
+frame. With a `ThreadTuner`, each round is a unit it times (per frame
 drawn); its answer of one thread runs the round as one batch on one thread.
 """
 from __future__ import annotations
