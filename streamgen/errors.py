@@ -5,6 +5,7 @@ without reading a traceback.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -21,6 +22,16 @@ class ConfigError(StreamgenError, ValueError):
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (its type's name if it has none): for logs and answers."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def inside(folder: Path, name: str | Path, param: str, what: str) -> Path:
+    """The path of ``name`` in ``folder`` (the server's ``what`` folder), or a `ConfigError` naming
+    ``param`` for a name that leaves it: absolute, with .., or through a link out of it."""
+    path = Path(name)
+    where = (folder / path).resolve()
+    if str(name) in ("", "-") or path.is_absolute() or ".." in path.parts or not where.is_relative_to(folder.resolve()):
+        raise bad(param, f"must be a file name inside the server's {what} folder (no absolute path, no ..)", str(name))
+    return where
 
 
 def bad(param: str, rule: str, value: Any) -> ConfigError:

@@ -27,7 +27,7 @@ from streamgen.engine.adc import Plan, Pos
 from streamgen.plugins.codec import Codec
 from streamgen.plugins.task import Given
 from streamgen.config import DEFAULT_SAMPLING, Extent, SamplingConfig, Strict, parse
-from streamgen.errors import ConfigError, bad
+from streamgen.errors import ConfigError, bad, inside
 from streamgen.model import TextMemory, VisionDecoder, Workspace
 from streamgen.engine.ncp import NearbyContextPool
 from streamgen.engine.sampling import draw_logits, filter_logits, patch_uniforms, sample
@@ -302,14 +302,7 @@ class Engine:
         if not self.reads_files:
             raise bad(param, "must not name a file: this server reads no files (start it with --input-dir DIR)",
                       str(name))
-        path = Path(name)
-        if self.input_dir is None:
-            return path
-        where = (self.input_dir / path).resolve()
-        if path.is_absolute() or ".." in path.parts or not where.is_relative_to(self.input_dir.resolve()):
-            raise bad(param, "must be a file name inside the server's input folder (no absolute path, no ..)",
-                      str(name))
-        return where
+        return Path(name) if self.input_dir is None else inside(self.input_dir, name, param, "input")
 
     def identity(self) -> dict[str, str]:
         """Weight digests of the model and the codec: what a snapshot must match to be resumed."""

@@ -24,7 +24,7 @@ import pluggy
 
 from streamgen.plugins import hookspecs
 from streamgen.config import parse
-from streamgen.errors import ConfigError, StreamgenError, one_line
+from streamgen.errors import ConfigError, StreamgenError
 
 ENTRY_POINT_GROUP = "streamgen"
 DISABLE_ENV = "STREAMGEN_DISABLE_PLUGINS"
@@ -266,7 +266,7 @@ def _origin(task: Any) -> str:
 
 def _one_line(exc: BaseException) -> str:
     """A plugin's exception for a `PluginError`'s message: its type, and its message cut to 300 characters."""
-    text = one_line(exc) if str(exc).strip() else ""
+    text = " ".join(str(exc).split())
     if len(text) > 300:
         text = text[:297] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

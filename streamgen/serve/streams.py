@@ -27,7 +27,7 @@ from streamgen.engine import snapshot as snap
 from streamgen.engine.core import Engine, Frame, StreamState
 from streamgen.engine.stream import Stream
 from streamgen.engine.threads import ThreadTuner
-from streamgen.errors import ConfigError, StreamgenError, bad, one_line
+from streamgen.errors import ConfigError, StreamgenError, bad, inside, one_line
 from streamgen.output.canvas import is_tile_folder
 from streamgen.output.join import segment_name
 from streamgen.output.sinks import check_file_name, open_sink, redact
@@ -237,12 +237,7 @@ class Streams:
         if folder is None:
             raise bad("output", "must be an rtmp:// URL or nothing: this server writes no files (start it "
                       "with --output-dir DIR)", output)
-        path = Path(output)
-        where = (folder / path).resolve()
-        if output in ("", "-") or path.is_absolute() or ".." in path.parts \
-                or not where.is_relative_to(folder.resolve()):
-            raise bad("output", "must be a file name inside the server's output folder (no absolute path, "
-                      "no ..)", output)
+        where = inside(folder, output, "output", "output")
         if is_tile_folder(output):
             return self._free(f"{where}/", output)
         check_file_name(output, video=video)
