@@ -82,7 +82,7 @@ def test_eval_seam_score_is_the_mean_over_its_wide_canvases(capsys):
                                    ("--samples", "0", "`samples` must be at least 1, but got 0"),
                                    ("--threads", "0", "`threads` must be at least 1, but got 0"),
                                    ("--drift-frames", "5", "`drift_frames` must be 0 (no drift row) or at least 8")):
-        assert main(["eval", "--model", "tiny", option, value, "--threads", "1"]) == 2
+        assert main(["eval", "--model", "tiny", "--threads", "1", option, value]) == 2  # the last value counts
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
