@@ -6,6 +6,7 @@
     python benchmarks/serve.py --soak 60 --fps 2                 # an hour of streams joining and leaving
     python benchmarks/serve.py --streams 1 3 --busy              # beside a process keeping one core busy
     python benchmarks/serve.py --one-batch                       # also a server drawing every round as one batch
+    python benchmarks/serve.py --native-step                     # the decode step in C++, servers and processes
 
 The server and the processes tune their torch threads (the faster of --threads and one, tried now
 and then) unless --fixed-threads; --busy runs the streams table beside a busy core. A server splits a
@@ -96,12 +97,13 @@ def summary(made: dict, span: float, fps: float) -> tuple[float, float, float]:
     return sum(made.values()) / span, max(behind), statistics.mean(behind)
 
 
-def fixed(args) -> list[str]:
-    return ["--fixed-threads"] if args.fixed_threads else []
+def flags(args) -> list[str]:
+    """The options the servers and the processes both get."""
+    return ["--fixed-threads"] * args.fixed_threads + ["--native-step"] * args.native_step
 
 
 def in_one_server(n: int, args, extra: Sequence[str] = ()) -> tuple[float, float, float]:
-    proc, client = start_server(args.model, n, [*fixed(args), *extra])
+    proc, client = start_server(args.model, n, [*flags(args), *extra])
     try:
         for i in range(n):
             client.post("/streams", json={"request": request(i, args.size), "fps": args.fps}).raise_for_status()
@@ -118,7 +120,7 @@ def in_processes(n: int, args, folder: Path) -> tuple[float, float, float]:
         r = request(i, args.size)
         cmd = [sys.executable, "-m", "streamgen.cli", "generate", "--task", "t2v", "--prompt", r["prompt"],
                "--size", f"{args.size}x{args.size}", "--seed", str(i), "--fps", str(args.fps), "--frames", "inf",
-               "--realtime", "-o", str(path)] + (["--model", args.model] if args.model else []) + fixed(args)
+               "--realtime", "-o", str(path)] + (["--model", args.model] if args.model else []) + flags(args)
         procs.append(subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
     try:
         deadline = time.monotonic() + 600
@@ -170,7 +172,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def load(args) -> None:
-    proc, client = start_server(args.model, 3, fixed(args))
+    proc, client = start_server(args.model, 3, flags(args))
     codes: dict[int, int] = {}
     took: list[float] = []
     try:
@@ -290,6 +292,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the server and of each "
                     "process (OMP_NUM_THREADS); default torch's own")
     ap.add_argument("--fixed-threads", action="store_true", help="servers and processes keep --threads")
+    ap.add_argument("--native-step", action="store_true", help="servers and processes run the decode step "
+                    "in C++ (--native-step)")
     ap.add_argument("--one-batch", action="store_true", help="also a server with --lanes 1 (one batch a round)")
     ap.add_argument("--busy", action="store_true", help="the streams table beside a process keeping a core busy")
     ap.add_argument("--load", action="store_true", help="the load test instead")

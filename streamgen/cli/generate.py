@@ -72,6 +72,8 @@ class GenerateConfig(Strict):
                                                    "CUDA and the xformers package (untested by this project)")
     precision: Literal["fp32", "mixed"] = Field("fp32", description="'mixed': bfloat16 attention and "
                                                 "whole-patch matmuls where this CPU runs them faster")
+    native_step: bool = Field(False, description="run the decode step's layers in C++ (built on first use; "
+                              "needs a C++ compiler and ninja): the same frames")
     snapshot: str | None = Field(None, description="file the stream's state is saved to")
     snapshot_every: int = Field(100, ge=1, description="frames between snapshots")
     resume: str | None = Field(None, description="snapshot to continue from")
@@ -285,7 +287,8 @@ def generate(cfg: GenerateConfig) -> int:
 # what a resumed stream may take from the command that resumes it: where and how its output goes
 # and how it is saved and steered from here on; the rest is the snapshot's, so the frames go on as made
 RESUME_OPTIONS = frozenset({"resume", "output", "snapshot", "snapshot_every", "realtime", "reconnect", "gop",
-                            "x264_preset", "x264_tune", "buffer", "control", "fixed_threads"})
+                            "x264_preset", "x264_tune", "buffer", "control", "fixed_threads",
+                            "native_step"})
 
 
 def resumed_config(cfg: GenerateConfig, info: dict[str, Any]) -> GenerateConfig:
@@ -328,7 +331,7 @@ def _generate(cfg: GenerateConfig, stop: StopSignals) -> int:
     task = manager().tasks.get(cfg.task)
     strips = check_canvas_output(cfg, task)
     engine = load(cfg.model)
-    engine.precision, engine.attention = cfg.precision, cfg.attention
+    engine.precision, engine.attention, engine.native_step = cfg.precision, cfg.attention, cfg.native_step
     # from here on cfg holds the whole sampling, and so does a snapshot's copy of it: a resumed stream
     # samples as it did, whatever the preset then is
     cfg = cfg.model_copy(update={"sampling": engine.sampling_for(cfg.sampling)})

@@ -286,6 +286,9 @@ class Engine:
         self.precision = "fp32"
         # "sdpa" (torch's kernels) or "xformers" (CUDA with the xformers package; untested here)
         self.attention = "sdpa"
+        # the decode step's layers as one C++ call without Python's lock (streamgen.model.native):
+        # the same frames; streams on several threads of one process stop waiting on each other
+        self.native_step = False
         # how a stream samples where its request sets nothing: the project's preset with the model
         # folder's own fields over it (`streamgen.load`); a request's sampling fields are laid over it
         self.preset: dict[str, Any] = dict(DEFAULT_SAMPLING)
@@ -694,6 +697,10 @@ class Engine:
         if key not in workspaces:
             workspaces[key] = self.model.new_workspace(rows, max_context=key[1], mixed=self._mixed())
             workspaces[key].attend = self._attend()
+            if self._native():
+                from streamgen.model.native import NativeStep
+
+                workspaces[key].native = NativeStep(workspaces[key], self.model.cfg.heads)
         return workspaces[key]
 
     @torch.inference_mode()
@@ -782,11 +789,12 @@ class Engine:
             pool.add(pos, model.patch_payload(ws), old[pos].expiry)
 
     def check_settings(self, sampling: SamplingConfig) -> None:
-        """Raise ConfigError now for a sampling, precision or attention setting this engine
+        """Raise ConfigError now for a sampling, precision, attention or native-step setting this engine
         cannot run; the streams call it before they return, so bad settings fail before any output
         is opened (the token generator itself would only find out at its first frame)."""
         self._draws(sampling)
         self._mixed()
+        self._native()  # before the kernel's own checks: it names the setting that asks for sdpa
         self._attend()
 
     def _draws(self, sampling: SamplingConfig) -> int:
@@ -804,6 +812,17 @@ class Engine:
         if self.precision not in PRECISIONS:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", self.precision)
         return self.precision == "mixed"
+
+    def _native(self) -> bool:
+        """Whether the decode step runs in C++; builds it on first use (ConfigError if it cannot)."""
+        if not self.native_step:
+            return False
+        if self.attention != "sdpa":
+            raise bad("native_step", "runs torch's attention kernels: it needs attention 'sdpa'", self.attention)
+        from streamgen.model.native import module
+
+        module()
+        return True
 
     def _attend(self) -> Callable[..., Tensor]:
         if self.attention == "sdpa":

@@ -102,6 +102,8 @@ class Workspace:
     # displacements, and -inf over the padding of rows with shorter contexts; the P-NAR pass's in `bias_nar`
     bias: Tensor | None = None
     bias_nar: Tensor | None = None
+    # the decode step's layers in C++ (`streamgen.model.native.NativeStep`), or None for the Python loop
+    native: Callable[..., Tensor] | None = None
 
     @property
     def batch(self) -> int:
@@ -600,6 +602,8 @@ class VisionDecoder(nn.Module):
         mask = ws.pad_mask[..., :t1] if ws.pad_mask is not None else None
         if ws.bias is not None:  # (L, B, H, 1, t1): this position's displacement biases (and padding)
             mask = ws.bias[..., t0 - ws.ctx_len:t1 - ws.ctx_len, :t1]
+        if ws.native is not None:  # the loop below in C++
+            return ws.native(x, t0, mask, ws.bias is not None, text)
         mixed = ws.kv.dtype != x.dtype  # bfloat16 keys and values: attention in bfloat16
         for l, (w, kv, k_all, v_all) in enumerate(zip(ws.weights_t, ws.layers, ws.keys, ws.values)):
             qkv = _step_qkv(x, w[0], w[1], w[2], w[3]).view(B, 3, H, 1, D // H)

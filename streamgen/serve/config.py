@@ -30,6 +30,9 @@ class ServeConfig(Strict):
     lanes: int | None = Field(None, ge=1, le=64, description="batches a round of several streams is split "
                               "into, each drawn on a thread of its own with one torch thread; default: "
                               "--threads (1: one batch on all the threads)")
+    native_step: bool = Field(False, description="run the decode step's layers in C++ without Python's lock, "
+                              "so that lanes do not wait on each other (built at start on first use; needs "
+                              "a C++ compiler and ninja): the same frames")
 
     @field_validator("host")
     @classmethod
