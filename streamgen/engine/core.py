@@ -813,6 +813,11 @@ class Engine:
             raise bad("precision", f"must be one of {', '.join(PRECISIONS)}", self.precision)
         return self.precision == "mixed"
 
+    def use_native_step(self, on: bool = True) -> None:
+        """Run the decode step's layers in C++ (`native_step`), built now: ConfigError if it cannot be."""
+        self.native_step = on
+        self._native()
+
     def _native(self) -> bool:
         """Whether the decode step runs in C++; builds it on first use (ConfigError if it cannot)."""
         if not self.native_step:

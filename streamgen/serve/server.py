@@ -127,11 +127,7 @@ def serve(cfg: ServeConfig) -> int:
     def loaded():
         engine = load(cfg.model)
         engine.identity()  # weight digests, cached: computed here too
-        if cfg.native_step:
-            from streamgen.model.native import module
-
-            module()  # built (or found built) now, not in the first stream's first frame
-            engine.native_step = True
+        engine.use_native_step(cfg.native_step)  # built (or found built) now, not in the first frame
         return engine
 
     engine = off_main_thread(loaded)
