@@ -67,12 +67,26 @@ def test_streams_join_and_leave_between_frames_with_the_frames_they_get_alone():
         assert all(np.array_equal(x, y) for x, y in zip(m.frames, want)), m.id
 
 
+class Recording(ThreadTuner):
+    """A tuner that notes each unit it is told of, (thread count, frames), in ``log`` (its copies too)."""
+
+    log: list
+
+    def fresh(self):
+        copy = super().fresh()
+        copy.log = self.log
+        return copy
+
+    def took(self, seconds, frames=1):
+        self.log.append((self.count(), frames))
+        super().took(seconds, frames)
+
+
 def test_a_tuner_times_each_round_by_its_frames_and_sets_the_threads_between_rounds():
     torch.set_num_threads(1)
     engine = streamgen.load("tiny")
-    tuner = ThreadTuner(2, first=1, every=2, trial=1)
-    units, took = [], tuner.took
-    tuner.took = lambda seconds, frames: (units.append((tuner.count(), frames)), took(seconds, frames))
+    tuner = Recording(2, first=1, every=2, trial=1)
+    units = tuner.log = []
     sets = []
     scheduler = Scheduler(tuner, set_threads=sets.append)  # recorded, not applied: torch stays on one thread
     members = [Collect(k, engine.open("t2v", prompt="a day sky", width=32, height=32, frames=None, seed=i), n=5)
@@ -86,7 +100,46 @@ def test_a_tuner_times_each_round_by_its_frames_and_sets_the_threads_between_rou
     assert [n for n, _ in units][:2] == [2, 1]  # the first round on two threads, the trial's on one
     assert sets == [n for i, (n, _) in enumerate(units) if i == 0 or n != units[i - 1][0]]
     assert scheduler.threads == units[-1][0]
+    assert list(scheduler.tuners) == [2]  # every round had both streams
 
+
+def test_rounds_of_different_sizes_are_timed_apart_so_single_rounds_do_not_end_the_lanes(monkeypatch):
+    """On a fake clock, a frame costs 1.0 s alone on two threads, 0.5 s in two lanes of one stream
+    each, and 0.8 s in one batch of two on one thread. The second stream joins when the first trial of
+    one thread starts: timed with the single rounds before it, that trial looked faster than the
+    rounds on two threads and the lanes gave way to one thread until the next trial; timed apart, the
+    two-stream rounds run in lanes except for the trials themselves (3 rounds each)."""
+    import types
+
+    import streamgen.serve.scheduler as S
+    from streamgen.engine.core import Frame
+
+    clock, lock = [0.0], threading.Lock()
+    monkeypatch.setattr(S.time, "monotonic", lambda: clock[0])
+    scheduler = Scheduler(ThreadTuner(2, first=4, every=8, trial=3), set_threads=lambda n: None, lanes=2)
+
+    def fake_advance(streams):
+        cost = 1.0 if len(scheduler.members) == 1 else 0.5 if len(streams) == 1 else 1.6
+        with lock:
+            clock[0] += cost
+        return [Frame(np.zeros((2, 2, 3), np.uint8), None, None) for _ in streams]
+
+    monkeypatch.setattr(S, "advance", fake_advance)
+    stream = types.SimpleNamespace(close=lambda: None)
+    b = Collect("b", stream, n=30)
+    a = Collect("a", stream, n=40, after=4, then=lambda: scheduler.add(b))  # b joins after 4 rounds of a
+    lanes = []
+    took = Collect.took
+    monkeypatch.setattr(Collect, "took", lambda self, frame, done: (
+        lanes.append(scheduler.lanes_used) if self is b else None, took(self, frame, done)))
+    scheduler.call(lambda: scheduler.add(a))
+    scheduler.start()
+    assert a.left.wait(60) and b.left.wait(60)
+    scheduler.stop()
+    assert sorted(scheduler.tuners) == [1, 2] and len(lanes) == 30
+    one_batch = "".join(str(n) for n in lanes).split("2")
+    assert max(len(run) for run in one_batch) == 3, lanes  # a trial's 3 rounds, never longer
+    assert lanes.count(1) == 6 and scheduler.tuners[2].current == 2, lanes  # two trials, both lost
 
 def test_streams_are_split_into_lanes_each_drawn_on_its_own_thread_with_the_frames_they_get_alone():
     """With two lanes, a round of several streams is two batches drawn at once on two threads of one

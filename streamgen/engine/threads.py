@@ -32,9 +32,14 @@ class ThreadTuner:
     def __init__(self, threads: int, *, first: int = 4, every: int = 32, most: int = 256, trial: int = 3,
                  margin: float = 0.1):
         self.threads, self.current = threads, threads
-        self.every, self.most, self.trial, self.margin = every, most, trial, margin
+        self.first, self.every, self.most, self.trial, self.margin = first, every, most, trial, margin
         self.times: dict[int, list[float]] = {threads: [], 1: []}
         self.units, self.next_trial, self.wait = 0, first, every
+
+    def fresh(self) -> "ThreadTuner":
+        """A new tuner with these settings and no times yet."""
+        return type(self)(self.threads, first=self.first, every=self.every, most=self.most, trial=self.trial,
+                          margin=self.margin)
 
     @property
     def other(self) -> int:

@@ -15,7 +15,10 @@ thread, so on two cores two one-thread batches made 3-9% more frames than one ba
 at 2, 4 and 8 streams (the shipped model, 2026-12-07; docs/results.md). Each thread keeps its own
 workspaces (`Engine.step`), and a stream's frames are the same in any batch, so the lanes change no
 frame. With a `ThreadTuner`, each round is a unit it times (per frame
-drawn); its answer of one thread runs the round as one batch on one thread.
+drawn); its answer of one thread runs the round as one batch on one thread. Rounds of different
+numbers of streams are timed apart (a copy of the tuner for each number): a frame of a round of
+one stream on two threads costs far more than a frame of a round of two in two lanes, and timing
+them together once made the tuner leave the lanes for one thread while two streams were behind.
 """
 from __future__ import annotations
 
@@ -76,7 +79,8 @@ class Scheduler:
                  threads: int | None = None) -> None:
         self.members: list[Member] = []
         self.rounds = 0
-        self.tuner = tuner
+        self.tuner = tuner  # the settings; each number of streams in a round gets a fresh copy
+        self.tuners: dict[int, ThreadTuner] = {}
         self.budget = tuner.threads if tuner is not None else threads or torch.get_num_threads()
         self.threads: int | None = None  # the worker thread's torch threads in the last round
         self.lanes_used = 1  # the batches the last round was split into
@@ -144,7 +148,8 @@ class Scheduler:
 
     def _draw(self, streams: list[Stream]) -> list[Frame | None | Exception]:
         """`advance` of ``streams``: one batch on the tuner's thread count, or one batch a lane."""
-        n = self.tuner.count() if self.tuner is not None else self.budget
+        tuner = self._tuner(len(streams))
+        n = tuner.count() if tuner is not None else self.budget
         k = min(self.lanes, len(streams)) if n > 1 else 1
         self.lanes_used = k
         self._use_threads(1 if k > 1 else n)
@@ -156,6 +161,13 @@ class Scheduler:
         for i, got in enumerate([advance(parts[0])] + [f.result() for f in others]):
             out[i::k] = got
         return out
+
+    def _tuner(self, streams: int) -> ThreadTuner | None:
+        if self.tuner is None:
+            return None
+        if streams not in self.tuners:
+            self.tuners[streams] = self.tuner.fresh()
+        return self.tuners[streams]
 
     def _run(self) -> None:
         while True:
@@ -175,7 +187,7 @@ class Scheduler:
             results = self._draw([m.stream for m in due])
             done = time.monotonic()
             if self.tuner is not None:
-                self.tuner.took(done - now, len(due))
+                self._tuner(len(due)).took(done - now, len(due))
             self.rounds += 1
             for m, got in zip(due, results):
                 if isinstance(got, Frame):
