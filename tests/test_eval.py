@@ -94,6 +94,28 @@ def _always_night_desert(self, frames):
             "terrain": torch.full((n,), L.ATTRIBUTES["terrain"].index("desert dunes"))}
 
 
+def test_eval_samples_with_the_sampling_it_is_given_over_the_preset(monkeypatch, capsys):
+    from streamgen.testing import HashTextEncoder, tiny_engine
+
+    engine = tiny_engine(text_dim=8, pnar=True)  # "tiny" with P-NAR
+    engine.text_encoder = HashTextEncoder(8)
+    seen = []
+    run = type(engine).run
+    monkeypatch.setattr(type(engine), "run", lambda self, task, request=None, **f: (
+        seen.append((task, f.get("sampling"))), run(self, task, request, **f))[1])
+    E.run_eval(engine, samples=1, frames=2, drift_frames=0, size=32, wide_patches=2, wide_canvases=1,
+               sampling={"local": "pnar", "pnar_steps": 2, "top_k": 8}, log=lambda line: None)
+    assert seen and all(s["local"] == "pnar" and s["pnar_steps"] == 2 and s["top_k"] == 8 for _, s in seen)
+    assert {s["guidance"] for t, s in seen if t == "uig"} == {1.0}  # unconditional rows stay unguided
+    assert {s["guidance"] for t, s in seen if t != "uig"} == {engine.preset["guidance"]}
+    for value, message in (('{"top_k": 0}', "`sampling.top_k`: Input should be greater than or equal to 1"),
+                           ('{"top_k": 8', "`sampling` must be a JSON object (Expecting ',' delimiter)"),
+                           ("[1]", "`sampling` must be a JSON object of sampling fields, but got '[1]'")):
+        assert main(["eval", "--model", "tiny", "--threads", "1", "--sampling", value]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_eval_counts_images_with_both_attributes_right(monkeypatch):
     """With a reader that always says night + desert dunes: on training combinations the sky is right
     for night scenes and the terrain for desert ones, never both; on held-out ones both are right

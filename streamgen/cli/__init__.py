@@ -144,12 +144,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise bad("threads", "must be at least 1", args.threads)
+    sampling = None
+    if args.sampling is not None:
+        try:
+            sampling = json.loads(args.sampling)
+        except json.JSONDecodeError as exc:
+            raise bad("sampling", f"must be a JSON object ({exc.msg})", args.sampling) from None
+        if not isinstance(sampling, dict):
+            raise bad("sampling", "must be a JSON object of sampling fields", args.sampling)
     torch.set_num_threads(args.threads)
     engine = load(args.model)
     engine.precision = args.precision
     run_eval(engine, samples=args.samples, frames=args.frames, drift_frames=args.drift_frames,
              drift_videos=args.drift_videos, wide_patches=args.wide_patches,
-             wide_canvases=args.wide_canvases, size=args.size, seed=args.seed, local=args.local,
+             wide_canvases=args.wide_canvases, size=args.size, seed=args.seed, local=args.local, sampling=sampling,
              log=lambda line: print(line, flush=True))  # shown live, also in a file
     return 0
 
@@ -185,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--drift-videos", dest="drift_videos", type=int, default=3)
     ev.add_argument("--local", choices=("ar", "pnar"), default=None,
                     help="local decoder inside patches; default: the model's preset (autoregressive)")
+    ev.add_argument("--sampling", default=None, help="JSON object of sampling fields laid over the model's "
+                    "preset, e.g. '{\"local\": \"pnar\", \"pnar_steps\": 2}'")
     ev.add_argument("--precision", choices=("fp32", "mixed"), default="fp32")
     ev.add_argument("--wide-patches", dest="wide_patches", type=int, default=32)
     ev.add_argument("--wide-canvases", dest="wide_canvases", type=int, default=4,

@@ -265,11 +265,12 @@ class _Figures(dict):
 
 def run_eval(engine, *, samples: int = EVAL_SAMPLES, frames: int = 8, drift_frames: int = 1000, drift_videos: int = 3,
              wide_patches: int = 32, wide_canvases: int = 4, size: int = 128, seed: int = 0,
-             local: str | None = None, log=print) -> dict[str, float]:
+             local: str | None = None, sampling: dict | None = None, log=print) -> dict[str, float]:
     """Every measurement of the default model's eval for ``engine``; prints and returns the figures.
 
     Generation samples as `streamgen generate` does (``engine.preset``; unconditional tasks without
-    guidance) through the ``local`` decoder ("ar" or "pnar"; None: the preset's). Attribute
+    guidance) with the ``sampling`` fields laid over it (``{"local": "pnar", "pnar_steps": 2}``),
+    through the ``local`` decoder ("ar" or "pnar"; None: the preset's or ``sampling``'s). Attribute
     accuracies are over ``samples`` generated images per row. The seam score is the mean over
     ``wide_canvases`` unconditional canvases ``wide_patches`` patches wide (seeds ``seed`` on);
     Block-FID compares the blocks of all of them with those of twice as many true renders of the
@@ -289,7 +290,11 @@ def run_eval(engine, *, samples: int = EVAL_SAMPLES, frames: int = 8, drift_fram
                   "frames)", drift_frames)
 
     res = _Figures(log)
-    sampling = dict(engine.preset, **({} if local is None else {"local": local}))
+    from streamgen.config import SamplingConfig, parse
+
+    given = dict(sampling or {}, **({} if local is None else {"local": local}))
+    sampling = dict(engine.preset, **given)
+    engine.check_settings(parse(SamplingConfig, sampling, prefix="sampling"))  # fails now, not an hour in
     unguided = dict(sampling, guidance=1.0)
     clf = AttributeClassifier.fit(size=size)
     n_fakes = max(samples, 8)  # FID's generated images; the true renders are at least twice as many
