@@ -6,7 +6,7 @@ A stream alone gains little; streams drawn on several threads of one process (th
 stop queueing on the lock between operators. The build needs a C++ compiler and ninja
 (``pip install 'streamgen[native]'``); torch keeps it in its extensions folder
 (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), so only the first use waits for it
-(about 40 s of one core here).
+(about 35 s of one core here).
 """
 from __future__ import annotations
 
