@@ -1,6 +1,6 @@
 """`Engine.native_step`: the decode step's layers in C++ give the frames of the Python loop, bit for bit.
 
-The first test builds the extension (about 40 s of one core, once per machine: torch keeps the build).
+The first test builds the extension (about 35 s of one core, once per machine: torch keeps the build).
 """
 import threading
 
