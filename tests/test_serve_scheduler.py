@@ -116,7 +116,7 @@ def test_rounds_of_different_sizes_are_timed_apart_so_single_rounds_do_not_end_t
 
     clock, lock = [0.0], threading.Lock()
     monkeypatch.setattr(S.time, "monotonic", lambda: clock[0])
-    scheduler = Scheduler(ThreadTuner(2, first=4, every=8, trial=3), set_threads=lambda n: None, lanes=2)
+    scheduler = Scheduler(ThreadTuner(2, first=4, every=8, trial=3, spread=0), set_threads=lambda n: None, lanes=2)
 
     def fake_advance(streams):
         cost = 1.0 if len(scheduler.members) == 1 else 0.5 if len(streams) == 1 else 1.6

@@ -3,7 +3,9 @@ from streamgen.engine.threads import tune_threads
 
 
 def run(costs, frames, threads=2, **kw):
-    """Frames whose making takes costs(frame, threads) on a fake clock: the thread count of each."""
+    """Frames whose making takes costs(frame, threads) on a fake clock: the thread count of each.
+    The waits between trials are not spread unless ``spread`` is given."""
+    kw.setdefault("spread", 0)
     state = {"threads": None, "t": 0.0, "sets": 0}
 
     def set_threads(n):
@@ -43,6 +45,32 @@ def test_a_trial_within_the_margin_keeps_the_current_count_and_trials_grow_rarer
     assert used == counts((2, 4), (1, 3), (2, 64), (1, 3), (2, 128), (1, 3), (2, 95))
     used, _ = run(lambda i, n: 1.0 if n == 2 else 0.95, 1000, most=64)
     assert used[-200:].count(1) in (6, 9)  # a trial every 64 frames at most
+
+
+def test_a_trial_far_slower_than_the_current_count_ends_after_its_first_frame():
+    """Another process on the same cores: one thread 0.3 s a frame, two threads 1.0 s, and 17 s
+    (four threads on two cores) whenever two threads are tried again later."""
+    def costs(i, n):
+        return 0.3 if n == 1 else 1.0 if i < 4 else 17.0
+
+    used, _ = run(costs, 200)
+    assert used == counts((2, 4), (1, 3), (1, 32), (2, 1), (1, 64), (2, 1), (1, 95))
+    used, _ = run(costs, 200, abort=100.0)  # without the abort each trial costs three such frames
+    assert used == counts((2, 4), (1, 3), (1, 32), (2, 3), (1, 64), (2, 3), (1, 91))
+
+
+def test_the_waits_between_trials_are_spread_at_random_so_two_processes_try_apart():
+    from random import Random
+
+    def trials(seed):
+        used, _ = run(lambda i, n: 1.0 if n == 2 else 0.5, 400, spread=0.25, rng=Random(seed))
+        return [i for i in range(1, len(used)) if used[i] == 2 and used[i - 1] == 1]
+
+    a, b = trials(1), trials(2)
+    assert a != b and len(a) >= 2 and len(b) >= 2  # apart
+    for t in (a, b):
+        gaps = [t[0] - 7] + [y - x - 3 for x, y in zip(t, t[1:])]  # frames of one thread before each trial
+        assert all(0.75 * 32 * 2 ** k <= g <= 1.25 * 32 * 2 ** k for k, g in enumerate(gaps)), gaps
 
 
 def test_one_thread_asked_is_never_changed_and_closing_closes_the_frames():

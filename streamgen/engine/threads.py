@@ -5,9 +5,15 @@ thread that shares it: on this project's 2-core machine the default preset fell 
 frames/s beside one busy process, where one thread runs at full speed. `tune_threads` watches how
 long each frame takes and now and then tries the other thread count for a few frames, keeping the
 faster one, so a stream follows the machine's load instead of collapsing under it.
+
+Two tuned streams in two processes on two cores started together would try two threads at the same
+moment, four threads on two cores: one such frame took 17 s where one thread takes 0.3 s. So the
+waits between trials are spread at random (each process its own), and a trial unit that takes more
+than ``abort`` times the current count's ends the trial at once.
 """
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from typing import Callable, Iterator, TypeVar
@@ -26,20 +32,23 @@ class ThreadTuner:
     ``trial`` units; the count whose last ``trial`` units took less per frame (by more than
     ``margin``) runs the units until the next trial. A trial the current count wins doubles the wait
     before the next (up to ``most`` units), so a count that keeps losing costs little; a switch starts
-    again at ``every``. ``threads`` 1 always answers 1.
+    again at ``every``. Each wait is spread by up to ``spread`` of itself either way at random
+    (``rng``), and a trial unit slower than ``abort`` times the current count's median loses the trial
+    at once. ``threads`` 1 always answers 1.
     """
 
     def __init__(self, threads: int, *, first: int = 4, every: int = 32, most: int = 256, trial: int = 3,
-                 margin: float = 0.1):
+                 margin: float = 0.1, abort: float = 2.0, spread: float = 0.25, rng: random.Random | None = None):
         self.threads, self.current = threads, threads
         self.first, self.every, self.most, self.trial, self.margin = first, every, most, trial, margin
+        self.abort, self.spread, self.rng = abort, spread, rng or random.Random()
         self.times: dict[int, list[float]] = {threads: [], 1: []}
         self.units, self.next_trial, self.wait = 0, first, every
 
     def fresh(self) -> "ThreadTuner":
         """A new tuner with these settings and no times yet."""
         return type(self)(self.threads, first=self.first, every=self.every, most=self.most, trial=self.trial,
-                          margin=self.margin)
+                          margin=self.margin, abort=self.abort, spread=self.spread, rng=self.rng)
 
     @property
     def other(self) -> int:
@@ -60,17 +69,24 @@ class ThreadTuner:
         self.times[ran].append(seconds / frames)
         del self.times[ran][:-self.trial]
         self.units += 1
-        if self.units == self.next_trial + self.trial:  # the trial's last unit: keep the faster count
-            current, other = self.times[self.current], self.times[self.other]
-            if current and statistics.median(other) < (1 - self.margin) * statistics.median(current):
-                self.current, self.wait = self.other, self.every
-            else:
-                self.wait = min(2 * self.wait, self.most)
-            self.next_trial = self.units + self.wait
+        current, other = self.times[self.current], self.times[self.other]
+        if ran != self.current and current and other[-1] > self.abort * statistics.median(current):
+            self._next(lost=True)  # far slower already: no more units of it
+        elif self.units == self.next_trial + self.trial:  # the trial's last unit: keep the faster count
+            lost = not current or statistics.median(other) >= (1 - self.margin) * statistics.median(current)
+            if not lost:
+                self.current = self.other
+            self._next(lost)
+
+    def _next(self, lost: bool) -> None:
+        self.wait = min(2 * self.wait, self.most) if lost else self.every
+        spread = round(self.wait * self.spread * self.rng.uniform(-1, 1))
+        self.next_trial = self.units + max(1, self.wait + spread)
 
 
 def tune_threads(frames: Iterator[T], threads: int, *, first: int = 4, every: int = 32, most: int = 256,
-                 trial: int = 3, margin: float = 0.1,
+                 trial: int = 3, margin: float = 0.1, abort: float = 2.0, spread: float = 0.25,
+                 rng: random.Random | None = None,
                  set_threads: Callable[[int], None] = torch.set_num_threads,
                  clock: Callable[[], float] = time.perf_counter) -> Iterator[T]:
     """``frames``, made with ``threads`` or one torch thread, whichever is faster now (`ThreadTuner`,
@@ -83,7 +99,8 @@ def tune_threads(frames: Iterator[T], threads: int, *, first: int = 4, every: in
     if threads <= 1:
         yield from it
         return
-    tuner = ThreadTuner(threads, first=first, every=every, most=most, trial=trial, margin=margin)
+    tuner = ThreadTuner(threads, first=first, every=every, most=most, trial=trial, margin=margin, abort=abort,
+                        spread=spread, rng=rng)
     active = None
     try:
         while True:
