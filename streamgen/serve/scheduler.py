@@ -14,8 +14,8 @@ thread being the first lane: the decode step's small products gain little from a
 thread, so on two cores two one-thread batches made 3-9% more frames than one batch on two threads
 at 2, 4 and 8 streams (the shipped model, 2026-12-07; docs/results.md). Each thread keeps its own
 workspaces (`Engine.step`), and a stream's frames are the same in any batch, so the lanes change no
-frame. With a `ThreadTuner`, each round is a unit it times (per frame
-drawn); its answer of one thread runs the round as one batch on one thread. Rounds of different
+frame. With a `ThreadTuner`, each round is a unit it times (per frame drawn); its answer of one
+thread runs the round as one batch on one thread. Rounds of different
 numbers of streams are timed apart (a copy of the tuner for each number): a frame of a round of
 one stream on two threads costs far more than a frame of a round of two in two lanes, and timing
 them together once made the tuner leave the lanes for one thread while two streams were behind.
